@@ -1,0 +1,278 @@
+"""The command line: the app by default, and headless subcommands.
+
+Every bad input ends in one line on stderr naming what was wrong and what is
+allowed, and exit status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """Bad input: the message is the one line to print."""
+
+
+# -- argument types ------------------------------------------------------------
+def _int_range(lo: int, hi: int, what: str):
+    def conv(s: str) -> int:
+        try:
+            v = int(s, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer {lo}..{hi}, got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be {lo}..{hi}, got {v}")
+        return v
+    return conv
+
+
+def _speed(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number 0.001..1000 (×1 = 1 µs per wall ms), got {s!r}") from None
+    if not 0.001 <= v <= 1000:
+        raise argparse.ArgumentTypeError(f"speed must be 0.001..1000 (×1 = 1 µs per wall ms), got {v:g}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="iovtui", description="How a packet reaches a VM: device emulation, virtio, SR-IOV.")
+    p.add_argument("--version", action="version", version=f"iovtui {__version__}")
+    p.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
+    p.add_argument("--technique", default="virtio", help="emulation | virtio | sriov (default virtio)")
+    p.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
+    p.add_argument("--speed", type=_speed, default=1.0, help="×1 = 1 µs of virtual time per wall-clock ms")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a preset headless and print the results")
+    r.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
+    r.add_argument("--technique", default="virtio", help="emulation | virtio | sriov")
+    r.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
+                   help="packets to offer (default: the preset's traffic.count)")
+    r.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help='override a preset key, e.g. --set virtio.vhost=true (TOML value)')
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
+    r.add_argument("--dump-ram", metavar="DIR", help="write DIR/<vm>.ram and DIR/layout.json")
+    r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram files")
+
+    pr = sub.add_parser("presets", help="list presets, or validate a preset file")
+    pr.add_argument("--validate", metavar="FILE", help="check a preset file and exit")
+    return p
+
+
+# -- shared helpers --------------------------------------------------------------
+def _load(preset: str, overrides: Sequence[str] = ()):
+    from .sim.preset import PresetError, load_preset
+
+    try:
+        p = load_preset(preset)
+        if overrides:
+            sections: dict[str, dict[str, Any]] = {}
+            for item in overrides:
+                if "=" not in item or "." not in item.split("=", 1)[0]:
+                    raise CliError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. virtio.vhost=true")
+                key, val = item.split("=", 1)
+                sec, k = key.split(".", 1)
+                try:
+                    v = tomllib.loads(f"v = {val}")["v"]
+                except tomllib.TOMLDecodeError:
+                    v = val  # a bare word: take it as a string
+                sections.setdefault(sec, {})[k] = v
+            p = p.with_options(**sections)
+        return p
+    except PresetError as e:
+        raise CliError(str(e)) from None
+
+
+def _check_technique(name: str) -> str:
+    from .sim.paths import TECHNIQUES, available
+
+    have = available()
+    if name not in have:
+        if name in TECHNIQUES:
+            raise CliError(f"technique \"{name}\" is not built yet; available: {', '.join(have)}")
+        raise CliError(f"unknown technique \"{name}\"; available: {', '.join(have)}")
+    return name
+
+
+def _new_file(path: str, force: bool, what: str) -> Path:
+    p = Path(path)
+    if p.exists() and not force:
+        raise CliError(f"{what} {path} already exists; pass --force to overwrite it")
+    if p.parent and not p.parent.exists():
+        raise CliError(f"{what} {path}: directory {p.parent} does not exist")
+    return p
+
+
+# -- subcommands ---------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .sim.trace import JsonlSink, Trace
+    from .sim.world import Simulation
+
+    preset = _load(args.preset, args.set)
+    tech = _check_technique(args.technique)
+    trace = Trace()
+    fh = None
+    if args.trace:
+        tpath = _new_file(args.trace, args.force, "trace file")
+        try:
+            fh = open(tpath, "w", encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"trace file {args.trace}: cannot write: {e.strerror}") from None
+    dump_dir = None
+    if args.dump_ram:
+        dump_dir = Path(args.dump_ram)
+        if dump_dir.exists() and not dump_dir.is_dir():
+            raise CliError(f"--dump-ram {args.dump_ram}: exists and is not a directory")
+        try:
+            dump_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CliError(f"--dump-ram {args.dump_ram}: cannot create directory: {e.strerror}") from None
+        if not os.access(dump_dir, os.W_OK):
+            raise CliError(f"--dump-ram {args.dump_ram}: directory is not writable")
+        clash = [n for n in ["layout.json"] + [f"{v.name}.ram" for v in preset.vms] if (dump_dir / n).exists()]
+        if clash and not args.force:
+            raise CliError(f"--dump-ram {args.dump_ram}: {clash[0]} already exists; pass --force to overwrite")
+    try:
+        if fh is not None:
+            packets = args.packets if args.packets is not None else preset.traffic["count"]
+            trace.add_sink(JsonlSink(fh, {"preset": preset.name, "preset_source": preset.source,
+                                          "seed": args.seed, "technique": tech, "packets": packets,
+                                          "overrides": list(args.set)}))
+        sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
+        sim.run()
+    except MemoryError as e:
+        raise CliError(str(e)) from None
+    finally:
+        if fh is not None:
+            fh.close()
+    summary = sim.summary()
+    if dump_dir is not None:
+        write_ram_dump(sim, dump_dir)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(human_summary(summary, sim.technique.label()))
+    return 0
+
+
+def write_ram_dump(sim, d: Path) -> None:
+    for vm in sim.vms:
+        (d / f"{vm.name}.ram").write_bytes(bytes(vm.mem.ram))
+    layout = {
+        "vms": [{"name": vm.name, "mac": vm.mac, "ram_bytes": vm.mem.size} for vm in sim.vms],
+        "queues": [q.to_json() for q in sim.technique.queues()],
+    }
+    (d / "layout.json").write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
+
+
+def human_summary(s: dict[str, Any], label: str) -> str:
+    pk = s["packets"]
+    ex = s["exits"]
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(ex["by_reason"].items(), key=lambda kv: -kv[1])) or "none"
+    lat = s["latency_ns"]
+    io = s["iommu"]
+    lines = [
+        f"{label} · preset {s['preset']} · seed {s['seed']}",
+        f"  packets     offered {pk['offered']:,}  delivered {pk['delivered']:,}  dropped {pk['dropped']:,}",
+        f"  VM exits    {ex['total']:,} ({ex['per_packet']:.3f} per packet): {reasons}",
+        f"  interrupts  injected {s['interrupts']['injected']:,}  posted {s['interrupts']['posted']:,}",
+        f"  copies      {s['copies_per_packet']:.2f} per packet",
+        f"  throughput  {s['throughput_gbps']:.2f} Gb/s   latency p50 {lat['p50'] / 1000:.2f} µs  p99 {lat['p99'] / 1000:.2f} µs",
+    ]
+    if io["translations"] or io["faults"]:
+        lines.append(f"  IOMMU       {io['translations']:,} translations, IOTLB hits {io['iotlb_hits']:,} "
+                     f"misses {io['iotlb_misses']:,}, faults {io['faults']:,}")
+    if s.get("drops_by_reason"):
+        lines.append("  drops       " + "; ".join(f"{k}: {v}" for k, v in s["drops_by_reason"].items()))
+    return "\n".join(lines)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .sim.preset import PresetError, _load_file, list_presets
+
+    if args.validate:
+        path = Path(args.validate)
+        if not path.is_file():
+            raise CliError(f"{args.validate}: no such file")
+        try:
+            p = _load_file(path)
+        except PresetError as e:
+            raise CliError(str(e)) from None
+        print(f"{path}: ok — {p.name}: {p.description}")
+        return 0
+    rows = []
+    for name, path, origin in list_presets():
+        try:
+            p = _load_file(path)
+            rows.append((name, p.description, len(p.vms), p.traffic["pattern"], origin))
+        except PresetError as e:
+            rows.append((name, f"(invalid: {e})", 0, "-", origin))
+    if not rows:
+        print("no presets found")
+        return 0
+    w = max(len(r[0]) for r in rows)
+    print(f"{'name':<{w}}  vms  pattern   description")
+    for name, desc, nvm, pat, origin in rows:
+        mark = " (user)" if origin == "user" else ""
+        print(f"{name:<{w}}  {nvm:>3}  {pat:<8}  {desc}{mark}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    preset = _load(args.preset)
+    tech = _check_technique(args.technique)
+    try:
+        from .ui.app import create_app
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("iovtui.ui"):
+            raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
+        raise
+    app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed)
+    app.run()
+    return getattr(app, "return_code", 0) or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "presets":
+            return cmd_presets(args)
+        return cmd_app(args)
+    except CliError as e:
+        print(f"iovtui: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("iovtui: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout.close()
+        except Exception:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

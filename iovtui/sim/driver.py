@@ -1,0 +1,231 @@
+"""The asyncio driver: runs a Simulation at a chosen speed, pauses, single
+steps, and publishes frozen :class:`Frame` snapshots to subscribers at a
+bounded rate (never per event).  While paused it awaits an ``asyncio.Event``:
+nothing spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .memory import Region
+from .trace import RingSink, Trace, TraceEvent
+from .views import RingView, TableView
+from .world import Simulation
+
+__all__ = ["Driver", "Frame", "MemoryView", "SPEEDS", "DEFAULT_SPEED_INDEX", "speed_label"]
+
+#: virtual nanoseconds per wall-clock second; the default is 1 µs per wall ms
+SPEEDS = (1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1e8, 1e9)
+DEFAULT_SPEED_INDEX = 4
+
+
+def speed_label(ns_per_s: float) -> str:
+    """``×1`` is 1 µs of virtual time per wall-clock millisecond."""
+    x = ns_per_s / 1e6
+    return f"×{x:g}"
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    vm: str
+    size: int
+    hpa_base: int
+    regions: tuple[Region, ...]
+    #: (gpa, length, who) written since the previous frame (DMA / copies)
+    fresh_writes: tuple[tuple[int, int, str], ...]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Everything the UI draws, frozen at one instant."""
+
+    seq: int
+    t_ns: int
+    running: bool
+    speed: float
+    technique: str
+    label: str
+    preset: str
+    seed: int
+    stages: tuple[str, ...]
+    stage: int                         # the path stage the last event belongs to (0: none)
+    summary: dict[str, Any]            # Metrics.summary() (treat as read-only)
+    events: tuple[TraceEvent, ...]     # new since the previous frame (at most EVENTS_PER_FRAME)
+    last_event: TraceEvent | None      # the most recent event (narration line)
+    rings: tuple[RingView, ...]
+    memory: tuple[MemoryView, ...]
+    iommu: TableView
+    nic: TableView
+    complete: bool
+    events_run: int
+
+
+EVENTS_PER_FRAME = 200
+
+
+class Driver:
+    """Runs one :class:`Simulation` in virtual time, in step with the wall clock."""
+
+    def __init__(self, make_sim: Callable[[Trace], Simulation], speed_index: int = DEFAULT_SPEED_INDEX,
+                 max_fps: float = 30.0, max_events_per_tick: int = 20000) -> None:
+        self._make_sim = make_sim
+        self.speed_index = speed_index
+        self.max_fps = max_fps
+        self.max_events_per_tick = max_events_per_tick
+        self.subscribers: list[Callable[[Frame], None]] = []
+        self.running = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.frames_published = 0
+        self._new(make_sim)
+
+    # -- the simulation ------------------------------------------------------------
+    def _new(self, make_sim: Callable[[Trace], Simulation]) -> None:
+        self._make_sim = make_sim
+        self.trace = Trace()
+        self.sink = RingSink(maxlen=2000)
+        self.trace.add_sink(self.sink)
+        self.sim = make_sim(self.trace)
+        self._seen_events = 0
+        self._write_serial = {vm.name: vm.mem.write_serial for vm in self.sim.vms}
+        self._last_event: TraceEvent | None = None
+
+    def restart(self, make_sim: Callable[[Trace], Simulation] | None = None) -> None:
+        """A new run (another technique, preset or seed); keeps speed and pause state."""
+        self._new(make_sim or self._make_sim)
+        self.publish()
+
+    # -- speed -------------------------------------------------------------------
+    @property
+    def speed(self) -> float:
+        return SPEEDS[self.speed_index]
+
+    def faster(self) -> None:
+        self.speed_index = min(self.speed_index + 1, len(SPEEDS) - 1)
+        self.publish()
+
+    def slower(self) -> None:
+        self.speed_index = max(self.speed_index - 1, 0)
+        self.publish()
+
+    # -- control -----------------------------------------------------------------
+    def pause(self) -> None:
+        self.running = False
+        self._wake.clear()
+        self.publish()
+
+    def resume(self) -> None:
+        self.running = True
+        self._wake.set()
+        self.publish()
+
+    def toggle(self) -> None:
+        if self.running:
+            self.pause()
+        else:
+            self.resume()
+
+    def step(self) -> TraceEvent | None:
+        """Pause, run events until one is narrated (at least one event), publish.
+        Returns the newest trace event."""
+        self.running = False
+        self._wake.clear()
+        before = self.sink.total
+        eng = self.sim.engine
+        for _ in range(1000):
+            if not eng.step():
+                break
+            if self.sink.total > before:
+                break
+        self.publish()
+        return self._last_event
+
+    # -- frames ------------------------------------------------------------------
+    def subscribe(self, cb: Callable[[Frame], None]) -> None:
+        self.subscribers.append(cb)
+
+    def frame(self) -> Frame:
+        sim = self.sim
+        sink = self.sink
+        new = sink.total - self._seen_events
+        self._seen_events = sink.total
+        evs = tuple(list(sink.events)[-min(new, EVENTS_PER_FRAME, len(sink.events)):]) if new else ()
+        if evs:
+            self._last_event = evs[-1]
+        mem_views = []
+        for vm in sim.vms:
+            mem = vm.mem
+            since = self._write_serial.get(vm.name, 0)
+            fresh = tuple((g, n, who) for (_s, g, n, who) in mem.writes_since(since)) if mem.write_serial > since else ()
+            self._write_serial[vm.name] = mem.write_serial
+            mem_views.append(MemoryView(vm.name, mem.size, mem.hpa_base, tuple(mem.regions), fresh))
+        t = sim.technique
+        last = self._last_event
+        return Frame(
+            seq=self.frames_published,
+            t_ns=sim.engine.now,
+            running=self.running,
+            speed=self.speed,
+            technique=t.name,
+            label=t.label(),
+            preset=sim.preset.name,
+            seed=sim.seed,
+            stages=t.stages,
+            stage=last.stage if last is not None else 0,
+            summary=sim.summary(),
+            events=evs,
+            last_event=last,
+            rings=tuple(t.ring_views()),
+            memory=tuple(mem_views),
+            iommu=t.iommu_view(),
+            nic=t.nic_view(),
+            complete=sim.complete,
+            events_run=sim.engine.events_run,
+        )
+
+    def publish(self) -> Frame:
+        f = self.frame()
+        self.frames_published += 1
+        for cb in list(self.subscribers):
+            cb(f)
+        return f
+
+    # -- the loop ----------------------------------------------------------------
+    def start(self) -> asyncio.Task:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        period = 1.0 / self.max_fps
+        while True:
+            if not self.running:
+                await self._wake.wait()  # paused: sleep until resumed
+                continue
+            last = time.monotonic()
+            await asyncio.sleep(period)
+            if not self.running:
+                continue
+            now = time.monotonic()
+            eng = self.sim.engine
+            if eng.halted or not eng.pending:
+                self.running = False
+                self._wake.clear()
+                self.publish()
+                continue
+            target = eng.now + int((now - last) * self.speed)
+            eng.run_until(target, max_events=self.max_events_per_tick)
+            self.publish()

@@ -1,0 +1,121 @@
+"""Guest memory: real bytes addressed by guest-physical address (GPA).
+
+Each VM owns one ``bytearray`` that starts at GPA 0.  The host backs it with
+host-physical memory starting at ``hpa_base`` (the model keeps the backing
+contiguous; the IOMMU still translates page by page through its own tables).
+Regions record what each range is for, so the RAM view can colour it, and a
+bounded write log lets the UI flash the bytes a DMA or a copy just wrote.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["GuestMemory", "Region", "PAGE", "ROLES"]
+
+PAGE = 4096
+
+#: Region roles, in the order the RAM legend lists them.
+ROLES = ("kernel", "desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf", "free")
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class Region:
+    start: int
+    size: int
+    role: str
+    label: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+class GuestMemory:
+    """One VM's guest-physical memory."""
+
+    #: the low megabyte stands for the guest kernel's own memory
+    FIRST_FREE = 0x100000
+
+    def __init__(self, name: str, size: int, hpa_base: int, log_len: int = 512) -> None:
+        if size % PAGE:
+            raise ValueError(f"guest RAM size must be a multiple of {PAGE} bytes")
+        self.name = name
+        self.size = size
+        self.hpa_base = hpa_base
+        self.ram = bytearray(size)
+        self.regions: list[Region] = [Region(0, min(self.FIRST_FREE, size), "kernel", "guest kernel")]
+        self._brk = min(self.FIRST_FREE, size)
+        #: (serial, gpa, length, who) of recent writes by a device or the VMM
+        self.write_log: deque[tuple[int, int, int, str]] = deque(maxlen=log_len)
+        self.write_serial = 0
+        self.bytes_written = 0
+
+    # -- layout -----------------------------------------------------------
+    def alloc(self, size: int, align: int, role: str, label: str) -> int:
+        """Reserve ``size`` bytes at the next ``align``-aligned GPA."""
+        gpa = (self._brk + align - 1) & ~(align - 1)
+        if gpa + size > self.size:
+            raise MemoryError(
+                f"{self.name}: guest RAM of {self.size // 1024} KiB is too small for {label} "
+                f"({size} bytes at 0x{gpa:x})"
+            )
+        self.regions.append(Region(gpa, size, role, label))
+        self._brk = gpa + size
+        return gpa
+
+    def role_at(self, gpa: int) -> str:
+        for r in reversed(self.regions):
+            if r.start <= gpa < r.end:
+                return r.role
+        return "free"
+
+    def region_at(self, gpa: int) -> Region | None:
+        for r in reversed(self.regions):
+            if r.start <= gpa < r.end:
+                return r
+        return None
+
+    def hpa(self, gpa: int) -> int:
+        """The host-physical address backing ``gpa`` (what the IOMMU maps)."""
+        return self.hpa_base + gpa
+
+    # -- byte access ------------------------------------------------------
+    def read(self, gpa: int, n: int) -> bytes:
+        return bytes(self.ram[gpa:gpa + n])
+
+    def write(self, gpa: int, data: bytes | bytearray | memoryview, who: str) -> None:
+        """A device (DMA) or the VMM (a copy) writes guest RAM."""
+        n = len(data)
+        self.ram[gpa:gpa + n] = data
+        self.write_serial += 1
+        self.bytes_written += n
+        self.write_log.append((self.write_serial, gpa, n, who))
+
+    def u16(self, gpa: int) -> int:
+        return _U16.unpack_from(self.ram, gpa)[0]
+
+    def u32(self, gpa: int) -> int:
+        return _U32.unpack_from(self.ram, gpa)[0]
+
+    def u64(self, gpa: int) -> int:
+        return _U64.unpack_from(self.ram, gpa)[0]
+
+    def set_u16(self, gpa: int, v: int) -> None:
+        _U16.pack_into(self.ram, gpa, v & 0xFFFF)
+
+    def set_u32(self, gpa: int, v: int) -> None:
+        _U32.pack_into(self.ram, gpa, v & 0xFFFFFFFF)
+
+    def set_u64(self, gpa: int, v: int) -> None:
+        _U64.pack_into(self.ram, gpa, v)
+
+    def writes_since(self, serial: int) -> list[tuple[int, int, int, str]]:
+        """Write-log entries newer than ``serial`` (oldest first)."""
+        return [w for w in self.write_log if w[0] > serial]

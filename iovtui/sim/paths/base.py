@@ -1,0 +1,89 @@
+"""The interface every technique implements, and what they share."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..views import QueueInfo, RingView, TableView
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..packet import Packet
+    from ..vmm import Vm
+    from ..world import Simulation
+
+__all__ = ["Technique", "UnknownTechnique"]
+
+
+class UnknownTechnique(ValueError):
+    """Asked for a technique that does not exist (the message lists those that do)."""
+
+
+class Technique:
+    """One I/O virtualization technique.
+
+    Subclasses implement the data path; the simulation calls
+    :meth:`receive_from_wire` when a frame's last bit reaches the physical
+    port and :meth:`guest_send` when a guest application sends a frame.  A
+    technique reports every packet exactly once through
+    ``sim.guest_reads``/``sim.delivered``/``sim.transmit`` or
+    ``sim.dropped``, and :meth:`in_flight` counts what it still holds.
+    """
+
+    #: CLI / JSON name
+    name = ""
+    #: the path strip: one short label per stage of the receive flow (stage n = stages[n-1])
+    stages: tuple[str, ...] = ()
+
+    def __init__(self, sim: "Simulation") -> None:
+        self.sim = sim
+        self.engine = sim.engine
+        self.metrics = sim.metrics
+        self.vmm = sim.vmm
+        self.costs = sim.costs
+        self.vms = sim.vms
+        self.preset = sim.preset
+
+    # -- the data path ---------------------------------------------------------
+    def setup(self) -> None:
+        """Allocate rings and buffers in guest RAM and post RX buffers."""
+        raise NotImplementedError
+
+    def receive_from_wire(self, pkt: "Packet") -> None:
+        raise NotImplementedError
+
+    def guest_send(self, vm: "Vm", pkt: "Packet") -> None:
+        raise NotImplementedError
+
+    def in_flight(self) -> int:
+        """Packets this technique holds right now (queues, rings, wire)."""
+        raise NotImplementedError
+
+    def host_busy_ns(self) -> int:
+        """CPU time spent by host threads (device model, vhost, host stack)."""
+        return 0
+
+    # -- description -----------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        """The settings that shape this run (shown in the header and JSON)."""
+        return {}
+
+    def label(self) -> str:
+        """e.g. ``virtio (vhost off, event idx on)``."""
+        return self.name
+
+    # -- views for the UI and for --dump-ram -------------------------------------
+    def queues(self) -> list[QueueInfo]:
+        return []
+
+    def ring_views(self) -> list[RingView]:
+        return []
+
+    def iommu_view(self) -> TableView:
+        return TableView("IOMMU (VT-d)", (), (), idle_reason=(
+            "No device is assigned to a guest: the host owns the NIC, so the IOMMU does no "
+            "DMA remapping for this technique."))
+
+    def nic_view(self) -> TableView:
+        return TableView("NIC", (), (), idle_reason=(
+            "No virtual function is in use: the host owns the physical NIC and forwards frames "
+            "to the VM in software."))

@@ -1,0 +1,435 @@
+"""Presets: TOML scenario files, validated against one schema.
+
+Every error names the file, the key path, the bad value and what is
+allowed; an unknown key suggests the nearest valid one.  TOML syntax errors
+keep tomllib's line and column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .vmm import DEFAULT_COSTS
+
+__all__ = ["Preset", "PresetError", "load_preset", "list_presets", "preset_from_dict",
+           "preset_dirs", "parse_rate", "IMIX", "SCHEMA"]
+
+
+class PresetError(Exception):
+    """A preset could not be used; ``str(err)`` is the one line to show."""
+
+
+# -- field specs ------------------------------------------------------------
+@dataclass(frozen=True)
+class F:
+    """One key: how to check it, its default and what is allowed."""
+
+    check: Callable[[Any], Any]     # returns the normalised value or raises ValueError(allowed)
+    default: Any = None
+    required: bool = False
+
+
+def _int(lo: int, hi: int, pow2: bool = False, mult: int = 1):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"an integer {lo}..{hi}")
+        if not lo <= v <= hi:
+            raise ValueError(f"an integer {lo}..{hi}" + (", a power of two" if pow2 else ""))
+        if pow2 and v & (v - 1):
+            raise ValueError(f"a power of two {lo}..{hi}")
+        if v % mult:
+            raise ValueError(f"a multiple of {mult} in {lo}..{hi}")
+        return v
+    return check
+
+
+def _float(lo: float, hi: float):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"a number {lo:g}..{hi:g}")
+        if not lo <= v <= hi:
+            raise ValueError(f"a number {lo:g}..{hi:g}")
+        return float(v)
+    return check
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError("true or false")
+    return v
+
+
+def _choice(*choices: str):
+    def check(v):
+        if v not in choices:
+            raise ValueError(" | ".join(choices))
+        return v
+    return check
+
+
+def _str(pattern: str = r".+", what: str = "a non-empty string"):
+    rx = re.compile(pattern)
+
+    def check(v):
+        if not isinstance(v, str) or not rx.fullmatch(v):
+            raise ValueError(what)
+        return v
+    return check
+
+
+_MAC_RX = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def _mac(v):
+    if not isinstance(v, str) or not _MAC_RX.fullmatch(v):
+        raise ValueError('a MAC address like "52:54:00:12:34:56"')
+    if int(v[:2], 16) & 1:
+        raise ValueError("a unicast MAC address (first octet even)")
+    return v.lower()
+
+
+_SIZE_RX = re.compile(r"\s*(\d+)\s*(KiB|MiB|GiB|K|M|G)?\s*", re.I)
+_SIZE_UNIT = {None: 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+
+
+def _ram(v):
+    allowed = 'a size 4 MiB..1 GiB, a multiple of 4 KiB ("16 MiB" or bytes)'
+    if isinstance(v, bool):
+        raise ValueError(allowed)
+    if isinstance(v, int):
+        n = v
+    elif isinstance(v, str) and (m := _SIZE_RX.fullmatch(v)):
+        n = int(m.group(1)) * _SIZE_UNIT[(m.group(2) or "").lower() or None]
+    else:
+        raise ValueError(allowed)
+    if not (4 << 20) <= n <= (1 << 30) or n % 4096:
+        raise ValueError(allowed)
+    return n
+
+
+#: Simple IMIX (frame sizes without FCS) and its 7:4:1 weights.
+IMIX = ((60, 7), (590, 4), (1514, 1))
+
+
+def _sizes(v):
+    allowed = 'a frame size 60..1514, a list of them, or "imix"'
+    if v == "imix":
+        return list(IMIX)
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise ValueError(allowed)
+    out = []
+    for s in v:
+        if isinstance(s, bool) or not isinstance(s, int) or not 60 <= s <= 1514:
+            raise ValueError(allowed)
+        out.append((s, 1))
+    return out
+
+
+_RATE_RX = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(pps|kpps|mpps|bps|kb/s|mb/s|gb/s|kbps|mbps|gbps)\s*", re.I)
+_RATE_MULT = {"pps": ("pps", 1), "kpps": ("pps", 1e3), "mpps": ("pps", 1e6),
+              "bps": ("bps", 1), "kb/s": ("bps", 1e3), "kbps": ("bps", 1e3),
+              "mb/s": ("bps", 1e6), "mbps": ("bps", 1e6), "gb/s": ("bps", 1e9), "gbps": ("bps", 1e9)}
+
+
+def parse_rate(v) -> tuple[str, float]:
+    """``"line"`` | packets/s as a number | ``"500 kpps"`` | ``"4 Gb/s"``."""
+    allowed = '"line", packets per second (a number), or a string like "500 kpps" or "4 Gb/s"'
+    if v == "line":
+        return ("line", 0.0)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if not 1 <= v <= 100e6:
+            raise ValueError("packets per second 1..100000000, " + allowed)
+        return ("pps", float(v))
+    if isinstance(v, str) and (m := _RATE_RX.fullmatch(v)):
+        kind, mult = _RATE_MULT[m.group(2).lower()]
+        val = float(m.group(1)) * mult
+        if val <= 0 or (kind == "pps" and val > 100e6) or (kind == "bps" and val > 400e9):
+            raise ValueError("a positive rate up to 100 Mpps or 400 Gb/s")
+        return (kind, val)
+    raise ValueError(allowed)
+
+
+def _rid(v):
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]", v):
+        raise ValueError('a PCI bus:device.function like "02:00.0" (device 00..1f, function 0..7)')
+    return v.lower()
+
+
+_TRAFFIC = {
+    "pattern": F(_choice("steady", "burst", "poisson", "pingpong"), "steady"),
+    "direction": F(_choice("rx", "tx", "both"), "rx"),
+    "rate": F(parse_rate, ("line", 0.0)),
+    "sizes": F(_sizes, [(1514, 1)]),
+    "count": F(_int(1, 10_000_000), 2000),
+    "burst_size": F(_int(1, 4096), 32),
+    "burst_gap_us": F(_float(0.1, 1e6), 100.0),
+    "targets": F(lambda v: _targets(v), "all"),
+}
+
+
+def _targets(v):
+    if v == "all":
+        return v
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return v
+    raise ValueError('"all" or a list of VM names')
+
+
+_VM = {
+    "name": F(_str(r"[a-z][a-z0-9_-]{0,15}", "a short lowercase name like \"vm0\" (letters, digits, - or _)"), None),
+    "mac": F(_mac, None),
+    "vlan": F(_int(0, 4094), 0),
+    "ram": F(_ram, 16 << 20),
+    "ip": F(_str(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})", 'an IPv4 address like "10.0.0.1"'), None),
+    "spoof_check": F(_bool, None),
+    "trust": F(_bool, None),
+    "link_state": F(_choice("auto", "enable", "disable"), None),
+}
+
+_NIC = {
+    "vfs": F(_int(1, 64), 4),
+    "spoof_check": F(_bool, True),
+    "trust": F(_bool, False),
+    "link_state": F(_choice("auto", "enable", "disable"), "auto"),
+    "pf_rid": F(_rid, "02:00.0"),
+    "first_vf_offset": F(_int(1, 255), 128),
+    "vf_stride": F(_int(1, 255), 2),
+    "line_rate_gbps": F(_float(0.1, 400), 10.0),
+}
+
+_VIRTIO = {
+    "queue_size": F(_int(1, 32768, pow2=True), 256),
+    "event_idx": F(_bool, True),
+    "vhost": F(_bool, False),
+    "notify": F(_choice("mmio", "pio"), "mmio"),
+    "ioeventfd": F(_bool, True),
+    "napi_budget": F(_int(1, 1024), 64),
+}
+
+_EMULATION = {
+    "itr_us": F(_float(0, 10000), 0.0),
+    "ring_size": F(_int(8, 4096, mult=8), 256),
+}
+
+_SRIOV = {
+    "posted_interrupts": F(_bool, False),
+    "x2apic": F(_bool, False),
+    "iotlb_entries": F(_int(1, 4096), 64),
+    "itr_us": F(_float(0, 10000), 0.0),
+    "ring_size": F(_int(8, 4096, mult=8), 256),
+}
+
+_FAULTS = {
+    "unmapped_dma": F(_float(0, 1), 0.0),    # fraction of RX buffers the guest posts at an unmapped GPA
+    "readonly_dma": F(_float(0, 1), 0.0),    # fraction posted in a page the IOMMU maps read-only
+    "spoofed_src": F(_float(0, 1), 0.0),     # fraction of guest TX frames with a forged source MAC
+    "ring_full": F(_bool, False),            # the guest driver stops refilling RX buffers
+    "link_down_us": F(_float(0, 1e9), 0.0),  # the link goes down at this virtual time (0 = never)
+}
+
+_COSTS = {k: F(_float(0, 1e9), float(v)) for k, v in DEFAULT_COSTS.items()}
+
+SCHEMA: dict[str, Any] = {
+    "name": F(_str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a name of letters, digits, '-', '_' or '.'"), required=True),
+    "description": F(_str(), required=True),
+    "traffic": _TRAFFIC,
+    "vm": [_VM],
+    "nic": _NIC,
+    "virtio": _VIRTIO,
+    "emulation": _EMULATION,
+    "sriov": _SRIOV,
+    "faults": _FAULTS,
+    "costs": _COSTS,
+}
+
+
+# -- the validated preset ----------------------------------------------------
+@dataclass
+class VmCfg:
+    name: str
+    mac: str
+    vlan: int
+    ram: int
+    ip: str
+    spoof_check: bool
+    trust: bool
+    link_state: str
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    source: str
+    traffic: dict[str, Any]
+    vms: list[VmCfg]
+    nic: dict[str, Any]
+    virtio: dict[str, Any]
+    emulation: dict[str, Any]
+    sriov: dict[str, Any]
+    faults: dict[str, Any]
+    costs: dict[str, float]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def with_options(self, **sections: dict[str, Any]) -> "Preset":
+        """A copy with some section keys changed (used by the app's toggles),
+        validated like a file."""
+        raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.raw.items()}
+        for sec, kv in sections.items():
+            raw.setdefault(sec, {}).update(kv)
+        return preset_from_dict(raw, self.source)
+
+
+def _nearest(key: str, allowed) -> str:
+    m = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
+    return f' (did you mean "{m[0]}"?)' if m else ""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v)
+
+
+def _check_table(src: str, path: str, table: Any, spec: dict[str, F]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise PresetError(f"{src}: [{path}] must be a table, got {_fmt(table)}")
+    out: dict[str, Any] = {}
+    for key, val in table.items():
+        if key not in spec:
+            allowed = ", ".join(spec)
+            raise PresetError(f"{src}: unknown key {path}.{key}{_nearest(key, spec)}; "
+                              f"allowed in [{path}]: {allowed}")
+        try:
+            out[key] = spec[key].check(val)
+        except ValueError as e:
+            raise PresetError(f"{src}: {path}.{key} = {_fmt(val)} is not allowed; expected {e}") from None
+    for key, f in spec.items():
+        if key not in out:
+            out[key] = f.default
+    return out
+
+
+def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
+    """Validate parsed TOML and build a :class:`Preset` (raises PresetError)."""
+    src = source
+    for key in data:
+        if key not in SCHEMA:
+            raise PresetError(f"{src}: unknown key {key}{_nearest(key, SCHEMA)}; "
+                              f"allowed at the top level: {', '.join(SCHEMA)}")
+    top = {}
+    for key in ("name", "description"):
+        f: F = SCHEMA[key]
+        if key not in data:
+            raise PresetError(f"{src}: missing required key {key}")
+        try:
+            top[key] = f.check(data[key])
+        except ValueError as e:
+            raise PresetError(f"{src}: {key} = {_fmt(data[key])} is not allowed; expected {e}") from None
+    sections = {}
+    for sec in ("traffic", "nic", "virtio", "emulation", "sriov", "faults", "costs"):
+        sections[sec] = _check_table(src, sec, data.get(sec, {}), SCHEMA[sec])
+
+    vm_tables = data.get("vm", [{}])
+    if not isinstance(vm_tables, list) or not vm_tables:
+        raise PresetError(f"{src}: vm must be one or more [[vm]] tables")
+    if len(vm_tables) > 64:
+        raise PresetError(f"{src}: {len(vm_tables)} [[vm]] tables; allowed 1..64")
+    nic = sections["nic"]
+    vms: list[VmCfg] = []
+    for i, t in enumerate(vm_tables):
+        v = _check_table(src, f"vm[{i}]", t, _VM)
+        vms.append(VmCfg(
+            name=v["name"] or f"vm{i}",
+            mac=v["mac"] or f"52:54:00:00:00:{i + 1:02x}",
+            vlan=v["vlan"],
+            ram=v["ram"],
+            ip=v["ip"] or f"10.0.0.{i + 1}",
+            spoof_check=nic["spoof_check"] if v["spoof_check"] is None else v["spoof_check"],
+            trust=nic["trust"] if v["trust"] is None else v["trust"],
+            link_state=nic["link_state"] if v["link_state"] is None else v["link_state"],
+        ))
+    names = [v.name for v in vms]
+    for n in set(names):
+        if names.count(n) > 1:
+            raise PresetError(f"{src}: vm name {_fmt(n)} is used twice; each [[vm]] needs its own name")
+    macs = [v.mac for v in vms]
+    for mac in set(macs):
+        if macs.count(mac) > 1:
+            raise PresetError(f"{src}: vm mac {_fmt(mac)} is used twice; each VM needs its own MAC")
+    if len(vms) > nic["vfs"]:
+        raise PresetError(f"{src}: nic.vfs = {nic['vfs']} but the preset has {len(vms)} VMs; "
+                          f"allowed: vfs >= number of [[vm]] tables (1..64)")
+    targets = sections["traffic"]["targets"]
+    if targets != "all":
+        for t in targets:
+            if t not in names:
+                raise PresetError(f"{src}: traffic.targets names {_fmt(t)}, which is not a VM; "
+                                  f"allowed: {', '.join(names)}{_nearest(t, names)}")
+    return Preset(name=top["name"], description=top["description"], source=src, vms=vms,
+                  raw=data, **sections)
+
+
+# -- finding presets ---------------------------------------------------------
+def preset_dirs() -> list[tuple[str, Path]]:
+    """Where presets are looked up, in order: the user's, then the shipped."""
+    dirs: list[tuple[str, Path]] = []
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    dirs.append(("user", Path(xdg) / "iovtui" / "presets"))
+    pkg = Path(__file__).resolve().parent.parent
+    for cand in (pkg / "presets", pkg.parent / "presets"):  # installed wheel, then a source checkout
+        if cand.is_dir():
+            dirs.append(("shipped", cand))
+            break
+    return dirs
+
+
+def list_presets() -> list[tuple[str, Path, str]]:
+    """``(name, path, origin)`` of every preset file found, one per name."""
+    seen: dict[str, tuple[str, Path, str]] = {}
+    for origin, d in preset_dirs():
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.toml")):
+            seen.setdefault(p.stem, (p.stem, p, origin))
+    return sorted(seen.values())
+
+
+def _load_file(path: Path) -> Preset:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PresetError(f"{path}: cannot read preset: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise PresetError(f"{path}: not UTF-8 text; a preset is a TOML file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError(f"{path}: TOML syntax error: {e}") from None
+    return preset_from_dict(data, str(path))
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A shipped or user preset by name, or a file by path."""
+    p = Path(name_or_path)
+    if name_or_path.endswith(".toml") or os.sep in name_or_path or p.is_file():
+        if not p.is_file():
+            raise PresetError(f"{name_or_path}: no such preset file")
+        return _load_file(p)
+    for origin, d in preset_dirs():
+        cand = d / f"{name_or_path}.toml"
+        if cand.is_file():
+            return _load_file(cand)
+    names = [n for n, _, _ in list_presets()]
+    raise PresetError(f"unknown preset \"{name_or_path}\"{_nearest(name_or_path, names)}; "
+                      f"available: {', '.join(names) or '(none found)'}")

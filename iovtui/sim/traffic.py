@@ -1,0 +1,138 @@
+"""Traffic generation: steady, burst, poisson and ping-pong; rx, tx or both.
+
+Received frames come from an outside host on the wire (``EXT_MAC`` /
+``EXT_IP``) to a VM; transmitted frames go from a VM to that host.  Sizes
+are fixed or a weighted mix (IMIX).  All randomness comes from the run's RNG.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import TYPE_CHECKING
+
+from .packet import WIRE_OVERHEAD, Packet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .world import Simulation
+
+__all__ = ["Traffic", "EXT_MAC", "EXT_IP"]
+
+EXT_MAC = "02:00:00:00:00:fe"
+EXT_IP = "10.0.0.254"
+
+
+class Traffic:
+    def __init__(self, sim: "Simulation") -> None:
+        self.sim = sim
+        cfg = sim.preset.traffic
+        self.pattern: str = cfg["pattern"]
+        self.direction: str = cfg["direction"]
+        self.count: int = sim.packets_target
+        self.burst_size: int = cfg["burst_size"]
+        self.burst_gap_ns = int(cfg["burst_gap_us"] * 1000)
+        sizes = cfg["sizes"]
+        self.sizes = [s for s, _ in sizes]
+        self.cum_weights = list(itertools.accumulate(w for _, w in sizes))
+        self.mean_size = sum(s * w for s, w in sizes) / self.cum_weights[-1]
+        self.line_bps = sim.costs["line_rate_gbps"] * 1e9
+        kind, val = cfg["rate"]
+        self.rate_kind = kind
+        self.rate_val = val
+        names = cfg["targets"]
+        self.targets = sim.vms if names == "all" else [v for v in sim.vms if v.name in names]
+        self.offered = 0
+        self._rr = 0
+        self._dir_toggle = 0
+        self._t = 0.0
+        self._in_burst = 0
+        self.done = False
+
+    # -- helpers ------------------------------------------------------------
+    def interval_ns(self, size: int) -> float:
+        """Time between two frame starts at the configured rate."""
+        wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9  # the link never goes faster
+        if self.rate_kind == "line":
+            return wire
+        if self.rate_kind == "pps":
+            return max(wire, 1e9 / self.rate_val)
+        return max(wire, size * 8 / self.rate_val * 1e9)
+
+    def next_size(self) -> int:
+        if len(self.sizes) == 1:
+            return self.sizes[0]
+        r = self.sim.engine.rng.random() * self.cum_weights[-1]
+        return self.sizes[bisect.bisect_right(self.cum_weights, r)]
+
+    def make_packet(self, direction: str, vm, size: int) -> Packet:
+        sim = self.sim
+        pid = self.offered
+        now = sim.engine.now
+        if direction == "rx":
+            frame = sim.frames.build(vm.mac, EXT_MAC, vm.vlan, EXT_IP, vm.ip, size, pid)
+            return Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vm.vlan)
+        frame = sim.frames.build(EXT_MAC, vm.mac, vm.vlan, vm.ip, EXT_IP, size, pid, 5201, 40000)
+        return Packet(pid, now, vm.index, "tx", frame, EXT_MAC, vm.mac, vm.vlan)
+
+    # -- the generator ---------------------------------------------------------
+    def start(self) -> None:
+        if self.count <= 0 or not self.targets:
+            self.done = True
+            return
+        self.sim.engine.at(0, self._tick)
+
+    def _direction(self) -> str:
+        if self.direction != "both":
+            return self.direction
+        self._dir_toggle ^= 1
+        return "rx" if self._dir_toggle else "tx"
+
+    def _target(self):
+        t = self.targets[self._rr % len(self.targets)]
+        self._rr += 1
+        return t
+
+    def _offer(self, direction: str, vm, size: int) -> None:
+        pkt = self.make_packet(direction, vm, size)
+        self.offered += 1
+        if self.offered >= self.count:
+            self.done = True
+        self.sim.offer(pkt)
+
+    def _tick(self) -> None:
+        size = self.next_size()
+        vm = self._target()
+        if self.pattern == "pingpong":
+            self._offer("rx" if self.direction != "tx" else "tx", vm, size)
+            return  # the next request waits for this one's answer (on_complete)
+        self._offer(self._direction(), vm, size)
+        if self.done:
+            return
+        gap = self.interval_ns(size)
+        if self.pattern == "poisson":
+            gap = max(gap, self.sim.engine.rng.expovariate(1.0 / self._mean_interval()))
+        elif self.pattern == "burst":
+            self._in_burst += 1
+            if self._in_burst >= self.burst_size:
+                self._in_burst = 0
+                gap += self.burst_gap_ns
+        self._t += gap
+        self.sim.engine.at(int(self._t), self._tick)
+
+    def _mean_interval(self) -> float:
+        return self.interval_ns(int(self.mean_size))
+
+    def on_complete(self, pkt: Packet, delivered: bool) -> None:
+        """Ping-pong: a delivered request is answered by the other side; a
+        finished answer (or a loss) lets the next request go."""
+        if self.pattern != "pingpong":
+            return
+        sim = self.sim
+        vm = sim.vms[pkt.vm]
+        first = "rx" if self.direction != "tx" else "tx"
+        if delivered and pkt.direction == first and not self.done:
+            other = "tx" if first == "rx" else "rx"
+            self._offer(other, vm, pkt.size)
+        elif not self.done:
+            self._t = sim.engine.now
+            sim.engine.at(sim.engine.now, self._tick)

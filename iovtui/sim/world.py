@@ -1,0 +1,155 @@
+"""A run: one preset, one technique, one seed.
+
+``Simulation`` wires the engine, the VMs (guest memory + vCPU), the VMM, the
+metrics, the traffic generator and the chosen technique together, and knows
+when a run is complete: every offered packet delivered or dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import Engine, Resource
+from .memory import GuestMemory
+from .metrics import Metrics
+from .packet import WIRE_OVERHEAD, FrameFactory, Packet, parse_frame
+from .preset import Preset
+from .trace import Trace
+from .traffic import Traffic
+from .vmm import DEFAULT_COSTS, Vm, Vmm
+
+__all__ = ["Simulation", "HPA_STRIDE"]
+
+#: host-physical placement of each VM's RAM (VM i at 4 GiB + i GiB)
+HPA_BASE = 0x1_0000_0000
+HPA_STRIDE = 0x4000_0000
+
+
+class Simulation:
+    def __init__(self, preset: Preset, technique: str, seed: int = 1,
+                 packets: int | None = None, trace: Trace | None = None) -> None:
+        from .paths import make_technique  # late: paths import this module's types
+
+        self.preset = preset
+        self.seed = seed
+        self.engine = Engine(seed, trace)
+        self.metrics = Metrics()
+        costs = dict(DEFAULT_COSTS)
+        costs.update(preset.costs)
+        costs["line_rate_gbps"] = preset.nic["line_rate_gbps"]
+        self.costs = costs
+        self.vmm = Vmm(self.engine, self.metrics, costs)
+        self.vms: list[Vm] = []
+        for i, cfg in enumerate(preset.vms):
+            mem = GuestMemory(cfg.name, cfg.ram, HPA_BASE + i * HPA_STRIDE)
+            vm = Vm(i, cfg.name, cfg.mac, cfg.vlan, cfg.ip, mem)
+            vm.extra["cfg"] = cfg
+            self.vms.append(vm)
+        self.frames = FrameFactory()
+        self.packets_target = packets if packets is not None else preset.traffic["count"]
+        #: the outbound physical link (inbound spacing is the generator's)
+        self.wire_out = Resource("wire tx")
+        self.line_bps = costs["line_rate_gbps"] * 1e9
+        #: frames being serialized onto the outbound link (sent, not yet delivered)
+        self.in_wire = 0
+        self.technique = make_technique(technique, self)
+        self.traffic = Traffic(self)
+        self.technique.setup()
+        self.traffic.start()
+
+    # -- called by the traffic generator --------------------------------------
+    def offer(self, pkt: Packet) -> None:
+        now = self.engine.now
+        self.metrics.offer(now)
+        if pkt.direction == "rx":
+            # the generator ticks when a frame's last bit reaches the port; it
+            # never offers faster than the link (see Traffic.interval_ns)
+            self.technique.receive_from_wire(pkt)
+        else:
+            self.technique.guest_send(self.vms[pkt.vm], pkt)
+
+    # -- called by the techniques ----------------------------------------------
+    def wire_time(self, size: int) -> int:
+        return int((size + WIRE_OVERHEAD) * 8 * 1e9 / self.line_bps)
+
+    def transmit(self, pkt: Packet, ready: int) -> int:
+        """A frame leaves on the outbound link once it is ready; it is
+        delivered (to the outside host) when its last bit is sent."""
+        end = self.wire_out.reserve(ready, self.wire_time(pkt.size))
+        self.in_wire += 1
+        self.engine.at(end, self._left_wire, pkt)
+        return end
+
+    def _left_wire(self, pkt: Packet) -> None:
+        self.in_wire -= 1
+        self.delivered(pkt, self.engine.now)
+
+    def delivered(self, pkt: Packet, t: int) -> None:
+        pkt.t_done = t
+        m = self.metrics
+        m.deliver(self.vms[pkt.vm].name, pkt.size, pkt.t0, t)
+        tr = self.engine.trace
+        if tr.on:
+            vm = self.vms[pkt.vm]
+            what = f"{vm.name}'s stack receives" if pkt.direction == "rx" else "the outside host receives"
+            tr.emit(t, "deliver", vm.name, 0,
+                    f"{what} frame #{pkt.id} ({pkt.size} B) · latency {(t - pkt.t0) / 1000:.2f} µs",
+                    pkt=pkt.id, size=pkt.size, latency_ns=t - pkt.t0)
+        self._completed(pkt, True, t)
+
+    def dropped(self, pkt: Packet, reason: str, stage: int = 0) -> None:
+        self.metrics.drop(reason)
+        tr = self.engine.trace
+        if tr.on:
+            tr.emit(self.engine.now, "drop", self.vms[pkt.vm].name, stage,
+                    f"frame #{pkt.id} dropped: {reason}", pkt=pkt.id, reason=reason)
+        self._completed(pkt, False, self.engine.now)
+
+    def guest_reads(self, vm: Vm, pkt: Packet, gpa: int, t: int) -> None:
+        """The guest stack reads the frame through its GPA: the bytes in RAM
+        must be the frame that was sent (checked on the sequence number)."""
+        off = 46 if pkt.vlan else 42   # the sequence number after Ethernet(+802.1Q)/IPv4/UDP
+        ram = vm.mem.ram
+        if ram[gpa:gpa + 12] != pkt.frame[:12] or ram[gpa + off:gpa + off + 8] != pkt.frame[off:off + 8]:
+            self.metrics.corrupt += 1
+        self.delivered(pkt, t)
+
+    def _completed(self, pkt: Packet, delivered: bool, t: int) -> None:
+        self.traffic.on_complete(pkt, delivered)
+        m = self.metrics
+        if self.traffic.done and m.delivered + m.dropped >= m.offered:
+            self.engine.halted = True
+
+    # -- running ------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        m = self.metrics
+        return self.traffic.done and m.delivered + m.dropped >= m.offered
+
+    def run(self, max_events: int | None = None) -> Metrics:
+        """Run until every offered packet is delivered or dropped (or the heap
+        empties: packets still held are then in flight)."""
+        self.engine.run(max_events=max_events)
+        return self.metrics
+
+    def in_flight(self) -> int:
+        return self.technique.in_flight() + self.in_wire
+
+    def summary(self) -> dict[str, Any]:
+        t = self.technique
+        return self.metrics.summary(
+            t.name, self.preset.name, self.seed,
+            options=t.options(),
+            in_flight=self.in_flight(),
+            virtual_time_ns=self.engine.now,
+            cpu_ns_per_packet=round(self.cpu_ns_per_packet(), 1),
+            corrupt_frames=self.metrics.corrupt,
+        )
+
+    def cpu_ns_per_packet(self) -> float:
+        busy = sum(v.vcpu.busy_ns for v in self.vms) + self.technique.host_busy_ns()
+        return self.metrics.per_packet(busy)
+
+    @staticmethod
+    def decode(frame: bytes) -> dict:
+        return parse_frame(frame)
