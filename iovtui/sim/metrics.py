@@ -104,7 +104,19 @@ class Metrics:
     def deliver(self, vm_name: str, size: int, t0: int, t: int) -> None:
         self.delivered += 1
         self.bytes_delivered += size
-        self.latency.add(t - t0)
+        # LatencyHistogram.add, inlined: this runs once per packet
+        h = self.latency
+        v = t - t0
+        if v < 0:
+            v = 0
+        b = v.bit_length()
+        key = (((b - 7) << 8) | (v >> (b - 7))) if b > 7 else v
+        c = h.counts
+        c[key] = c.get(key, 0) + 1
+        h.n += 1
+        h.total += v
+        if v > h.max:
+            h.max = v
         if t > self.last_deliver_t:
             self.last_deliver_t = t
         d = self.delivered_by_vm

@@ -76,7 +76,7 @@ class FrameFactory:
         self._templates: dict[tuple, tuple[bytearray, int, int]] = {}
 
     def build(self, dst: str, src: str, vlan: int, src_ip: str, dst_ip: str,
-              size: int, seq: int, sport: int = 40000, dport: int = 5201) -> bytes:
+              size: int, seq: int, sport: int = 40000, dport: int = 5201) -> bytearray:
         key = (dst, src, vlan, src_ip, dst_ip, size, sport, dport)
         tpl = self._templates.get(key)
         if tpl is None:
@@ -94,7 +94,7 @@ class FrameFactory:
         frame[ip_off + 10] = c >> 8
         frame[ip_off + 11] = c & 0xFF
         _SEQ.pack_into(frame, ip_off + 28, seq)
-        return bytes(frame)
+        return frame
 
     @staticmethod
     def _template(dst: str, src: str, vlan: int, src_ip: str, dst_ip: str,

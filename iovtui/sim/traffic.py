@@ -47,6 +47,8 @@ class Traffic:
         self._t = 0.0
         self._in_burst = 0
         self.done = False
+        self.single_size = len(self.sizes) == 1
+        self._intervals: dict[int, float] = {}
 
     # -- helpers ------------------------------------------------------------
     def interval_ns(self, size: int) -> float:
@@ -63,16 +65,6 @@ class Traffic:
             return self.sizes[0]
         r = self.sim.engine.rng.random() * self.cum_weights[-1]
         return self.sizes[bisect.bisect_right(self.cum_weights, r)]
-
-    def make_packet(self, direction: str, vm, size: int) -> Packet:
-        sim = self.sim
-        pid = self.offered
-        now = sim.engine.now
-        if direction == "rx":
-            frame = sim.frames.build(vm.mac, EXT_MAC, vm.vlan, EXT_IP, vm.ip, size, pid)
-            return Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vm.vlan)
-        frame = sim.frames.build(EXT_MAC, vm.mac, vm.vlan, vm.ip, EXT_IP, size, pid, 5201, 40000)
-        return Packet(pid, now, vm.index, "tx", frame, EXT_MAC, vm.mac, vm.vlan)
 
     # -- the generator ---------------------------------------------------------
     def start(self) -> None:
@@ -93,22 +85,34 @@ class Traffic:
         return t
 
     def _offer(self, direction: str, vm, size: int) -> None:
-        pkt = self.make_packet(direction, vm, size)
-        self.offered += 1
-        if self.offered >= self.count:
+        sim = self.sim
+        pid = self.offered
+        now = sim.engine.now
+        self.offered = pid + 1
+        if pid + 1 >= self.count:
             self.done = True
-        self.sim.offer(pkt)
+        if direction == "rx":
+            frame = sim.frames.build(vm.mac, EXT_MAC, vm.vlan, EXT_IP, vm.ip, size, pid)
+            pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vm.vlan)
+        else:
+            frame = sim.frames.build(EXT_MAC, vm.mac, vm.vlan, vm.ip, EXT_IP, size, pid, 5201, 40000)
+            pkt = Packet(pid, now, vm.index, "tx", frame, EXT_MAC, vm.mac, vm.vlan)
+        sim.offer(pkt)
 
     def _tick(self) -> None:
-        size = self.next_size()
-        vm = self._target()
+        size = self.sizes[0] if self.single_size else self.next_size()
+        targets = self.targets
+        vm = targets[self._rr % len(targets)]
+        self._rr += 1
         if self.pattern == "pingpong":
             self._offer("rx" if self.direction != "tx" else "tx", vm, size)
             return  # the next request waits for this one's answer (on_complete)
-        self._offer(self._direction(), vm, size)
+        self._offer(self._direction() if self.direction == "both" else self.direction, vm, size)
         if self.done:
             return
-        gap = self.interval_ns(size)
+        gap = self._intervals.get(size)
+        if gap is None:
+            gap = self._intervals[size] = self.interval_ns(size)
         if self.pattern == "poisson":
             gap = max(gap, self.sim.engine.rng.expovariate(1.0 / self._mean_interval()))
         elif self.pattern == "burst":

@@ -109,6 +109,7 @@ class Vmm:
         c = costs
         self.exit_kernel_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"])
         self.exit_user_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"] + c["exit_user_ns"])
+        self._copy_cache: dict[int, int] = {}
 
     def exit_cost(self, user: bool) -> int:
         return self.exit_user_cost if user else self.exit_kernel_cost
@@ -197,5 +198,8 @@ class Vmm:
         return self.exit(vm, eoi, "guest writes EOI", user=False, at=now, stage=stage)
 
     def copy_cost(self, nbytes: int) -> int:
-        c = self.costs
-        return int(c["copy_fixed_ns"] + c["copy_ns_per_kb"] * nbytes / 1024)
+        cost = self._copy_cache.get(nbytes)
+        if cost is None:
+            c = self.costs
+            cost = self._copy_cache[nbytes] = int(c["copy_fixed_ns"] + c["copy_ns_per_kb"] * nbytes / 1024)
+        return cost

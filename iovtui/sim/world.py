@@ -95,30 +95,35 @@ class Simulation:
             tr.emit(t, "deliver", vm.name, 0,
                     f"{what} frame #{pkt.id} ({pkt.size} B) · latency {(t - pkt.t0) / 1000:.2f} µs",
                     pkt=pkt.id, size=pkt.size, latency_ns=t - pkt.t0)
-        self._completed(pkt, True, t)
+        traffic = self.traffic
+        if traffic.pattern == "pingpong":
+            traffic.on_complete(pkt, True)
+        if traffic.done and m.delivered + m.dropped >= m.offered:
+            self.engine.halted = True
 
     def dropped(self, pkt: Packet, reason: str, stage: int = 0) -> None:
-        self.metrics.drop(reason)
+        m = self.metrics
+        m.drop(reason)
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "drop", self.vms[pkt.vm].name, stage,
                     f"frame #{pkt.id} dropped: {reason}", pkt=pkt.id, reason=reason)
-        self._completed(pkt, False, self.engine.now)
+        traffic = self.traffic
+        if traffic.pattern == "pingpong":
+            traffic.on_complete(pkt, False)
+        if traffic.done and m.delivered + m.dropped >= m.offered:
+            self.engine.halted = True
 
     def guest_reads(self, vm: Vm, pkt: Packet, gpa: int, t: int) -> None:
         """The guest stack reads the frame through its GPA: the bytes in RAM
-        must be the frame that was sent (checked on the sequence number)."""
+        must be the frame that was sent (checked on the addresses and the
+        sequence number)."""
         off = 46 if pkt.vlan else 42   # the sequence number after Ethernet(+802.1Q)/IPv4/UDP
         ram = vm.mem.ram
-        if ram[gpa:gpa + 12] != pkt.frame[:12] or ram[gpa + off:gpa + off + 8] != pkt.frame[off:off + 8]:
+        frame = pkt.frame
+        if ram[gpa:gpa + 12] != frame[:12] or ram[gpa + off:gpa + off + 8] != frame[off:off + 8]:
             self.metrics.corrupt += 1
         self.delivered(pkt, t)
-
-    def _completed(self, pkt: Packet, delivered: bool, t: int) -> None:
-        self.traffic.on_complete(pkt, delivered)
-        m = self.metrics
-        if self.traffic.done and m.delivered + m.dropped >= m.offered:
-            self.engine.halted = True
 
     # -- running ------------------------------------------------------------
     @property

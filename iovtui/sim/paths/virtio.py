@@ -103,6 +103,10 @@ class Virtio(Technique):
         self.by_mac: dict[str, VirtioNic] = {}
         self.wakeup_ns = int(c["wakeup_ns"])
         self.host_stack_ns = int(c["host_stack_ns"])
+        self._rx_costs: dict[int, int] = {}
+        self.vhost = o["vhost"]
+        self.requeue_ns = int(c["vhost_requeue_ns"])
+        self.guest_rx_ns = int(c["guest_rx_ns"])
 
     # -- description ---------------------------------------------------------------
     def options(self) -> dict:
@@ -170,7 +174,10 @@ class Virtio(Technique):
             self.engine.at(ready + self.wakeup_ns + self._rx_cost(pkt), self._backend_rx, nic)
 
     def _rx_cost(self, pkt: Packet) -> int:
-        return self.pkt_ns + self.vmm.copy_cost(VIRTIO_NET_HDR_LEN + pkt.size)
+        cost = self._rx_costs.get(pkt.size)
+        if cost is None:
+            cost = self._rx_costs[pkt.size] = self.pkt_ns + self.vmm.copy_cost(VIRTIO_NET_HDR_LEN + pkt.size)
+        return cost
 
     def _backend_rx(self, nic: VirtioNic) -> None:
         """The backend finishes one frame: pop avail, copy, publish used, notify."""
@@ -193,18 +200,19 @@ class Virtio(Technique):
                         f"last_avail_idx = {q.last_avail_idx}); re-enables kicks and waits",
                         queue="rx")
             return
-        nic.tap.popleft()
+        tap = nic.tap
+        tap.popleft()
         head, gpa, buflen, _flags = popped
         n = VIRTIO_NET_HDR_LEN + pkt.size
-        cost = self._rx_cost(pkt)
-        nic.backend.reserve(now - cost, cost)
+        nic.backend.busy_ns += self._rx_costs[pkt.size]
         if n > buflen:
             q.push(head, 0)
             self.sim.dropped(pkt, f"RX buffer of {buflen} B too small for {n} B", 4)
         else:
-            mem = vm.mem
-            mem.write(gpa, RX_HDR + pkt.frame, self.backend_name)
-            self.metrics.copy(n)
+            vm.mem.write(gpa, RX_HDR + pkt.frame, self.backend_name)
+            m = self.metrics
+            m.copies += 1
+            m.copy_bytes += n
             q.push(head, n)
             nic.rx_filled[gpa] = pkt
             if tr.on:
@@ -219,15 +227,14 @@ class Virtio(Technique):
         self._notify(nic, q, "rx")
         # next frame
         nic.rx_run += 1
-        if not nic.tap:
+        if not tap:
             nic.rx_scheduled = False
             return
-        delay = 0
-        if self.opts["vhost"] and nic.rx_run >= VHOST_BUDGET:
+        if self.vhost and nic.rx_run >= VHOST_BUDGET:
             nic.rx_run = 0
-            delay = int(self.costs["vhost_requeue_ns"])
-        ready, nxt = nic.tap[0]
-        self.engine.at(max(now + delay, ready) + self._rx_cost(nxt), self._backend_rx, nic)
+            now += self.requeue_ns
+        ready, nxt = tap[0]
+        self.engine.at((now if now > ready else ready) + self._rx_cost(nxt), self._backend_rx, nic)
 
     def _notify(self, nic: VirtioNic, q: Virtqueue, which: str) -> None:
         m = self.metrics
@@ -287,7 +294,7 @@ class Virtio(Technique):
                 gpa, length, head = got
                 pkt = nic.rx_filled.pop(gpa)
                 nic.rx_reading = pkt
-                end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
+                end = vm.vcpu.reserve(now, self.guest_rx_ns)
                 tr = self.engine.trace
                 if tr.on:
                     tr.emit(now, "ring", vm.name, 6,
