@@ -367,17 +367,26 @@ class Virtio(Technique):
 
     # -- transmit ------------------------------------------------------------------
     def guest_send(self, vm: "Vm", pkt: Packet) -> None:
+        """dev_queue_xmit: through the qdisc while the driver's queue is stopped
+        or packets are already waiting, else straight to start_xmit."""
         nic = self.nics[vm.index]
-        now = self.engine.now
-        if nic.tx_stopped or nic.qdisc:
+        if nic.tx_stopped or nic.qdisc or nic.tx_to_xmit:
             if len(nic.qdisc) >= QDISC_LEN:
                 self.sim.dropped(pkt, "guest qdisc full (TX ring stopped)", 0)
                 return
             nic.qdisc.append(pkt)
             return
-        end = vm.vcpu.reserve(now, int(self.costs["guest_tx_ns"]))
+        self._schedule_xmit(nic, pkt)
+
+    def _schedule_xmit(self, nic: VirtioNic, pkt: Packet) -> None:
+        end = nic.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
         nic.tx_to_xmit += 1
         self.engine.at(end, self._xmit, nic, pkt)
+
+    def _qdisc_run(self, nic: VirtioNic) -> None:
+        """The qdisc hands the next waiting packet to start_xmit."""
+        if nic.qdisc and not nic.tx_stopped and not nic.tx_to_xmit:
+            self._schedule_xmit(nic, nic.qdisc.popleft())
 
     def _xmit(self, nic: VirtioNic, pkt: Packet) -> None:
         """start_xmit: reclaim used TX buffers, add this one, kick if asked."""
@@ -409,6 +418,7 @@ class Virtio(Technique):
                 why = (f"avail_event = {q.avail_event()} not crossed" if q.event_idx
                        else "device set NO_NOTIFY")
                 tr.emit(now, "kick", vm.name, 0, f"{vm.name} does not kick: {why}", queue="tx")
+        self._qdisc_run(nic)
 
     def _stop_queue(self, nic: VirtioNic) -> None:
         nic.tx_stopped = True
@@ -428,13 +438,7 @@ class Virtio(Technique):
         self._free_old_xmit(nic)
         if nic.tx_stopped and nic.txq.num_free:
             nic.tx_stopped = False
-            now = self.engine.now
-            vm = nic.vm
-            while nic.qdisc and nic.txq.num_free > nic.tx_to_xmit:
-                pkt = nic.qdisc.popleft()
-                end = vm.vcpu.reserve(now, int(self.costs["guest_tx_ns"]))
-                nic.tx_to_xmit += 1
-                self.engine.at(end, self._xmit, nic, pkt)
+            self._qdisc_run(nic)
 
     def _backend_tx(self, nic: VirtioNic) -> None:
         """The backend drains the TX ring: pop, copy out to the tap, publish used."""
