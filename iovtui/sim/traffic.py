@@ -114,7 +114,9 @@ class Traffic:
         if gap is None:
             gap = self._intervals[size] = self.interval_ns(size)
         if self.pattern == "poisson":
-            gap = max(gap, self.sim.engine.rng.expovariate(1.0 / self._mean_interval()))
+            # exponential gaps around the configured mean, never faster than the link
+            wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
+            gap = max(wire, self.sim.engine.rng.expovariate(1.0 / self._mean_interval()))
         elif self.pattern == "burst":
             self._in_burst += 1
             if self._in_burst >= self.burst_size:
