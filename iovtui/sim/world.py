@@ -52,6 +52,9 @@ class Simulation:
         self.line_bps = costs["line_rate_gbps"] * 1e9
         #: frames being serialized onto the outbound link (sent, not yet delivered)
         self.in_wire = 0
+        #: [faults] link_down_us: the physical link goes down at this virtual time
+        down = preset.faults["link_down_us"]
+        self.link_down_at = int(down * 1000) if down > 0 else None
         self.technique = make_technique(technique, self)
         self.traffic = Traffic(self)
         self.technique.setup()
@@ -64,6 +67,9 @@ class Simulation:
         if pkt.direction == "rx":
             # the generator ticks when a frame's last bit reaches the port; it
             # never offers faster than the link (see Traffic.interval_ns)
+            if self.link_down_at is not None and now >= self.link_down_at:
+                self.dropped(pkt, "physical link is down (no carrier)", 2)
+                return
             self.technique.receive_from_wire(pkt)
         else:
             self.technique.guest_send(self.vms[pkt.vm], pkt)
@@ -75,6 +81,9 @@ class Simulation:
     def transmit(self, pkt: Packet, ready: int) -> int:
         """A frame leaves on the outbound link once it is ready; it is
         delivered (to the outside host) when its last bit is sent."""
+        if self.link_down_at is not None and ready >= self.link_down_at:
+            self.dropped(pkt, "physical link is down (no carrier)", 0)
+            return ready
         end = self.wire_out.reserve(ready, self.wire_time(pkt.size))
         self.in_wire += 1
         self.engine.at(end, self._left_wire, pkt)
