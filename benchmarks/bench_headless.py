@@ -2,7 +2,7 @@
 
     python benchmarks/bench_headless.py [--packets N] [--repeat R]
 
-Runs the steady-stream preset (1514-byte frames at line rate) with tracing
+Runs the line-rate preset (1514-byte frames at line rate) with tracing
 off, exactly as `iovtui run` does, and prints packets/s for each built
 technique (virtio with vhost off and on).  Best of R runs.
 """
@@ -32,7 +32,7 @@ def measure(preset, technique: str, packets: int, repeat: int) -> tuple[float, d
 
 
 def cases():
-    base = load_preset("steady-stream")
+    base = load_preset("line-rate")
     for tech in available():
         if tech == "virtio":
             yield "virtio (vhost off)", base.with_options(virtio={"vhost": False}), tech
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    print(f"# headless packets/s · steady-stream 1514 B · {args.packets:,} packets · best of {args.repeat}")
+    print(f"# headless packets/s · line-rate 1514 B · {args.packets:,} packets · best of {args.repeat}")
     print(f"# {platform.python_implementation()} {platform.python_version()} · {platform.machine()}")
     for name, preset, tech in cases():
         pps, s = measure(preset, tech, args.packets, args.repeat)

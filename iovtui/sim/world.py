@@ -58,6 +58,7 @@ class Simulation:
         self.technique = make_technique(technique, self)
         self.traffic = Traffic(self)
         self.technique.setup()
+        self.metrics.reset_setup()
         self.traffic.start()
 
     # -- called by the traffic generator --------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..packet import strip_vlan
 from ..views import QueueInfo, RingView, TableView
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +62,28 @@ class Technique:
     def host_busy_ns(self) -> int:
         """CPU time spent by host threads (device model, vhost, host stack)."""
         return 0
+
+    # -- shared by the techniques whose host owns the NIC ------------------------
+    def host_bridge(self, pkt: "Packet", by_mac: dict, queue_len: int, tap_of) -> Any:
+        """The host's software bridge (emulation, virtio): pick the VM's port by
+        destination MAC, check and strip its VLAN, and queue the frame on the
+        VM's tap.  Returns the port (``by_mac`` value) or None if dropped."""
+        port = by_mac.get(pkt.dst)
+        if port is None:
+            self.sim.dropped(pkt, "host bridge: no port has this destination MAC", 2)
+            return None
+        vlan = port.vm.vlan
+        if pkt.vlan != vlan:
+            self.sim.dropped(pkt, f"host bridge: VLAN {pkt.vlan or 'untagged'} is not {port.vm.name}'s "
+                                  f"VLAN {vlan or 'untagged'}", 2)
+            return None
+        if pkt.vlan:
+            strip_vlan(pkt)
+        tap = tap_of(port)
+        if len(tap) >= queue_len:
+            self.sim.dropped(pkt, "tap queue full (the backend is not keeping up)", 2)
+            return None
+        return port
 
     # -- description -----------------------------------------------------------
     def options(self) -> dict[str, Any]:

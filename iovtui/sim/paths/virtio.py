@@ -23,7 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..engine import Resource
-from ..packet import Packet, strip_vlan
+from ..packet import Packet
 from ..views import QueueInfo, RingView
 from ..virtqueue import (VIRTIO_NET_HDR_LEN, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT,
                          VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, Virtqueue)
@@ -148,21 +148,11 @@ class Virtio(Technique):
     def receive_from_wire(self, pkt: Packet) -> None:
         now = self.engine.now
         tr = self.engine.trace
-        nic = self.by_mac.get(pkt.dst)
         ready = self.host_rx.reserve(now, self.host_stack_ns)
+        nic = self.host_bridge(pkt, self.by_mac, TAP_QUEUE_LEN, _tap_of)
         if nic is None:
-            self.sim.dropped(pkt, "host bridge: no port has this destination MAC", 2)
             return
         vm = nic.vm
-        if pkt.vlan != vm.vlan:
-            self.sim.dropped(pkt, f"host bridge: VLAN {pkt.vlan or 'untagged'} is not {vm.name}'s "
-                                  f"VLAN {vm.vlan or 'untagged'}", 2)
-            return
-        if pkt.vlan:
-            strip_vlan(pkt)
-        if len(nic.tap) >= TAP_QUEUE_LEN:
-            self.sim.dropped(pkt, "tap queue full (the backend is not keeping up)", 2)
-            return
         nic.tap.append((ready, pkt))
         if tr.on:
             tr.emit(now, "switch", vm.name, 2,
@@ -495,6 +485,10 @@ class Virtio(Technique):
 
     def ring_views(self) -> list[RingView]:
         return [ring_view(nic.vm.name, q) for nic in self.nics for q in (nic.rxq, nic.txq)]
+
+
+def _tap_of(nic: VirtioNic) -> deque:
+    return nic.tap
 
 
 def _flags(f: int) -> str:
