@@ -223,7 +223,7 @@ _SRIOV = {
     "posted_interrupts": F(_bool, False),
     "x2apic": F(_bool, False),
     "iotlb_entries": F(_int(1, 4096), 64),
-    "itr_us": F(_float(0, 10000), 0.0),
+    "itr_us": F(_float(0, 10000), 20.0),     # VF interrupt moderation (ixgbevf-like dynamic ITR under load)
     "ring_size": F(_int(8, 4096, mult=8), 256),
 }
 
