@@ -1,0 +1,1 @@
+"""The Textual user interface (reads the model's Frames; computes nothing)."""

@@ -1,0 +1,307 @@
+"""The Textual app: five live panes over the asyncio driver.
+
+The driver publishes frozen Frames; the app keeps only the newest and applies
+it at most 30 times a second.  While paused with nothing new, the refresh
+timer is paused too: no redraw work at all.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ..sim.driver import DEFAULT_SPEED_INDEX, SPEEDS, Driver, Frame
+from ..sim.paths import available
+from ..sim.preset import Preset
+from ..sim.world import Simulation
+from .panes import (ExitLogPane, GuestRamPane, HeaderBar, Narration, PathStrip, RingPane, StatsBar,
+                    TablePane, header_text)
+from .screens import HelpScreen, HexScreen, annotate_page
+
+__all__ = ["IovApp", "create_app", "MAX_FPS"]
+
+MAX_FPS = 30
+TECH_KEYS = {"1": "emulation", "2": "virtio", "3": "sriov"}
+TECH_NAMES = {"emulation": "device emulation", "virtio": "virtio", "sriov": "SR-IOV"}
+PANE_IDS = ("ram", "ring", "exits", "iommu", "nic")
+PANE_NAMES = {"ram": "Guest RAM", "ring": "Ring", "exits": "Exits", "iommu": "IOMMU", "nic": "NIC VFs"}
+#: below this the five panes collapse into tabs (the focused pane fills the area)
+WIDE_W, WIDE_H = 110, 32
+
+
+class IovApp(App):
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "iovtui"
+    # below WIDE_W columns or WIDE_H rows the five panes collapse into tabs (app.tcss)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_W, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (WIDE_H, "-tall")]
+    BINDINGS = [
+        Binding("1", "technique('emulation')", "emulation"),
+        Binding("2", "technique('virtio')", "virtio"),
+        Binding("3", "technique('sriov')", "SR-IOV"),
+        Binding("space", "toggle_pause", "pause/run"),
+        Binding("n", "step", "step"),
+        Binding("plus,equals_sign", "faster", "faster", key_display="+"),
+        Binding("minus", "slower", "slower", key_display="-"),
+        Binding("e", "toggle('event_idx')", "event idx", show=False),
+        Binding("v", "toggle('vhost')", "vhost", show=False),
+        Binding("i", "toggle('posted')", "posted irq", show=False),
+        Binding("r", "next_ring", "ring", show=False),
+        Binding("tab", "focus_next_pane", "pane", priority=True),
+        Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("q", "quit", "quit"),
+        Binding("left", "ram(-1,0)", show=False), Binding("right", "ram(1,0)", show=False),
+        Binding("up", "ram(0,-1)", show=False), Binding("down", "ram(0,1)", show=False),
+        Binding("enter", "hex", "hex view", show=False),
+    ]
+    KEY_HELP = [
+        ("1 / 2 / 3", "device emulation · virtio · SR-IOV (same preset and seed)"),
+        ("space", "pause / run"),
+        ("n", "step one event (the narration line explains it)"),
+        ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
+        ("e", "virtio: event idx on/off"),
+        ("v", "virtio: vhost-net on/off"),
+        ("i", "SR-IOV: posted interrupts on/off"),
+        ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
+        ("arrows", "Guest RAM: move the page cursor"),
+        ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
+        ("r", "Descriptor ring: next ring (rx / tx, per VM)"),
+        ("?", "this help"),
+        ("ctrl+p", "command palette (every action)"),
+        ("q", "quit"),
+    ]
+
+    def __init__(self, preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
+                 packets: int | None = None, start_paused: bool = False) -> None:
+        super().__init__()
+        self.preset = preset
+        self.technique = technique
+        self.seed = seed
+        self.packets = packets if packets is not None else 10**9
+        self.start_paused = start_paused
+        self.driver = Driver(self._factory(), speed_index=_speed_index(speed), max_fps=MAX_FPS)
+        self._latest: Frame | None = None
+        self._applied: Frame | None = None
+        self.frames_applied = 0
+        self.active_pane = "ram"
+        self.notice_text = ""
+
+    # -- the model ----------------------------------------------------------------
+    def _factory(self):
+        preset, tech, seed, packets = self.preset, self.technique, self.seed, self.packets
+        return lambda trace: Simulation(preset, tech, seed=seed, packets=packets, trace=trace)
+
+    def _on_frame(self, frame: Frame) -> None:
+        self._latest = frame
+        if self._timer is not None:
+            self._timer.resume()
+
+    # -- layout --------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        self.w_header = HeaderBar(id="header")
+        self.w_path = PathStrip(id="path")
+        self.w_tabs = Static("", id="tabs")
+        self.w_ram = GuestRamPane(id="ram", classes="pane")
+        self.w_ring = RingPane(id="ring", classes="pane")
+        self.w_exits = ExitLogPane(id="exits", classes="pane")
+        self.w_iommu = TablePane("iommu", id="iommu", classes="pane")
+        self.w_nic = TablePane("nic", id="nic", classes="pane")
+        self.w_stats = StatsBar(id="stats")
+        self.w_narration = Narration(id="narration")
+        self.panes = {"ram": self.w_ram, "ring": self.w_ring, "exits": self.w_exits,
+                      "iommu": self.w_iommu, "nic": self.w_nic}
+        yield self.w_header
+        yield self.w_path
+        yield self.w_tabs
+        with Vertical(id="main"):
+            with Horizontal(id="top", classes="row") as self.w_top:
+                yield self.w_ram
+                yield self.w_ring
+            with Horizontal(id="bottom", classes="row") as self.w_bottom:
+                yield self.w_exits
+                yield self.w_iommu
+                yield self.w_nic
+        yield self.w_stats
+        yield self.w_narration
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._timer = None
+        self.driver.subscribe(self._on_frame)
+        self._timer = self.set_interval(1 / MAX_FPS, self._apply_latest)
+        self._mark_active()
+        self.w_ram.focus()
+        self.driver.publish()
+        if not self.start_paused:
+            self.driver.resume()
+        self.driver.start()
+
+    async def on_unmount(self) -> None:
+        await self.driver.stop()
+
+    @property
+    def compact(self) -> bool:
+        """True when the panes are shown as tabs (set by the breakpoints)."""
+        s = self.screen_stack[0] if self.screen_stack else None
+        return bool(s) and (s.has_class("-narrow") or s.has_class("-short"))
+
+    def _mark_active(self) -> None:
+        for pid, pane in self.panes.items():
+            pane.set_class(pid == self.active_pane, "active")
+        top = self.active_pane in ("ram", "ring")
+        self.w_top.set_class(top, "active")
+        self.w_bottom.set_class(not top, "active")
+        from rich.text import Text
+        t = Text(" ")
+        for pid in PANE_IDS:
+            active = pid == self.active_pane
+            t.append(f" {PANE_NAMES[pid]} ", style="bold black on #87afd7" if active else "grey62")
+            t.append(" ")
+        t.append(" tab: next pane", style="italic grey50")
+        self.w_tabs.update(t)
+
+    # -- applying frames (≤ 30 per second) ----------------------------------------------
+    def _apply_latest(self) -> None:
+        f = self._latest
+        if f is None or f is self._applied:
+            if not self.driver.running and self._timer is not None:
+                self._timer.pause()      # paused and unchanged: no work at all
+            return
+        self._applied = f
+        self.frames_applied += 1
+        self.w_header.text = header_text(f, self.preset.name)
+        self.w_path.text = PathStrip.build(f)
+        self.w_stats.text = StatsBar.build(f)
+        narr = Narration.build(f)
+        if self.notice_text:
+            from rich.text import Text
+            narr = Text.assemble((" ⚑ ", "bold #ff875f"), (self.notice_text, "#ff875f"))
+            self.notice_text = ""
+        self.w_narration.text = narr
+        self.w_exits.add_events(f)
+        for pane in self.panes.values():
+            pane.update_frame(f)
+
+    def notice(self, text: str) -> None:
+        self.notice_text = text
+        self.driver.publish()
+
+    # -- actions -----------------------------------------------------------------------
+    def action_technique(self, name: str) -> None:
+        if name not in available():
+            self.notice(f"{name} is not built in this version; available: {', '.join(available())}")
+            return
+        self.technique = name
+        self.w_exits.clear_log()
+        self.driver.restart(self._factory())
+
+    def action_toggle_pause(self) -> None:
+        self.driver.toggle()
+
+    def action_step(self) -> None:
+        self.driver.step()
+
+    def action_faster(self) -> None:
+        self.driver.faster()
+
+    def action_slower(self) -> None:
+        self.driver.slower()
+
+    def action_toggle(self, what: str) -> None:
+        p = self.preset
+        if what == "event_idx":
+            if self.technique != "virtio":
+                self.notice("event idx applies to virtio (press 2)")
+                return
+            self.preset = p.with_options(virtio={"event_idx": not p.virtio["event_idx"]})
+        elif what == "vhost":
+            if self.technique != "virtio":
+                self.notice("vhost applies to virtio (press 2)")
+                return
+            self.preset = p.with_options(virtio={"vhost": not p.virtio["vhost"]})
+        elif what == "posted":
+            if self.technique != "sriov":
+                self.notice("posted interrupts apply to SR-IOV (press 3)")
+                return
+            self.preset = p.with_options(sriov={"posted_interrupts": not p.sriov["posted_interrupts"]})
+        self.w_exits.clear_log()
+        self.driver.restart(self._factory())
+
+    def action_next_ring(self) -> None:
+        self.w_ring.cycle()
+
+    def _focus_pane(self, step: int) -> None:
+        i = PANE_IDS.index(self.active_pane)
+        self.active_pane = PANE_IDS[(i + step) % len(PANE_IDS)]
+        self._mark_active()
+        self.panes[self.active_pane].focus()
+        for pane in self.panes.values():
+            pane.refresh()
+
+    def action_focus_next_pane(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            return
+        self._focus_pane(1)
+
+    def action_focus_prev_pane(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            return
+        self._focus_pane(-1)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.KEY_HELP))
+
+    def action_ram(self, dx: int, dy: int) -> None:
+        if self.active_pane == "ram":
+            self.w_ram.move(dx, dy)
+
+    def action_hex(self) -> None:
+        if self.active_pane != "ram":
+            return
+        pane = self.w_ram
+        gpa = pane.selected_gpa()
+        if gpa is None:
+            return
+        sim = self.driver.sim
+        vm = sim.vms[pane.vm_index]
+        data = vm.mem.read(gpa, 4096)
+        r = vm.mem.region_at(gpa)
+        notes = annotate_page(sim.technique, pane.vm_index, gpa, data)
+        title = f"{vm.name} page GPA 0x{gpa:x} · {r.label if r else 'free'} · escape closes"
+        self.push_screen(HexScreen(title, data, gpa, notes))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for key, tech in TECH_KEYS.items():
+            yield SystemCommand(f"Technique: {TECH_NAMES[tech]}", f"key {key}",
+                                lambda t=tech: self.action_technique(t))
+        yield SystemCommand("Pause / run", "key space", self.action_toggle_pause)
+        yield SystemCommand("Step one event", "key n", self.action_step)
+        yield SystemCommand("Faster", "key +", self.action_faster)
+        yield SystemCommand("Slower", "key -", self.action_slower)
+        yield SystemCommand("Toggle event idx (virtio)", "key e", lambda: self.action_toggle("event_idx"))
+        yield SystemCommand("Toggle vhost (virtio)", "key v", lambda: self.action_toggle("vhost"))
+        yield SystemCommand("Toggle posted interrupts (SR-IOV)", "key i", lambda: self.action_toggle("posted"))
+        yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)
+        yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
+        yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
+        yield SystemCommand("Help: every key", "key ?", self.action_help)
+
+
+def _speed_index(speed: float) -> int:
+    target = speed * SPEEDS[DEFAULT_SPEED_INDEX]
+    return min(range(len(SPEEDS)), key=lambda i: abs(math.log(SPEEDS[i]) - math.log(target)))
+
+
+def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
+               packets: int | None = None, start_paused: bool = False) -> IovApp:
+    """The one factory the CLI, `serve` and the tests use."""
+    return IovApp(preset, technique, seed=seed, speed=speed, packets=packets, start_paused=start_paused)
