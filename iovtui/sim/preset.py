@@ -279,12 +279,15 @@ class Preset:
     costs: dict[str, float]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def with_options(self, **sections: dict[str, Any]) -> "Preset":
+    def with_options(self, **sections: Any) -> "Preset":
         """A copy with some section keys changed (used by the app's toggles),
         validated like a file."""
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.raw.items()}
         for sec, kv in sections.items():
-            raw.setdefault(sec, {}).update(kv)
+            if isinstance(kv, list):
+                raw[sec] = kv           # e.g. vm=[...] replaces the [[vm]] tables
+            else:
+                raw.setdefault(sec, {}).update(kv)
         return preset_from_dict(raw, self.source)
 
 

@@ -1,0 +1,192 @@
+"""The three techniques: what a user of `iovtui run` would notice."""
+import re
+from pathlib import Path
+
+import pytest
+
+from iovtui.sim.packet import parse_frame
+from iovtui.sim.preset import load_preset
+from iovtui.sim.vmm import EXIT_REASONS
+from iovtui.sim.virtqueue import VIRTIO_NET_HDR_LEN
+
+from conftest import TECHNIQUES, four_vm_preset, make_preset, sim_for
+
+VMX_H = [Path("/usr/include/x86_64-linux-gnu/asm/vmx.h"), Path("/usr/include/asm/vmx.h")]
+
+
+def summary(preset, tech, packets=400, seed=1):
+    s = sim_for(preset, tech, packets=packets, seed=seed)
+    s.run()
+    return s, s.summary()
+
+
+def test_exit_reasons_are_the_vmx_numbers():
+    table = {"EXTERNAL_INTERRUPT": 1, "INTERRUPT_WINDOW": 7, "HLT": 12, "IO_INSTRUCTION": 30, "MSR_READ": 31,
+             "MSR_WRITE": 32, "APIC_ACCESS": 44, "EOI_INDUCED": 45, "EPT_VIOLATION": 48, "EPT_MISCONFIG": 49,
+             "PREEMPTION_TIMER": 52, "APIC_WRITE": 56}
+    assert EXIT_REASONS == table
+    for h in VMX_H:
+        if h.exists():
+            text = h.read_text()
+            for name, num in table.items():
+                m = re.search(rf"#define\s+EXIT_REASON_{name}\s+(\d+)", text)
+                assert m and int(m.group(1)) == num
+            break
+
+
+@pytest.mark.parametrize("tech", TECHNIQUES)
+@pytest.mark.parametrize("direction", ["rx", "tx", "both"])
+def test_conservation_mid_run(tech, direction):
+    """offered = delivered + dropped + in flight, at every point of a run with drops."""
+    p = make_preset(traffic={"direction": direction, "rate": "line", "sizes": "imix"},
+                    virtio={"queue_size": 16}, emulation={"ring_size": 16}, sriov={"ring_size": 16})
+    s = sim_for(p, tech, packets=1500)
+    checks = 0
+    while not s.complete and s.engine.pending:
+        s.engine.run(max_events=97)
+        m = s.metrics
+        assert m.offered == m.delivered + m.dropped + s.in_flight()
+        checks += 1
+    assert checks > 20 and s.complete and s.in_flight() == 0
+    assert s.metrics.corrupt == 0
+
+
+@pytest.mark.parametrize("tech,copies", [("emulation", 2), ("virtio", 1), ("sriov", 0)])
+def test_copies_per_packet(steady, tech, copies):
+    _s, d = summary(steady, tech)
+    assert d["packets"]["delivered"] == 400
+    assert d["copies_per_packet"] == copies
+
+
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_guest_ram_holds_the_real_frames(steady, tech):
+    s, _ = summary(steady, tech, packets=50)
+    vm = s.vms[0]
+    hdr = VIRTIO_NET_HDR_LEN if tech == "virtio" else 0
+    found = 0
+    for r in vm.mem.regions:
+        if r.role != "rx_buf":
+            continue
+        for off in range(r.start, r.end, 2048):
+            raw = bytes(vm.mem.ram[off + hdr:off + hdr + 64])
+            if not any(raw):
+                continue
+            f = parse_frame(raw)
+            assert f["dst"] == vm.mac and f["ethertype"] == 0x0800 and f["ip_csum_ok"]
+            assert f["dst_ip"] == vm.ip and f["proto"] == 17
+            if hdr:
+                assert vm.mem.ram[off + 10:off + 12] == b"\x01\x00"   # num_buffers = 1
+            found += 1
+    assert found >= 40
+    assert s.metrics.corrupt == 0
+
+
+def test_isolated_packet_costs_7_to_8_exits_under_emulation(steady):
+    _s, d = summary(steady, "emulation", packets=1)
+    ex = d["exits"]
+    assert 7 <= ex["total"] <= 8
+    assert ex["by_reason"]["EPT_MISCONFIG"] >= 5          # ICR, IMC, STATUS, RDT, IMS ...
+    assert ex["by_reason"]["EXTERNAL_INTERRUPT"] == 1 and ex["by_reason"]["APIC_WRITE"] == 1
+
+
+def test_orderings_fall_out_of_the_mechanics(steady):
+    r = {t: summary(steady, t, packets=1500)[1] for t in TECHNIQUES}
+    posted = summary(steady.with_options(sriov={"posted_interrupts": True}), "sriov", 1500)[1]
+    e, v, s = (r[t]["exits"]["per_packet"] for t in TECHNIQUES)
+    assert e > 2 * v and e > 2 * s                                   # emulation far above
+    assert posted["exits"]["per_packet"] < 0.05 < v                  # posted SR-IOV ≈ 0, below virtio
+    lat = [r[t]["latency_ns"]["p50"] for t in TECHNIQUES]
+    assert lat[0] > lat[1] > lat[2]                                  # SR-IOV best, emulation worst
+    line = load_preset("line-rate")
+    tp = [summary(line, t, packets=3000)[1]["throughput_gbps"] for t in TECHNIQUES]
+    assert tp[0] < tp[1] < tp[2]
+    cpu = [r[t]["cpu_ns_per_packet"] for t in TECHNIQUES]
+    assert cpu[0] > cpu[1] > cpu[2]
+
+
+def test_sriov_exits_come_only_from_interrupts(steady):
+    _s, d = summary(steady, "sriov")
+    by = d["exits"]["by_reason"]
+    assert set(by) == {"EXTERNAL_INTERRUPT", "APIC_WRITE"}
+    assert by["EXTERNAL_INTERRUPT"] == by["APIC_WRITE"] == d["interrupts"]["injected"]
+    _s, x2 = summary(steady.with_options(sriov={"x2apic": True}), "sriov")
+    assert "MSR_WRITE" in x2["exits"]["by_reason"] and "APIC_WRITE" not in x2["exits"]["by_reason"]
+
+
+def test_virtio_kick_reasons(steady):
+    tx = steady.with_options(traffic={"direction": "tx", "rate": "200 Mb/s"})
+    _s, mmio = summary(tx, "virtio")
+    _s, pio = summary(tx.with_options(virtio={"notify": "pio"}), "virtio")
+    assert mmio["exits"]["by_reason"].get("EPT_MISCONFIG", 0) > 0
+    assert "IO_INSTRUCTION" not in mmio["exits"]["by_reason"]
+    assert pio["exits"]["by_reason"].get("IO_INSTRUCTION", 0) > 0
+    assert "EPT_MISCONFIG" not in pio["exits"]["by_reason"]
+
+
+def test_vhost_is_faster_than_qemu_backend():
+    line = load_preset("line-rate")
+    _s, off = summary(line, "virtio", 3000)
+    _s, on = summary(line.with_options(virtio={"vhost": True}), "virtio", 3000)
+    assert on["throughput_gbps"] > off["throughput_gbps"]
+    assert on["latency_ns"]["p50"] < off["latency_ns"]["p50"]
+    assert on["copies_per_packet"] == off["copies_per_packet"] == 1
+
+
+def test_event_idx_changes_notifications():
+    p = load_preset("event-idx-off")
+    _s, off = summary(p, "virtio", 2000)
+    _s, on = summary(p.with_options(virtio={"event_idx": True}), "virtio", 2000)
+    # without EVENT_IDX the device signals more often (KVM coalesces some of it)
+    assert off["notifications"]["device_notify"] > on["notifications"]["device_notify"]
+    # on a transmit stream the driver's delayed callback (3/4 of the ring) needs EVENT_IDX
+    tx = load_preset("tx-stream")
+    _s, tx_on = summary(tx, "virtio", 2000)
+    _s, tx_off = summary(tx.with_options(virtio={"event_idx": False}), "virtio", 2000)
+    assert tx_off["interrupts"]["injected"] > 5 * max(1, tx_on["interrupts"]["injected"])
+
+
+def test_itr_reduces_interrupts():
+    line = load_preset("line-rate")
+    _s, off = summary(line, "emulation", 2000)
+    _s, on = summary(line.with_options(emulation={"itr_us": 128}), "emulation", 2000)
+    assert on["interrupts"]["injected"] < off["interrupts"]["injected"]
+    assert on["exits"]["per_packet"] < off["exits"]["per_packet"]
+
+
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_four_vms_share_the_nic(tech):
+    s, d = summary(four_vm_preset(traffic={"rate": "1 Gb/s"}), tech, packets=800)
+    assert d["packets"]["delivered"] == 800
+    assert sorted(s.metrics.delivered_by_vm) == ["vm0", "vm1", "vm2", "vm3"]
+    assert all(v == 200 for v in s.metrics.delivered_by_vm.values())
+
+
+def test_rogue_dma_is_blocked_and_logged(steady):
+    s, d = summary(steady.with_options(faults={"unmapped_dma": 0.1}), "sriov", 600)
+    assert d["iommu"]["faults"] > 0
+    assert d["iommu"]["faults"] == d["drops_by_reason"]["IOMMU blocked the DMA write (DMAR fault)"]
+    line = s.technique.iommu.last
+    assert re.fullmatch(r"DMAR: \[DMA Write NO_PASID\] Request device \[02:10\.0\] fault addr 0x7f0[0-9a-f]{5} "
+                        r"\[fault reason 0x05\] PTE Write access is not set", line)
+    assert not any(s.vms[0].mem.ram[0x7F000000 % s.vms[0].mem.size:][:16])  # nothing written anywhere odd
+
+
+def test_spoofed_source_is_dropped_by_the_switch(steady):
+    p = steady.with_options(traffic={"direction": "tx", "rate": "500 Mb/s"}, faults={"spoofed_src": 0.2})
+    s, d = summary(p, "sriov", 500)
+    spoofed = [v for k, v in d["drops_by_reason"].items() if "spoofed source MAC" in k]
+    assert spoofed and spoofed[0] == s.technique.nic.vfs[0].spoofed > 0
+    off = p.with_options(vm=[{"name": "vm0", "mac": "52:54:00:00:00:01", "spoof_check": False}])
+    _s, d2 = summary(off, "sriov", 500)
+    assert d2["packets"]["dropped"] == 0
+
+
+def test_link_down_drops_everything_after(steady):
+    _s, d = summary(steady.with_options(faults={"link_down_us": 100}), "virtio", 300)
+    assert d["drops_by_reason"].get("physical link is down (no carrier)", 0) > 200
+
+
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_ring_full_fault_drops(tech, steady):
+    _s, d = summary(steady.with_options(faults={"ring_full": True}, traffic={"rate": "line"}), tech, 1500)
+    assert d["packets"]["dropped"] > 0
