@@ -1,0 +1,94 @@
+import json
+import struct
+
+from iovtui.sim.packet import parse_frame
+
+from conftest import run_cli
+
+KEYS = {"technique", "preset", "seed", "packets", "exits", "interrupts", "copies_per_packet",
+        "throughput_gbps", "latency_ns", "iommu"}
+
+
+def test_run_json_has_the_design_keys():
+    for tech in ("emulation", "virtio", "sriov"):
+        p = run_cli("run", "--technique", tech, "--packets", "300", "--json", check_rc=0)
+        d = json.loads(p.stdout)
+        assert KEYS <= set(d)
+        assert d["technique"] == tech and d["preset"] == "steady-stream" and d["seed"] == 1
+        assert set(d["packets"]) == {"offered", "delivered", "dropped"} and d["packets"]["offered"] == 300
+        assert set(d["exits"]) == {"total", "per_packet", "by_reason"}
+        assert set(d["interrupts"]) == {"injected", "posted"}
+        assert set(d["latency_ns"]) == {"p50", "p99"}
+        assert set(d["iommu"]) == {"translations", "iotlb_hits", "iotlb_misses", "faults"}
+        assert isinstance(d["throughput_gbps"], float) and isinstance(d["exits"]["per_packet"], float)
+        assert all(isinstance(v, int) for v in d["exits"]["by_reason"].values())
+
+
+def test_human_summary():
+    p = run_cli("run", "--packets", "200", check_rc=0)
+    assert "VM exits" in p.stdout and "copies" in p.stdout and "throughput" in p.stdout
+
+
+def one_line_error(p, *needles):
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    for n in needles:
+        assert n in p.stderr, p.stderr
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    one_line_error(run_cli("run", "--preset", "nope"), "unknown preset", "steady-stream")
+    one_line_error(run_cli("run", "--technique", "kvm"), 'unknown technique "kvm"', "emulation, virtio, sriov")
+    one_line_error(run_cli("--technique", "kvm"), 'unknown technique "kvm"')
+    one_line_error(run_cli("run", "--packets", "x"), "--packets", "1..10000000")
+    one_line_error(run_cli("run", "--packets", "0"), "1..10000000")
+    one_line_error(run_cli("run", "--seed", "-1"), "seed")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    one_line_error(run_cli("run", "--preset", str(bad)), str(bad), "line 1")
+    rng = tmp_path / "range.toml"
+    rng.write_text('name = "r"\ndescription = "d"\n[virtio]\nqueue_size = 3\n')
+    one_line_error(run_cli("run", "--preset", str(rng)), "virtio.queue_size = 3", "power of two")
+    one_line_error(run_cli("run", "--set", "virtio.vhots=true"), '"vhost"')
+    one_line_error(run_cli("run", "--trace", str(tmp_path / "no" / "dir" / "t.jsonl")), "does not exist")
+    existing = tmp_path / "t.jsonl"
+    existing.write_text("keep")
+    one_line_error(run_cli("run", "--trace", str(existing)), "--force")
+    assert existing.read_text() == "keep"
+    one_line_error(run_cli("presets", "--validate", str(rng)), "queue_size")
+
+
+def test_dump_ram_can_be_walked_from_layout_json(tmp_path):
+    d = tmp_path / "dump"
+    run_cli("run", "--packets", "40", "--dump-ram", str(d), check_rc=0)
+    layout = json.loads((d / "layout.json").read_text())
+    vm = layout["vms"][0]
+    ram = (d / f"{vm['name']}.ram").read_bytes()
+    assert len(ram) == vm["ram_bytes"]
+    rx = next(q for q in layout["queues"] if q["vm"] == vm["name"] and q["name"] == "rx")
+    assert rx["kind"] == "virtio-split" and rx["event_idx"] is True
+    used_idx = struct.unpack_from("<H", ram, rx["used_gpa"] + 2)[0]
+    assert struct.unpack_from("<H", ram, rx["avail_gpa"] + 2)[0] >= used_idx > 0
+    slot = (used_idx - 1) % rx["size"]
+    head, length = struct.unpack_from("<II", ram, rx["used_gpa"] + 4 + 8 * slot)
+    addr, dlen, flags, _n = struct.unpack_from("<QIHH", ram, rx["desc_gpa"] + 16 * head)
+    assert flags & 2 and length <= dlen
+    frame = parse_frame(ram[addr + 12:addr + length])
+    assert frame["dst"] == vm["mac"] and frame["ethertype"] == 0x0800
+    # the other techniques list their rings with their kind
+    for tech, kind in (("emulation", "e1000-legacy"), ("sriov", "vf-legacy")):
+        dd = tmp_path / tech
+        run_cli("run", "--technique", tech, "--packets", "20", "--dump-ram", str(dd), check_rc=0)
+        qs = json.loads((dd / "layout.json").read_text())["queues"]
+        assert {q["kind"] for q in qs} == {kind} and {q["name"] for q in qs} == {"rx", "tx"}
+    p = run_cli("run", "--packets", "10", "--dump-ram", str(d))
+    assert p.returncode == 2 and "--force" in p.stderr
+    run_cli("run", "--packets", "10", "--dump-ram", str(d), "--force", check_rc=0)
+
+
+def test_presets_command(tmp_path):
+    p = run_cli("presets", check_rc=0)
+    assert "steady-stream" in p.stdout and "line-rate" in p.stdout
+    ok = tmp_path / "ok.toml"
+    ok.write_text('name = "ok"\ndescription = "fine"\n')
+    assert "ok" in run_cli("presets", "--validate", str(ok), check_rc=0).stdout
