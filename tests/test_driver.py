@@ -1,0 +1,73 @@
+import asyncio
+import dataclasses
+
+import pytest
+
+from iovtui.sim.driver import Driver
+from iovtui.sim.preset import load_preset
+from iovtui.sim.world import Simulation
+
+
+def make_driver(tech="virtio"):
+    p = load_preset("steady-stream")
+    return Driver(lambda trace: Simulation(p, tech, seed=3, packets=10**6, trace=trace))
+
+
+async def test_frames_are_frozen_and_carry_views():
+    d = make_driver()
+    f = d.publish()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.t_ns = 5
+    assert f.rings and f.rings[0].columns == ("idx", "addr", "len", "flags", "next")
+    assert f.iommu.idle_reason and f.nic.idle_reason          # virtio: the host owns the NIC
+    assert f.stages and f.seed == 3
+
+
+async def test_pause_publishes_nothing_and_time_stands_still():
+    d = make_driver()
+    frames = []
+    d.subscribe(frames.append)
+    d.resume()
+    d.start()
+    await asyncio.sleep(0.3)
+    assert len(frames) > 3 and d.sim.engine.now > 0
+    d.pause()
+    n, t = len(frames), d.sim.engine.now
+    await asyncio.sleep(0.3)
+    assert len(frames) == n and d.sim.engine.now == t       # nothing spins while paused
+    d.resume()
+    await asyncio.sleep(0.2)
+    assert d.sim.engine.now > t
+    await d.stop()
+
+
+async def test_at_most_30_frames_a_second():
+    d = make_driver()
+    frames = []
+    d.subscribe(frames.append)
+    d.resume()
+    d.start()
+    await asyncio.sleep(1.0)
+    await d.stop()
+    assert 5 <= len(frames) <= 33
+
+
+async def test_step_runs_one_narrated_event():
+    d = make_driver()
+    before = d.sim.engine.events_run
+    ev = d.step()
+    assert ev is not None and ev.msg
+    assert d.sim.engine.events_run > before and not d.running
+
+
+async def test_speed_and_restart():
+    d = make_driver()
+    s = d.speed
+    d.faster()
+    assert d.speed > s
+    d.slower(); d.slower()
+    assert d.speed < s
+    d.step()
+    p = load_preset("steady-stream")
+    d.restart(lambda trace: Simulation(p, "sriov", seed=3, packets=10, trace=trace))
+    assert d.sim.technique.name == "sriov" and d.sim.seed == 3 and d.sim.engine.events_run == 0

@@ -1,0 +1,167 @@
+"""The app, driven with Pilot as a user would drive it."""
+import pytest
+
+from iovtui.sim.preset import load_preset
+from iovtui.ui.app import create_app
+from iovtui.ui.screens import HelpScreen, HexScreen
+
+
+def app(tech="virtio", paused=True, preset="steady-stream"):
+    return create_app(load_preset(preset), tech, seed=1, start_paused=paused)
+
+
+async def test_space_pauses_and_runs():
+    a = app(paused=False)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        assert a.driver.running
+        await pilot.press("space")
+        assert not a.driver.running
+        t = a.driver.sim.engine.now
+        await pilot.pause(0.3)
+        assert a.driver.sim.engine.now == t
+        await pilot.press("space")
+        await pilot.pause(0.3)
+        assert a.driver.running and a.driver.sim.engine.now > t
+
+
+async def test_n_steps_and_narrates():
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        before = a.driver.sim.engine.events_run
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        first = str(a.w_narration.text)
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert a.driver.sim.engine.events_run > before
+        assert str(a.w_narration.text) != first and str(a.w_narration.text).strip()
+
+
+async def test_plus_minus_change_speed():
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        s = a.driver.speed
+        await pilot.press("plus")
+        assert a.driver.speed > s
+        await pilot.press("minus", "minus")
+        assert a.driver.speed < s
+
+
+@pytest.mark.parametrize("key,tech", [("1", "emulation"), ("2", "virtio"), ("3", "sriov")])
+async def test_technique_keys_keep_preset_and_seed(key, tech):
+    a = app("virtio" if tech != "virtio" else "sriov")
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press(key)
+        await pilot.pause(0.1)
+        assert a.driver.sim.technique.name == tech
+        assert a.driver.sim.seed == 1 and a.driver.sim.preset.name == "steady-stream"
+        assert tech.split()[0][:3].lower() in str(a.w_header.text).lower() or "SR-IOV" in str(a.w_header.text)
+
+
+async def test_toggles_apply_or_explain():
+    a = app("virtio")
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("v")
+        await pilot.pause(0.1)
+        assert a.driver.sim.technique.opts["vhost"] is True and "vhost on" in str(a.w_header.text)
+        await pilot.press("e")
+        assert a.driver.sim.technique.opts["event_idx"] is False
+        await pilot.press("i")
+        await pilot.pause(0.1)
+        assert "posted interrupts apply to SR-IOV" in str(a.w_narration.text)
+        await pilot.press("3", "i")
+        await pilot.pause(0.1)
+        assert a.driver.sim.technique.posted is True
+
+
+async def test_help_opens_and_closes():
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(a.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(a.screen, HelpScreen)
+
+
+async def test_enter_opens_a_hex_view_of_real_bytes():
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(30):
+            await pilot.press("n")
+        await pilot.press("enter")
+        assert isinstance(a.screen, HexScreen)
+        assert "desc[0]" in " ".join(n[2] for n in a.screen.notes)
+        await pilot.press("escape")
+        # move the cursor to the first RX buffer page and look at the frame
+        mem = a.driver.sim.vms[0].mem
+        for _ in range(20):
+            if mem.role_at(a.w_ram.selected_gpa()) == "rx_buf":
+                break
+            await pilot.press("right")
+        await pilot.press("enter")
+        notes = " ".join(n[2] for n in a.screen.notes)
+        assert "virtio_net_hdr" in notes and "Ethernet destination 52:54:00:00:00:01" in notes
+
+
+async def test_tab_cycles_panes_and_compact_mode_shows_one():
+    a = app()
+    async with a.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        assert a.compact
+        visible = [p for p in a.panes.values() if p.display and p.region.area]
+        assert [p.id for p in visible] == ["ram"]
+        await pilot.press("tab")
+        await pilot.pause(0.1)
+        assert a.active_pane == "ring"
+        visible = [p for p in a.panes.values() if p.region.area]
+        assert [p.id for p in visible] == ["ring"]
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.2)
+        assert not a.compact and all(p.region.area for p in a.panes.values())
+
+
+async def test_resize_storm_with_a_modal_open():
+    a = app(paused=False)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        for w, h in [(80, 24), (40, 12), (200, 50), (60, 20), (100, 30), (120, 40)]:
+            await pilot.resize_terminal(w, h)
+            await pilot.pause(0.05)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert a.frames_applied > 0 and not a.compact
+
+
+async def test_idle_panes_say_why():
+    a = app("virtio")
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        assert "host owns" in a._applied.iommu.idle_reason
+        await pilot.press("3")
+        await pilot.pause(0.1)
+        assert not a._applied.iommu.idle_reason and a._applied.iommu.rows
+
+
+async def test_exit_log_is_bounded():
+    a = app("emulation", preset="line-rate")
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(150):
+            a.driver.sim.engine.run(max_events=300)
+            a.driver.publish()
+            await pilot.pause(0.035)
+            if len(a.w_exits.lines) == 500:
+                break
+        exits = a.driver.sim.metrics.exits_total
+        assert exits > 600
+        assert len(a.w_exits.lines) == a.w_exits.lines.maxlen == 500      # bounded, newest kept
+        last = a.w_exits.lines[-1].plain
+        assert "EPT_MISCONFIG 49" in last or "APIC_WRITE 56" in last or "EXTERNAL_INTERRUPT 1" in last
+
+
+async def test_quit():
+    a = app()
+    async with a.run_test(size=(80, 24)) as pilot:
+        await pilot.press("q")
+    assert a.return_code in (0, None)
