@@ -121,11 +121,12 @@ class Nic:
 
     # -- the pane -----------------------------------------------------------------------
     def view(self) -> TableView:
-        rows = [("PF", self.pf.bdf, "(host)", "–", "–", "–", "up", "host", "–", "–", "–")]
+        rows = [("PF", self.pf.bdf, "(host)", "–", "–", "–", "up", "host", "–", "–")]
         for f in self.vfs:
-            rows.append((f.name, f.bdf, f.mac, str(f.vlan) if f.vlan else "–",
-                         "on" if f.spoof_check else "off", "on" if f.trust else "off",
-                         f.link_state, f.vm_name or "–", f"{f.rx:,}", f"{f.tx:,}", f"{f.dropped:,}"))
+            rows.append((f.name, f.bdf, f.mac if f.vm is not None else "(unassigned)",
+                         str(f.vlan) if f.vlan else "–", "on" if f.spoof_check else "off",
+                         "on" if f.trust else "off", f.link_state, f.vm_name or "–",
+                         f"{f.rx + f.tx:,}", f"{f.dropped:,}"))
         title = f"NIC · PF {self.pf.bdf} · {len(self.vfs)} VFs (offset {self.first_vf_offset}, stride {self.vf_stride})"
-        return TableView(title, ("fn", "RID", "MAC", "vlan", "spoof", "trust", "link", "vm", "rx", "tx", "drop"),
+        return TableView(title, ("fn", "RID", "MAC", "vlan", "spoof", "trust", "link", "vm", "rx+tx", "drop"),
                          tuple(rows), tuple(self.decisions))

@@ -127,8 +127,9 @@ class IovApp(App):
                 yield self.w_ring
             with Horizontal(id="bottom", classes="row") as self.w_bottom:
                 yield self.w_exits
-                yield self.w_iommu
-                yield self.w_nic
+                with Vertical(id="side") as self.w_side:
+                    yield self.w_iommu
+                    yield self.w_nic
         yield self.w_stats
         yield self.w_narration
         yield Footer()
@@ -159,6 +160,7 @@ class IovApp(App):
         top = self.active_pane in ("ram", "ring")
         self.w_top.set_class(top, "active")
         self.w_bottom.set_class(not top, "active")
+        self.w_side.set_class(self.active_pane in ("iommu", "nic"), "active")
         from rich.text import Text
         t = Text(" ")
         for pid in PANE_IDS:

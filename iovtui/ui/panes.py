@@ -351,18 +351,19 @@ class TablePane(TitledPane):
         if tv.idle_reason:
             return Text(tv.idle_reason, style="italic grey62")
         table = Table(box=None, pad_edge=False, expand=False, show_edge=False, header_style="bold grey70")
-        for c in tv.columns:
-            table.add_column(c, no_wrap=True, overflow="ellipsis")
+        for k, c in enumerate(tv.columns):
+            # identity columns (function, RID, MAC / IOVA) never shrink; counters may
+            keep = max([len(c)] + [len(r[k]) for r in tv.rows]) if k < 3 else None
+            table.add_column(c, no_wrap=True, overflow="ellipsis", min_width=keep)
         for row in tv.rows:
             table.add_row(*row)
-        out = Text()
         from rich.console import Group
         return Group(table, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
                                    overflow="ellipsis", no_wrap=True) for line in tv.lines))
 
 
 def header_text(frame: Frame, preset: str) -> Text:
-    state = ("▶ running", "bold #87d787") if frame.running else ("⏸ paused", "bold #ffd75f")
+    state = ("▶ running", "bold #87d787") if frame.running else ("‖ paused", "bold #ffd75f")
     if frame.complete:
         state = ("■ complete", "bold #87afd7")
     sep = ("  ·  ", "grey42")
