@@ -141,6 +141,7 @@ class IovApp(App):
         self._mark_active()
         self.w_ram.focus()
         self.driver.publish()
+        self._apply_latest()             # the first frame is on screen at once
         if not self.start_paused:
             self.driver.resume()
         self.driver.start()
@@ -188,9 +189,9 @@ class IovApp(App):
             narr = Text.assemble((" ⚑ ", "bold #ff875f"), (self.notice_text, "#ff875f"))
             self.notice_text = ""
         self.w_narration.text = narr
-        self.w_exits.add_events(f)
         for pane in self.panes.values():
             pane.update_frame(f)
+        self.w_exits.add_events(f)
 
     def notice(self, text: str) -> None:
         self.notice_text = text

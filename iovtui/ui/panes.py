@@ -112,12 +112,40 @@ class StatsBar(Widget):
 
 
 class TitledPane(Widget, can_focus=True):
-    """A bordered pane whose title names what it shows."""
+    """A bordered pane whose title names what it shows.  Line-API panes
+    build all their strips once per (content, size, cursor) and serve
+    ``render_line`` from that cache; a frame that changes nothing this pane
+    shows does not refresh it."""
 
     frame: Frame | None = None
+    _key: object = None
+    _strips: list = []
+
+    def content(self, frame: Frame) -> object:
+        """What this pane shows from ``frame`` (compared to skip refreshes)."""
+        return frame
 
     def update_frame(self, frame: Frame) -> None:
+        old = self.frame
         self.frame = frame
+        if old is None or self.content(old) != self.content(frame):
+            self._key = None
+            self.refresh()
+
+    def _cached(self, y: int, build) -> Strip:
+        key = (id(self.frame), self.size, getattr(self, "cursor", 0), self.has_focus,
+               getattr(self, "ring_index", 0))
+        if key != self._key:
+            self._strips = build()
+            self._key = key
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(self.size.width)
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
         self.refresh()
 
 
@@ -169,17 +197,38 @@ class GuestRamPane(TitledPane):
         self.cursor = max(0, min(n - 1, self.cursor + dx + dy * per))
         self.refresh()
 
+    def content(self, frame: Frame):
+        mv = frame.memory[min(self.vm_index, len(frame.memory) - 1)] if frame.memory else None
+        return (mv, frame.technique)
+
     def render_line(self, y: int) -> Strip:
+        return self._cached(y, self._build)
+
+    def _build(self) -> list[Strip]:
+        return [self._line(y) for y in range(self.size.height)]
+
+    def _line(self, y: int) -> Strip:
         lay = self._layout()
         w = self.size.width
         if lay is None:
             return Strip.blank(w)
         mv, start, end, per = lay
         rows = (end - start + per * PAGE - 1) // (per * PAGE)
+        fresh_pages = self._fresh_pages(mv)
+        return self._row(y, mv, start, end, per, rows, fresh_pages, w)
+
+    def _fresh_pages(self, mv) -> set:
+        cache = getattr(self, "_fresh_cache", None)
+        if cache is not None and cache[0] is mv:
+            return cache[1]
         fresh_pages = set()
         for gpa, n, _who in mv.fresh_writes:
             for p in range(gpa // PAGE, (gpa + max(n, 1) - 1) // PAGE + 1):
                 fresh_pages.add(p)
+        self._fresh_cache = (mv, fresh_pages)
+        return fresh_pages
+
+    def _row(self, y, mv, start, end, per, rows, fresh_pages, w) -> Strip:
         if y == 0:
             seg = [Segment(f" {mv.vm} · {mv.size >> 20} MiB · HPA base 0x{mv.hpa_base:x} · 0x000000–0x{start - 1:06x} guest kernel ",
                            Style(color="grey62"))]
@@ -260,9 +309,21 @@ class RingPane(TitledPane):
 
     def cycle(self) -> None:
         self.ring_index += 1
+        self._key = None
         self.refresh()
 
+    def content(self, frame: Frame):
+        old = self.frame
+        self.frame = frame
+        try:
+            return self.ring()
+        finally:
+            self.frame = old
+
     def render_line(self, y: int) -> Strip:
+        return self._cached(y, lambda: [self._line(i) for i in range(self.size.height)])
+
+    def _line(self, y: int) -> Strip:
         w = self.size.width
         r = self.ring()
         if r is None:
@@ -273,7 +334,7 @@ class RingPane(TitledPane):
                                   Style(color="#d7d7af"))]).crop_extend(0, w, None)
         if y == 1:
             return Strip([Segment(f" {r.note}", Style(color="grey62"))]).crop_extend(0, w, None)
-        widths = _col_widths(r)
+        widths = self._widths(r)
         if y == 2:
             head = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(r.columns)) + "  owner"
             return Strip([Segment(head, Style(bold=True, color="grey70"))]).crop_extend(0, w, None)
@@ -292,6 +353,13 @@ class RingPane(TitledPane):
         return Strip(segs).crop_extend(0, w, None)
 
 
+    def _widths(self, r):
+        c = getattr(self, "_wcache", None)
+        if c is None or c[0] is not r:
+            self._wcache = (r, _col_widths(r))
+        return self._wcache[1]
+
+
 class ExitLogPane(TitledPane):
     """One line per VM exit (bounded: the newest ``maxlen``)."""
 
@@ -299,6 +367,11 @@ class ExitLogPane(TitledPane):
         super().__init__(**kw)
         self.lines: deque[Text] = deque(maxlen=maxlen)
         self.border_title = "VMM exit log"
+
+    def content(self, frame: Frame):
+        return self.serial
+
+    serial = 0
 
     def add_events(self, frame: Frame) -> None:
         for ev in frame.events:
@@ -315,23 +388,33 @@ class ExitLogPane(TitledPane):
                 (f" · {d.get('cause', '')}", ""),
             )
             self.lines.append(t)
+            self.serial += 1
+        if self.serial != self._seen:
+            self._seen = self.serial
+            self._key = None
+            self.refresh()
+
+    _seen = 0
 
     def clear_log(self) -> None:
         self.lines.clear()
+        self.serial += 1
+        self._key = None
         self.refresh()
 
+    def update_frame(self, frame: Frame) -> None:
+        self.frame = frame     # add_events decides whether to redraw
+
     def render_line(self, y: int) -> Strip:
-        w = self.size.width
-        h = self.size.height
+        return self._cached(y, self._build)
+
+    def _build(self) -> list[Strip]:
+        w, h = self.size.width, self.size.height
         if not self.lines:
-            if y == 0:
-                return Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None)
-            return Strip.blank(w)
-        lines = list(self.lines)[-h:]
-        if y >= len(lines):
-            return Strip.blank(w)
-        segs = list(lines[y].render(self.app.console))
-        return Strip(segs).crop_extend(0, w, None)
+            return [Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None)]
+        n = len(self.lines)
+        lines = [self.lines[i] for i in range(max(0, n - h), n)]
+        return [Strip(list(t.render(self.app.console))).crop_extend(0, w, None) for t in lines]
 
 
 class TablePane(TitledPane):
@@ -341,6 +424,9 @@ class TablePane(TitledPane):
         super().__init__(**kw)
         self.which = which
         self.border_title = "IOMMU (VT-d)" if which == "iommu" else "NIC"
+
+    def content(self, frame: Frame):
+        return frame.iommu if self.which == "iommu" else frame.nic
 
     def render(self):
         f = self.frame
