@@ -12,7 +12,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..world import Simulation
 
-__all__ = ["Technique", "UnknownTechnique"]
+__all__ = ["Technique", "UnknownTechnique", "QDISC_LEN"]
+
+#: the guest interface's txqueuelen
+QDISC_LEN = 1000
 
 
 class UnknownTechnique(ValueError):
@@ -84,6 +87,24 @@ class Technique:
             self.sim.dropped(pkt, "tap queue full (the backend is not keeping up)", 2)
             return None
         return port
+
+    def queue_for_xmit(self, port: Any, pkt: "Packet", ring_full: bool) -> None:
+        """dev_queue_xmit: through the guest's qdisc while the driver's TX ring
+        is full or frames already wait, else straight to the driver."""
+        if ring_full or port.qdisc or port.tx_to_xmit:
+            if len(port.qdisc) >= QDISC_LEN:
+                self.sim.dropped(pkt, "guest qdisc full (the driver's TX ring is full)", 0)
+                return
+            port.qdisc.append(pkt)
+            return
+        self.schedule_xmit(port, pkt)
+
+    def schedule_xmit(self, port: Any, pkt: "Packet") -> None:
+        """The guest stack spends its per-frame time, then the driver's
+        ``_xmit`` runs on the vCPU."""
+        end = port.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
+        port.tx_to_xmit += 1
+        self.engine.at(end, self._xmit, port, pkt)
 
     # -- description -----------------------------------------------------------
     def options(self) -> dict[str, Any]:

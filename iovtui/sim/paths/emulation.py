@@ -37,7 +37,6 @@ __all__ = ["Emulation"]
 BUF_STRIDE = 2048
 RX_BUF_LEN = 2048                        # RCTL.BSIZE = 2048
 TAP_QUEUE_LEN = 1000
-QDISC_LEN = 1000
 RX_BUFFER_WRITE = 16                     # E1000_RX_BUFFER_WRITE: refill (and write RDT) every 16
 IMS_ENABLE_MASK = ICR_RXT0 | ICR_TXDW | 0x04 | 0x10   # RXT0 | TXDW | LSC | RXDMT0 (Linux e1000)
 
@@ -328,18 +327,7 @@ class Emulation(Technique):
     # -- transmit ----------------------------------------------------------------------
     def guest_send(self, vm: "Vm", pkt: Packet) -> None:
         nic = self.nics[vm.index]
-        if nic.qdisc or nic.tx_to_xmit or nic.tx.unused() == 0:
-            if len(nic.qdisc) >= QDISC_LEN:
-                self.sim.dropped(pkt, "guest qdisc full (TX ring full)", 0)
-                return
-            nic.qdisc.append(pkt)
-            return
-        self._schedule_xmit(nic, pkt)
-
-    def _schedule_xmit(self, nic: E1000Nic, pkt: Packet) -> None:
-        end = nic.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
-        nic.tx_to_xmit += 1
-        self.engine.at(end, self._xmit, nic, pkt)
+        self.queue_for_xmit(nic, pkt, nic.tx.unused() == 0)
 
     def _xmit(self, nic: E1000Nic, pkt: Packet) -> None:
         """e1000_xmit_frame: one descriptor, then the TDT write — during which
@@ -389,7 +377,7 @@ class Emulation(Technique):
             self.sim.transmit(p, ready)
         self._raise(nic, ICR_TXDW)
         if nic.qdisc and tx.unused() and not nic.tx_to_xmit:
-            self._schedule_xmit(nic, nic.qdisc.popleft())
+            self.schedule_xmit(nic, nic.qdisc.popleft())
 
     def _clean_tx(self, nic: E1000Nic) -> None:
         """e1000_clean_tx_irq: reclaim descriptors with DD, wake the queue."""
@@ -397,7 +385,7 @@ class Emulation(Technique):
         while (got := tx.reap()) is not None:
             nic.tx_pool.append(got[1])
         if nic.qdisc and tx.unused() and not nic.tx_to_xmit:
-            self._schedule_xmit(nic, nic.qdisc.popleft())
+            self.schedule_xmit(nic, nic.qdisc.popleft())
 
     # -- accounting --------------------------------------------------------------------
     def in_flight(self) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..e1000 import LegacyRing, ring_view
 from ..engine import Resource
-from ..iommu import DmaFault, Iommu, rid_str
+from ..iommu import DmaFault, Iommu
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
 from ..views import QueueInfo, RingView, TableView
@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SrIov", "ROGUE_GPA"]
 
 BUF_STRIDE = 2048
-QDISC_LEN = 1000
 REFILL_EVERY = 16
 #: where a buggy or malicious guest driver points buffers it never mapped
 ROGUE_GPA = 0x7F00_0000
@@ -354,18 +353,7 @@ class SrIov(Technique):
     # -- transmit ------------------------------------------------------------------------------------
     def guest_send(self, vm: "Vm", pkt: Packet) -> None:
         port = self.ports[vm.index]
-        if port.qdisc or port.tx_to_xmit or port.tx.unused() == 0:
-            if len(port.qdisc) >= QDISC_LEN:
-                self.sim.dropped(pkt, "guest qdisc full (VF TX ring full)", 0)
-                return
-            port.qdisc.append(pkt)
-            return
-        self._schedule_xmit(port, pkt)
-
-    def _schedule_xmit(self, port: VfPort, pkt: Packet) -> None:
-        end = port.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
-        port.tx_to_xmit += 1
-        self.engine.at(end, self._xmit, port, pkt)
+        self.queue_for_xmit(port, pkt, port.tx.unused() == 0)
 
     def _xmit(self, port: VfPort, pkt: Packet) -> None:
         port.tx_to_xmit -= 1
@@ -395,7 +383,7 @@ class SrIov(Technique):
         port.tx_dma_pending += 1
         self.engine.at(end, self._dma_tx, port)
         if port.qdisc and tx.unused() and not port.tx_to_xmit:
-            self._schedule_xmit(port, port.qdisc.popleft())
+            self.schedule_xmit(port, port.qdisc.popleft())
 
     def _dma_tx(self, port: VfPort) -> None:
         port.tx_dma_pending -= 1
@@ -472,4 +460,3 @@ class SrIov(Technique):
         return self.nic.view()
 
 
-__all__ += ["rid_str"]

@@ -42,7 +42,6 @@ TX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 0)
 BUF_STRIDE = 2048
 RX_BUF_LEN = VIRTIO_NET_HDR_LEN + 1518   # Linux "small" receive buffers: GOOD_PACKET_LEN + header
 TAP_QUEUE_LEN = 1000                     # the tap device's txqueuelen
-QDISC_LEN = 1000                         # the guest interface's txqueuelen
 VHOST_BUDGET = 256                       # VHOST_NET_WEIGHT in packets
 
 
@@ -357,26 +356,13 @@ class Virtio(Technique):
 
     # -- transmit ------------------------------------------------------------------
     def guest_send(self, vm: "Vm", pkt: Packet) -> None:
-        """dev_queue_xmit: through the qdisc while the driver's queue is stopped
-        or packets are already waiting, else straight to start_xmit."""
         nic = self.nics[vm.index]
-        if nic.tx_stopped or nic.qdisc or nic.tx_to_xmit:
-            if len(nic.qdisc) >= QDISC_LEN:
-                self.sim.dropped(pkt, "guest qdisc full (TX ring stopped)", 0)
-                return
-            nic.qdisc.append(pkt)
-            return
-        self._schedule_xmit(nic, pkt)
-
-    def _schedule_xmit(self, nic: VirtioNic, pkt: Packet) -> None:
-        end = nic.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
-        nic.tx_to_xmit += 1
-        self.engine.at(end, self._xmit, nic, pkt)
+        self.queue_for_xmit(nic, pkt, nic.tx_stopped)
 
     def _qdisc_run(self, nic: VirtioNic) -> None:
         """The qdisc hands the next waiting packet to start_xmit."""
         if nic.qdisc and not nic.tx_stopped and not nic.tx_to_xmit:
-            self._schedule_xmit(nic, nic.qdisc.popleft())
+            self.schedule_xmit(nic, nic.qdisc.popleft())
 
     def _xmit(self, nic: VirtioNic, pkt: Packet) -> None:
         """start_xmit: reclaim used TX buffers, add this one, kick if asked."""
