@@ -165,3 +165,14 @@ async def test_quit():
     async with a.run_test(size=(80, 24)) as pilot:
         await pilot.press("q")
     assert a.return_code in (0, None)
+
+
+async def test_m_focuses_the_next_vm():
+    a = app(preset="multi-tenant")
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(40):
+            await pilot.press("n")
+        await pilot.press("m")
+        await pilot.pause(0.1)
+        assert a.w_ram.vm_index == 1 and a.w_ring.ring().vm == "vm1"
+        assert a.w_ram.render_line(0).text.startswith(" vm1 ")

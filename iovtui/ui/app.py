@@ -54,6 +54,7 @@ class IovApp(App):
         Binding("v", "toggle('vhost')", "vhost", show=False),
         Binding("i", "toggle('posted')", "posted irq", show=False),
         Binding("r", "next_ring", "ring", show=False),
+        Binding("m", "next_vm", "next VM", show=False),
         Binding("tab", "focus_next_pane", "pane", priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("question_mark", "help", "help", key_display="?"),
@@ -73,7 +74,8 @@ class IovApp(App):
         ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
         ("arrows", "Guest RAM: move the page cursor"),
         ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
-        ("r", "Descriptor ring: next ring (rx / tx, per VM)"),
+        ("r", "Descriptor ring: next ring (rx / tx) of the focused VM"),
+        ("m", "focus the next VM (Guest RAM and Descriptor ring follow it)"),
         ("?", "this help"),
         ("ctrl+p", "command palette (every action)"),
         ("q", "quit"),
@@ -241,6 +243,19 @@ class IovApp(App):
     def action_next_ring(self) -> None:
         self.w_ring.cycle()
 
+    def action_next_vm(self) -> None:
+        n = len(self.driver.sim.vms)
+        if n < 2:
+            self.notice("this preset has one VM")
+            return
+        i = (self.w_ram.vm_index + 1) % n
+        self.w_ram.vm_index = self.w_ring.vm_index = i
+        self.w_ram.cursor = 0
+        for pane in (self.w_ram, self.w_ring):
+            pane._key = None
+            pane.frame = None
+        self.driver.publish()
+
     def _focus_pane(self, step: int) -> None:
         i = PANE_IDS.index(self.active_pane)
         self.active_pane = PANE_IDS[(i + step) % len(PANE_IDS)]
@@ -294,6 +309,7 @@ class IovApp(App):
         yield SystemCommand("Toggle vhost (virtio)", "key v", lambda: self.action_toggle("vhost"))
         yield SystemCommand("Toggle posted interrupts (SR-IOV)", "key i", lambda: self.action_toggle("posted"))
         yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)
+        yield SystemCommand("Focus the next VM", "key m", self.action_next_vm)
         yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Help: every key", "key ?", self.action_help)
