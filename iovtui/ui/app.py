@@ -59,6 +59,7 @@ class IovApp(App):
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
         Binding("left", "ram(-1,0)", show=False), Binding("right", "ram(1,0)", show=False),
         Binding("up", "ram(0,-1)", show=False), Binding("down", "ram(0,1)", show=False),
         Binding("enter", "hex", "hex view", show=False),
