@@ -176,3 +176,21 @@ async def test_m_focuses_the_next_vm():
         await pilot.pause(0.1)
         assert a.w_ram.vm_index == 1 and a.w_ring.ring().vm == "vm1"
         assert a.w_ram.render_line(0).text.startswith(" vm1 ")
+
+
+async def test_p_picks_a_preset_and_restarts_deterministically():
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("p")
+        from iovtui.ui.screens import PresetScreen
+        assert isinstance(a.screen, PresetScreen)
+        names = [n for n, _, _ in a.screen.presets]
+        assert "rogue-dma" in names and all(d for _, d, _ in a.screen.presets)
+        ol = a.screen.query_one("#preset-list")
+        ol.highlighted = names.index("multi-tenant")
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert not isinstance(a.screen, PresetScreen)
+        assert a.driver.sim.preset.name == "multi-tenant" and len(a.driver.sim.vms) == 4
+        assert a.driver.sim.seed == 1 and a.driver.sim.engine.events_run == 0
+        assert "multi-tenant" in str(a.w_header.text)

@@ -231,6 +231,7 @@ _FAULTS = {
     "unmapped_dma": F(_float(0, 1), 0.0),    # fraction of RX buffers the guest posts at an unmapped GPA
     "readonly_dma": F(_float(0, 1), 0.0),    # fraction posted in a page the IOMMU maps read-only
     "spoofed_src": F(_float(0, 1), 0.0),     # fraction of guest TX frames with a forged source MAC
+    "foreign_vlan": F(_float(0, 1), 0.0),    # fraction of frames from the wire tagged for a VLAN the VM is not in
     "ring_full": F(_bool, False),            # the guest driver stops refilling RX buffers
     "link_down_us": F(_float(0, 1e9), 0.0),  # the link goes down at this virtual time (0 = never)
 }

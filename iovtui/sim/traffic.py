@@ -48,6 +48,7 @@ class Traffic:
         self._in_burst = 0
         self.done = False
         self.single_size = len(self.sizes) == 1
+        self.foreign_vlan = sim.preset.faults["foreign_vlan"]
         self._intervals: dict[int, float] = {}
 
     # -- helpers ------------------------------------------------------------
@@ -92,8 +93,11 @@ class Traffic:
         if pid + 1 >= self.count:
             self.done = True
         if direction == "rx":
-            frame = sim.frames.build(vm.mac, EXT_MAC, vm.vlan, EXT_IP, vm.ip, size, pid)
-            pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vm.vlan)
+            vlan = vm.vlan
+            if self.foreign_vlan and sim.engine.rng.random() < self.foreign_vlan:
+                vlan = vm.vlan % 4094 + 1   # tagged for a VLAN this VM is not in
+            frame = sim.frames.build(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size, pid)
+            pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vlan)
         else:
             frame = sim.frames.build(EXT_MAC, vm.mac, vm.vlan, vm.ip, EXT_IP, size, pid, 5201, 40000)
             pkt = Packet(pid, now, vm.index, "tx", frame, EXT_MAC, vm.mac, vm.vlan)

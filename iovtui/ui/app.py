@@ -23,7 +23,7 @@ from ..sim.preset import Preset
 from ..sim.world import Simulation
 from .panes import (ExitLogPane, GuestRamPane, HeaderBar, Narration, PathStrip, RingPane, StatsBar,
                     TablePane, header_text)
-from .screens import HelpScreen, HexScreen, annotate_page
+from .screens import HelpScreen, HexScreen, PresetScreen, annotate_page
 
 __all__ = ["IovApp", "create_app", "MAX_FPS"]
 
@@ -57,6 +57,7 @@ class IovApp(App):
         Binding("m", "next_vm", "next VM", show=False),
         Binding("tab", "focus_next_pane", "pane", priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
+        Binding("p", "presets", "presets"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
@@ -69,6 +70,7 @@ class IovApp(App):
         ("space", "pause / run"),
         ("n", "step one event (the narration line explains it)"),
         ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
+        ("p", "presets: pick a scenario (restarts with the same seed)"),
         ("e", "virtio: event idx on/off"),
         ("v", "virtio: vhost-net on/off"),
         ("i", "SR-IOV: posted interrupts on/off"),
@@ -275,6 +277,30 @@ class IovApp(App):
             return
         self._focus_pane(-1)
 
+    def action_presets(self) -> None:
+        from ..sim.preset import PresetError, _load_file, list_presets
+
+        items = []
+        for name, path, origin in list_presets():
+            try:
+                items.append((name, _load_file(path).description, origin))
+            except PresetError as e:
+                items.append((name, f"(invalid: {e})", origin))
+        self.push_screen(PresetScreen(items, self.preset.name), self._preset_chosen)
+
+    def _preset_chosen(self, name: str | None) -> None:
+        if not name:
+            return
+        from ..sim.preset import PresetError, load_preset
+        try:
+            self.preset = load_preset(name)
+        except PresetError as e:
+            self.notice(str(e))
+            return
+        self.w_exits.clear_log()
+        self.w_ram.vm_index = self.w_ring.vm_index = 0
+        self.driver.restart(self._factory())
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.KEY_HELP))
 
@@ -313,6 +339,7 @@ class IovApp(App):
         yield SystemCommand("Focus the next VM", "key m", self.action_next_vm)
         yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
+        yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
         yield SystemCommand("Help: every key", "key ?", self.action_help)
 
 

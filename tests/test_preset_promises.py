@@ -1,0 +1,157 @@
+"""Every shipped preset shows what its description promises."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from iovtui.sim.paths.sriov import ROGUE_GPA
+from iovtui.sim.preset import list_presets, load_preset
+
+from conftest import ROOT, TECHNIQUES, sim_for
+
+
+def run(name, tech, packets=1500, **opts):
+    p = load_preset(name)
+    if opts:
+        p = p.with_options(**opts)
+    s = sim_for(p, tech, packets=packets)
+    s.run()
+    return s, s.summary()
+
+
+def drops(d, needle):
+    return sum(v for k, v in d["drops_by_reason"].items() if needle in k)
+
+
+def steady_stream():
+    for t in TECHNIQUES:
+        _s, d = run("steady-stream", t)
+        assert d["packets"]["dropped"] == 0 and d["packets"]["delivered"] == 1500
+
+
+def line_rate():
+    _s, e = run("line-rate", "emulation")
+    _s, s = run("line-rate", "sriov")
+    assert e["packets"]["dropped"] > 0 and s["packets"]["dropped"] == 0
+
+
+def small_packets():
+    _s, e = run("small-packets", "emulation", 3000)
+    _s, s = run("small-packets", "sriov", 3000)
+    assert e["packets"]["dropped"] > s["packets"]["dropped"]
+    assert e["exits"]["per_packet"] > s["exits"]["per_packet"]
+
+
+def bursty_web():
+    s, d = run("bursty-web", "virtio", 2000)
+    assert d["packets"]["delivered"] > 0
+    assert d["interrupts"]["injected"] < d["packets"]["delivered"] / 2     # batched during bursts
+
+
+def pingpong():
+    lat = [run("pingpong", t, 400)[1]["latency_ns"]["p50"] for t in TECHNIQUES]
+    assert lat[0] > lat[1] > lat[2]
+
+
+def multi_tenant():
+    for t in TECHNIQUES:
+        s, d = run("multi-tenant", t, 2000)
+        assert sorted(s.metrics.delivered_by_vm) == ["vm0", "vm1", "vm2", "vm3"]
+
+
+def tx_stream():
+    _s, d = run("tx-stream", "virtio", 2000)
+    assert d["notifications"]["kicks"] > 0 and d["exits"]["by_reason"].get("EPT_MISCONFIG", 0) > 0
+
+
+def vhost_on():
+    _s, on = run("vhost-on", "virtio")
+    _s, off = run("vhost-on", "virtio", virtio={"vhost": False})
+    assert on["throughput_gbps"] > off["throughput_gbps"] and on["copies_per_packet"] == 1
+
+
+def event_idx_off():
+    _s, off = run("event-idx-off", "virtio")
+    _s, on = run("event-idx-off", "virtio", virtio={"event_idx": True})
+    assert off["notifications"]["device_notify"] > on["notifications"]["device_notify"]
+
+
+def rogue_dma():
+    s, d = run("rogue-dma", "sriov")
+    assert d["iommu"]["faults"] > 0
+    assert drops(d, "DMAR fault") == d["iommu"]["faults"]
+    assert all(line.startswith("DMAR: [DMA Write NO_PASID] Request device [02:10.0] fault addr 0x7f")
+               for line in s.technique.iommu.faults)
+    # nothing reached RAM: the rogue GPA lies outside the guest, and the guest read only good frames
+    assert ROGUE_GPA >= s.vms[0].mem.size and d["corrupt_frames"] == 0
+
+
+def mac_spoofing():
+    s, d = run("mac-spoofing", "sriov")
+    assert drops(d, "spoofed source MAC") == s.technique.nic.spoofed_total > 0
+
+
+def posted_interrupts():
+    _s, d = run("posted-interrupts", "sriov")
+    assert d["exits"]["total"] == 0 and d["interrupts"]["posted"] > 0 and d["interrupts"]["injected"] == 0
+
+
+def iotlb_thrash():
+    _s, d = run("iotlb-thrash", "sriov")
+    _s, big = run("iotlb-thrash", "sriov", sriov={"iotlb_entries": 64})
+    assert d["iommu"]["iotlb_misses"] > d["iommu"]["iotlb_hits"]
+    assert big["iommu"]["iotlb_hits"] > 3 * big["iommu"]["iotlb_misses"]
+
+
+def interrupt_moderation():
+    _s, on = run("interrupt-moderation", "emulation")
+    _s, off = run("interrupt-moderation", "emulation", emulation={"itr_us": 0})
+    assert on["interrupts"]["injected"] < off["interrupts"]["injected"]
+    assert on["exits"]["per_packet"] < off["exits"]["per_packet"]
+
+
+def vlan_isolation():
+    for t in TECHNIQUES:
+        s, d = run("vlan-isolation", t)
+        assert drops(d, "VLAN") > 0 and d["corrupt_frames"] == 0
+        assert d["packets"]["delivered"] + d["packets"]["dropped"] == 1500
+
+
+PROMISES = {f.__name__.replace("_", "-"): f for f in (
+    steady_stream, line_rate, small_packets, bursty_web, pingpong, multi_tenant, tx_stream, vhost_on,
+    event_idx_off, rogue_dma, mac_spoofing, posted_interrupts, iotlb_thrash, interrupt_moderation, vlan_isolation)}
+
+
+def test_every_shipped_preset_has_a_promise_check():
+    shipped = sorted(n for n, _p, origin in list_presets() if origin == "shipped")
+    assert shipped == sorted(PROMISES)
+    assert len(shipped) >= 12
+
+
+@pytest.mark.parametrize("name", sorted(PROMISES))
+def test_preset_keeps_its_promise(name):
+    PROMISES[name]()
+
+
+def test_installed_wheel_lists_every_preset(tmp_path):
+    """Build the wheel, use it from outside the repo: all presets are there."""
+    wheels = tmp_path / "w"
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    whl = next(wheels.glob("iovtui-*.whl"))
+    site = tmp_path / "site"
+    zipfile.ZipFile(whl).extractall(site)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    out = subprocess.run([sys.executable, "-m", "iovtui", "presets"], cwd=outside, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for name in PROMISES:
+        assert name in out.stdout
+    run_ = subprocess.run([sys.executable, "-m", "iovtui", "run", "--preset", "rogue-dma", "--technique", "sriov",
+                           "--packets", "300", "--json"], cwd=outside, env=env, capture_output=True, text=True)
+    assert run_.returncode == 0 and '"faults"' in run_.stdout
