@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..packet import strip_vlan
@@ -12,10 +13,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..world import Simulation
 
-__all__ = ["Technique", "UnknownTechnique", "QDISC_LEN"]
+__all__ = ["Technique", "UnknownTechnique", "QDISC_LEN", "BUF_STRIDE", "buffer_pools"]
 
 #: the guest interface's txqueuelen
 QDISC_LEN = 1000
+#: guest buffers are 2 KiB apart (two per 4 KiB page)
+BUF_STRIDE = 2048
+
+
+def buffer_pools(mem, n: int) -> tuple[deque, deque]:
+    """The guest driver's RX and TX buffers: ``n`` of each in their own regions."""
+    rx_base = mem.alloc(BUF_STRIDE * n, 4096, "rx_buf", "rx buffers")
+    tx_base = mem.alloc(BUF_STRIDE * n, 4096, "tx_buf", "tx buffers")
+    return (deque(rx_base + BUF_STRIDE * i for i in range(n)),
+            deque(tx_base + BUF_STRIDE * i for i in range(n)))
 
 
 class UnknownTechnique(ValueError):
@@ -105,6 +116,53 @@ class Technique:
         end = port.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
         port.tx_to_xmit += 1
         self.engine.at(end, self._xmit, port, pkt)
+
+    # -- NAPI over a legacy descriptor ring (e1000, SR-IOV VF) ----------------------
+    #: refill (and write the tail) after this many cleaned buffers (E1000_RX_BUFFER_WRITE)
+    REFILL_EVERY = 16
+
+    def legacy_napi(self, port: Any, done: int, cleaned: int, reading: tuple | None = None) -> None:
+        """One step of the guest's NAPI poll: deliver the frame the stack
+        finished now, reap the next descriptor with DD (one per event), refill
+        every ``REFILL_EVERY``; at the end of the poll hand over to
+        ``_napi_complete(port, t)`` (re-enable interrupts)."""
+        vm, rx = port.vm, port.rx
+        now = self.engine.now
+        if reading is not None:
+            pkt, gpa = reading
+            self.sim.guest_reads(vm, pkt, gpa, now)
+            port.rx_reading = None
+            self._give_back(port, gpa)
+        if done == 0:
+            self._clean_tx(port)
+        if done < self.budget:
+            got = rx.reap()
+            if got is not None:
+                slot, gpa, length = got
+                pkt = port.rx_filled.pop(slot)
+                cleaned += 1
+                if pkt is None:        # an error descriptor (a blocked DMA): recycle the buffer
+                    self._give_back(port, gpa)
+                    self.engine.at(now, self.legacy_napi, port, done, cleaned)
+                    return
+                port.rx_reading = pkt
+                tr = self.engine.trace
+                if tr.on:
+                    tr.emit(now, "ring", vm.name, 6,
+                            f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame #{pkt.id} "
+                            f"({length} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot, gpa=gpa, pkt=pkt.id)
+                end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
+                if cleaned >= self.REFILL_EVERY:
+                    end = self._refill(port, end)
+                    cleaned = 0
+                self.engine.at(end, self.legacy_napi, port, done + 1, cleaned, (pkt, gpa))
+                return
+        t = self._refill(port, now) if cleaned else now
+        if done >= self.budget:
+            self.engine.at(t, self.legacy_napi, port, 0, 0)
+            return
+        port.napi = False
+        self._napi_complete(port, t)
 
     # -- description -----------------------------------------------------------
     def options(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ..e1000 import (ICR_RXT0, ICR_TXDW, REG, LegacyRing, RegisterFile, ring_vie
 from ..engine import Resource
 from ..packet import Packet
 from ..views import QueueInfo, RingView
-from .base import Technique
+from .base import Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
@@ -34,10 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Emulation"]
 
-BUF_STRIDE = 2048
-RX_BUF_LEN = 2048                        # RCTL.BSIZE = 2048
 TAP_QUEUE_LEN = 1000
-RX_BUFFER_WRITE = 16                     # E1000_RX_BUFFER_WRITE: refill (and write RDT) every 16
 IMS_ENABLE_MASK = ICR_RXT0 | ICR_TXDW | 0x04 | 0x10   # RXT0 | TXDW | LSC | RXDMT0 (Linux e1000)
 
 
@@ -49,10 +46,7 @@ class E1000Nic:
         self.regs = RegisterFile()
         self.rx = LegacyRing(mem, "rx", n, "e1000 RX descriptor ring")
         self.tx = LegacyRing(mem, "tx", n, "e1000 TX descriptor ring")
-        rx_base = mem.alloc(BUF_STRIDE * n, 4096, "rx_buf", "rx buffers")
-        tx_base = mem.alloc(BUF_STRIDE * n, 4096, "tx_buf", "tx buffers")
-        self.rx_pool = deque(rx_base + BUF_STRIDE * i for i in range(n))
-        self.tx_pool = deque(tx_base + BUF_STRIDE * i for i in range(n))
+        self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.model = Resource(f"qemu-e1000:{vm.name}")
         self.tap: deque[tuple[int, Packet]] = deque()
         self.rx_scheduled = False
@@ -267,44 +261,13 @@ class Emulation(Technique):
         nic.in_isr = False
         if icr and not nic.napi:
             nic.napi = True
-            self.engine.at(t, self._napi, nic, 0, 0)
+            self.engine.at(t, self.legacy_napi, nic, 0, 0)
 
-    def _napi(self, nic: E1000Nic, done: int, cleaned: int, reading: tuple | None = None) -> None:
-        """e1000_clean: TX clean-up, then RX (one frame per event), refills every 16."""
-        vm = nic.vm
-        rx = nic.rx
-        now = self.engine.now
-        if reading is not None:
-            pkt, gpa = reading
-            self.sim.guest_reads(vm, pkt, gpa, now)
-            nic.rx_reading = None
-            nic.rx_pool.append(gpa)
-        if done == 0:
-            self._clean_tx(nic)
-        if done < self.budget:
-            got = rx.reap()
-            if got is not None:
-                slot, gpa, length = got
-                pkt = nic.rx_filled.pop(slot)
-                nic.rx_reading = pkt
-                tr = self.engine.trace
-                if tr.on:
-                    tr.emit(now, "ring", vm.name, 6,
-                            f"{vm.name}'s NAPI sees DD on RX descriptor {slot} and reads frame #{pkt.id} "
-                            f"({length} B) at GPA 0x{gpa:x}", queue="rx", desc=slot, gpa=gpa, pkt=pkt.id)
-                end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
-                cleaned += 1
-                if cleaned >= RX_BUFFER_WRITE:
-                    end = self._refill(nic, end)
-                    cleaned = 0
-                self.engine.at(end, self._napi, nic, done + 1, cleaned, (pkt, gpa))
-                return
-        t = self._refill(nic, now) if cleaned else now
-        if done >= self.budget:
-            self.engine.at(t, self._napi, nic, 0, 0)
-            return
-        # napi_complete_done → e1000_irq_enable: IMS write, then a flushing STATUS read
-        nic.napi = False
+    def _give_back(self, nic: E1000Nic, gpa: int) -> None:
+        nic.rx_pool.append(gpa)
+
+    def _napi_complete(self, nic: E1000Nic, t: int) -> None:
+        """napi_complete_done → e1000_irq_enable: IMS write, then a flushing STATUS read."""
         _v, t = self._mmio(nic, "IMS", IMS_ENABLE_MASK, "re-enable interrupts", at=t)
         _v, t = self._mmio(nic, "STATUS", None, "flush posted writes", at=t)
         self._maybe_interrupt(nic)

@@ -25,7 +25,7 @@ from ..iommu import DmaFault, Iommu
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
 from ..views import QueueInfo, RingView, TableView
-from .base import Technique
+from .base import BUF_STRIDE, Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
@@ -33,8 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SrIov", "ROGUE_GPA"]
 
-BUF_STRIDE = 2048
-REFILL_EVERY = 16
 #: where a buggy or malicious guest driver points buffers it never mapped
 ROGUE_GPA = 0x7F00_0000
 RXD_ERR_RXE = 0x80
@@ -49,10 +47,7 @@ class VfPort:
         mem = vm.mem
         self.rx = LegacyRing(mem, "rx", n, f"{vf.name} RX descriptor ring")
         self.tx = LegacyRing(mem, "tx", n, f"{vf.name} TX descriptor ring")
-        rx_base = mem.alloc(BUF_STRIDE * n, 4096, "rx_buf", "rx buffers")
-        tx_base = mem.alloc(BUF_STRIDE * n, 4096, "tx_buf", "tx buffers")
-        self.rx_pool = deque(rx_base + BUF_STRIDE * i for i in range(n))
-        self.tx_pool = deque(tx_base + BUF_STRIDE * i for i in range(n))
+        self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.ro_pool: deque[int] = deque()
         self.ro_pages: list[int] = []
         self.dma = Resource(f"{vf.name} DMA")
@@ -289,45 +284,9 @@ class SrIov(Technique):
                              self.eoi, stage=5, at=t)
         if not port.napi:
             port.napi = True
-            self.engine.at(t, self._napi, port, 0, 0)
+            self.engine.at(t, self.legacy_napi, port, 0, 0)
 
-    def _napi(self, port: VfPort, done: int, cleaned: int, reading: tuple | None = None) -> None:
-        vm, rx = port.vm, port.rx
-        now = self.engine.now
-        if reading is not None:
-            pkt, gpa = reading
-            self.sim.guest_reads(vm, pkt, gpa, now)
-            port.rx_reading = None
-            self._give_back(port, gpa)
-        if done == 0:
-            self._clean_tx(port)
-        if done < self.budget:
-            got = rx.reap()
-            if got is not None:
-                slot, gpa, length = got
-                pkt = port.rx_filled.pop(slot)
-                cleaned += 1
-                if pkt is None:        # an error descriptor (blocked DMA): recycle it
-                    self._give_back(port, gpa)
-                    self.engine.at(now, self._napi, port, done, cleaned)
-                    return
-                port.rx_reading = pkt
-                tr = self.engine.trace
-                if tr.on:
-                    tr.emit(now, "ring", vm.name, 6,
-                            f"{vm.name} sees DD on descriptor {slot} and reads frame #{pkt.id} through "
-                            f"the same GPA 0x{gpa:x}", pkt=pkt.id, gpa=gpa, desc=slot)
-                end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
-                if cleaned >= REFILL_EVERY:
-                    end = self._refill(port, end)
-                    cleaned = 0
-                self.engine.at(end, self._napi, port, done + 1, cleaned, (pkt, gpa))
-                return
-        t = self._refill(port, now) if cleaned else now
-        if done >= self.budget:
-            self.engine.at(t, self._napi, port, 0, 0)
-            return
-        port.napi = False
+    def _napi_complete(self, port: VfPort, t: int) -> None:
         port.masked = False           # unmask the vector: a write to the VF's BAR, no exit
         self._maybe_irq(port)
 

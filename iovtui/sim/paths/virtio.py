@@ -27,7 +27,7 @@ from ..packet import Packet
 from ..views import QueueInfo, RingView
 from ..virtqueue import (VIRTIO_NET_HDR_LEN, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT,
                          VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, Virtqueue)
-from .base import Technique
+from .base import Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
@@ -39,7 +39,6 @@ __all__ = ["Virtio", "VirtioNic"]
 _HDR = struct.Struct("<BBHHHHH")
 RX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 1)
 TX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 0)
-BUF_STRIDE = 2048
 RX_BUF_LEN = VIRTIO_NET_HDR_LEN + 1518   # Linux "small" receive buffers: GOOD_PACKET_LEN + header
 TAP_QUEUE_LEN = 1000                     # the tap device's txqueuelen
 VHOST_BUDGET = 256                       # VHOST_NET_WEIGHT in packets
@@ -56,10 +55,7 @@ class VirtioNic:
         mem = vm.mem
         self.rxq = Virtqueue(mem, "rx", n, opts["event_idx"])
         self.txq = Virtqueue(mem, "tx", n, opts["event_idx"])
-        rx_base = mem.alloc(BUF_STRIDE * n, 4096, "rx_buf", "rx buffers")
-        tx_base = mem.alloc(BUF_STRIDE * n, 4096, "tx_buf", "tx buffers")
-        self.rx_pool = deque(rx_base + BUF_STRIDE * i for i in range(n))
-        self.tx_pool = deque(tx_base + BUF_STRIDE * i for i in range(n))
+        self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         # host side
         self.backend = Resource(f"{'vhost' if opts['vhost'] else 'qemu'}:{vm.name}")
         self.tap: deque[tuple[int, Packet]] = deque()
