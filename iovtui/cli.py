@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dump-ram", metavar="DIR", help="write DIR/<vm>.ram and DIR/layout.json")
     r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram files")
 
+    c = sub.add_parser("compare", help="run one preset through every technique, side by side")
+    c.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
+    c.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None)
+    c.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
+    c.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table")
+
     pr = sub.add_parser("presets", help="list presets, or validate a preset file")
     pr.add_argument("--validate", metavar="FILE", help="check a preset file and exit")
     return p
@@ -206,6 +212,106 @@ def human_summary(s: dict[str, Any], label: str) -> str:
     return "\n".join(lines)
 
 
+#: the variants `compare` runs: (label, technique, preset overrides)
+COMPARE_VARIANTS = (
+    ("emulation", "emulation", {}),
+    ("virtio", "virtio", {"virtio": {"vhost": False}}),
+    ("virtio+vhost", "virtio", {"virtio": {"vhost": True}}),
+    ("sriov", "sriov", {"sriov": {"posted_interrupts": False}}),
+    ("sriov+posted", "sriov", {"sriov": {"posted_interrupts": True}}),
+)
+COMPARE_COLUMNS = ("variant", "technique", "exits_per_packet", "top_exits", "interrupts_injected",
+                   "interrupts_posted", "copies_per_packet", "throughput_gbps", "p50_ns", "p99_ns",
+                   "iotlb_hit_rate", "delivered", "dropped")
+
+
+def compare_rows(preset, packets: int | None, seed: int) -> list[dict[str, Any]]:
+    from .sim.paths import available
+    from .sim.world import Simulation
+
+    rows = []
+    for label, tech, opts in COMPARE_VARIANTS:
+        if tech not in available():
+            continue
+        sim = Simulation(preset.with_options(**opts) if opts else preset, tech, seed=seed, packets=packets)
+        sim.run()
+        d = sim.summary()
+        io = d["iommu"]
+        looked = io["iotlb_hits"] + io["iotlb_misses"]
+        top = sorted(d["exits"]["by_reason"].items(), key=lambda kv: -kv[1])[:3]
+        rows.append({
+            "variant": label, "technique": tech,
+            "exits_per_packet": d["exits"]["per_packet"],
+            "exits_by_reason": d["exits"]["by_reason"],
+            "top_exits": " ".join(f"{k}:{v}" for k, v in top) or "-",
+            "interrupts_injected": d["interrupts"]["injected"],
+            "interrupts_posted": d["interrupts"]["posted"],
+            "copies_per_packet": d["copies_per_packet"],
+            "throughput_gbps": d["throughput_gbps"],
+            "p50_ns": d["latency_ns"]["p50"], "p99_ns": d["latency_ns"]["p99"],
+            "iotlb_hit_rate": round(io["iotlb_hits"] / looked, 4) if looked else None,
+            "delivered": d["packets"]["delivered"], "dropped": d["packets"]["dropped"],
+        })
+    return rows
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import csv
+    import io as _io
+
+    preset = _load(args.preset)
+    rows = compare_rows(preset, args.packets, args.seed)
+    if args.format == "json":
+        print(json.dumps({"preset": preset.name, "seed": args.seed, "results": rows}, indent=2))
+        return 0
+    if args.format == "csv":
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COMPARE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r[k] is None else r[k]) for k in COMPARE_COLUMNS})
+        print(buf.getvalue(), end="")
+        return 0
+    heads = ("variant", "exits/pkt", "top exits", "irq inj", "irq posted", "copies/pkt", "Gb/s",
+             "p50 µs", "p99 µs", "IOTLB hits", "delivered", "dropped")
+
+    def cells(r):
+        hit = "–" if r["iotlb_hit_rate"] is None else f"{100 * r['iotlb_hit_rate']:.1f} %"
+        return (r["variant"], f"{r['exits_per_packet']:.3f}", r["top_exits"], f"{r['interrupts_injected']:,}",
+                f"{r['interrupts_posted']:,}", f"{r['copies_per_packet']:g}", f"{r['throughput_gbps']:.2f}",
+                f"{r['p50_ns'] / 1000:.2f}", f"{r['p99_ns'] / 1000:.2f}", hit, f"{r['delivered']:,}",
+                f"{r['dropped']:,}")
+    if args.format == "markdown":
+        print(f"**{preset.name}** · seed {args.seed}\n")
+        print("| " + " | ".join(heads) + " |")
+        print("|" + "|".join(" --- " if i < 1 else " ---: " for i in range(len(heads))) + "|")
+        for r in rows:
+            print("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    short = ("variant", "exits/pkt", "irq inj/posted", "copies", "Gb/s", "p50/p99 µs", "IOTLB", "delivered")
+    from rich import box
+
+    t = Table(title=f"{preset.name} · seed {args.seed}", title_justify="left", pad_edge=False,
+              box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    for i, h in enumerate(short):
+        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+    for r in rows:
+        c = cells(r)
+        t.add_row(c[0], c[1], f"{c[3]}/{c[4]}", c[5], c[6], f"{c[7]}/{c[8]}", c[9],
+                  f"{c[10]}" + (f" ✗{c[11]}" if r["dropped"] else ""))
+    con = Console()
+    if con.width < 112:   # a comparison needs its columns: wider than a narrow (or piped) console
+        con = Console(width=112)
+    con.print(t)
+    con.print("exits by reason:")
+    for r in rows:
+        con.print(f"  {r['variant']:<13} {r['top_exits']}", highlight=False)
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from .sim.preset import PresetError, _load_file, list_presets
 
@@ -259,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "presets":
             return cmd_presets(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_app(args)
     except CliError as e:
         print(f"iovtui: error: {e}", file=sys.stderr)

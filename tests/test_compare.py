@@ -1,0 +1,38 @@
+import csv
+import io
+import json
+
+from conftest import run_cli
+
+VARIANTS = ["emulation", "virtio", "virtio+vhost", "sriov", "sriov+posted"]
+
+
+def test_compare_json_csv_markdown_parse_back_and_agree():
+    j = json.loads(run_cli("compare", "--packets", "300", "--format", "json", check_rc=0).stdout)
+    rows = {r["variant"]: r for r in j["results"]}
+    assert list(rows) == VARIANTS and j["preset"] == "steady-stream"
+    assert [rows[v]["copies_per_packet"] for v in ("emulation", "virtio", "sriov")] == [2, 1, 0]
+    assert rows["sriov+posted"]["exits_per_packet"] == 0 < rows["virtio"]["exits_per_packet"]
+    assert rows["sriov"]["iotlb_hit_rate"] > 0 and rows["virtio"]["iotlb_hit_rate"] is None
+    c = list(csv.DictReader(io.StringIO(run_cli("compare", "--packets", "300", "--format", "csv", check_rc=0).stdout)))
+    assert [r["variant"] for r in c] == VARIANTS
+    for r in c:
+        assert float(r["exits_per_packet"]) == rows[r["variant"]]["exits_per_packet"]
+        assert int(r["p50_ns"]) == rows[r["variant"]]["p50_ns"]
+    md = run_cli("compare", "--packets", "300", "--format", "markdown", check_rc=0).stdout.splitlines()
+    table = [line for line in md if line.startswith("|")]
+    head = [x.strip() for x in table[0].strip("|").split("|")]
+    body = [[x.strip() for x in line.strip("|").split("|")] for line in table[2:]]
+    assert head[0] == "variant" and [b[0] for b in body] == VARIANTS
+    assert float(body[0][head.index("exits/pkt")]) == round(rows["emulation"]["exits_per_packet"], 3)
+
+
+def test_compare_table_and_bad_input():
+    out = run_cli("compare", "--packets", "200", "--preset", "line-rate", check_rc=0).stdout
+    for v in VARIANTS:
+        assert v in out
+    assert "exits by reason" in out and "EPT_MISCONFIG" in out
+    p = run_cli("compare", "--format", "xml")
+    assert p.returncode == 2 and "table" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("compare", "--preset", "nope")
+    assert p.returncode == 2 and "unknown preset" in p.stderr
