@@ -194,3 +194,23 @@ async def test_p_picks_a_preset_and_restarts_deterministically():
         assert a.driver.sim.preset.name == "multi-tenant" and len(a.driver.sim.vms) == 4
         assert a.driver.sim.seed == 1 and a.driver.sim.engine.events_run == 0
         assert "multi-tenant" in str(a.w_header.text)
+
+
+async def test_k_switches_the_exit_log_to_a_kvm_stat_view():
+    a = app("emulation", preset="steady-stream")
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(6):
+            a.driver.sim.engine.run(max_events=300)
+            a.driver.publish()
+            await pilot.pause(0.04)
+        await pilot.press("k")
+        await pilot.pause(0.05)
+        rows = a.w_exits.kvm_stat_rows()
+        by = a._applied.summary["exits"]["by_reason"]
+        assert rows[0][0] == "kvm_exit(EPT_MISCONFIG)" and rows[0][1] == by["EPT_MISCONFIG"]
+        assert abs(sum(r[2] for r in rows) - 100) < 0.01
+        assert rows[0][3] > 0                          # a current rate, per second of virtual time
+        text = "".join(a.w_exits.render_line(y).text for y in range(3))
+        assert "CurAvg/s" in text and "kvm_exit(EPT_MISCONFIG)" in text
+        await pilot.press("k")
+        assert not a.w_exits.aggregate

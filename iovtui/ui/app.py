@@ -55,6 +55,7 @@ class IovApp(App):
         Binding("i", "toggle('posted')", "posted irq", show=False),
         Binding("r", "next_ring", "ring", show=False),
         Binding("m", "next_vm", "next VM", show=False),
+        Binding("k", "kvm_stat", "kvm_stat", show=False),
         Binding("tab", "focus_next_pane", "pane", priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("p", "presets", "presets"),
@@ -79,6 +80,7 @@ class IovApp(App):
         ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
         ("r", "Descriptor ring: next ring (rx / tx) of the focused VM"),
         ("m", "focus the next VM (Guest RAM and Descriptor ring follow it)"),
+        ("k", "exit log ⇄ kvm_stat view (event, Total, %Total, CurAvg/s)"),
         ("?", "this help"),
         ("ctrl+p", "command palette (every action)"),
         ("q", "quit"),
@@ -209,6 +211,7 @@ class IovApp(App):
             return
         self.technique = name
         self.w_exits.clear_log()
+        self.w_exits.clear_rates()
         self.driver.restart(self._factory())
 
     def action_toggle_pause(self) -> None:
@@ -245,6 +248,9 @@ class IovApp(App):
 
     def action_next_ring(self) -> None:
         self.w_ring.cycle()
+
+    def action_kvm_stat(self) -> None:
+        self.w_exits.toggle_aggregate()
 
     def action_next_vm(self) -> None:
         n = len(self.driver.sim.vms)
@@ -337,6 +343,7 @@ class IovApp(App):
         yield SystemCommand("Toggle posted interrupts (SR-IOV)", "key i", lambda: self.action_toggle("posted"))
         yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)
         yield SystemCommand("Focus the next VM", "key m", self.action_next_vm)
+        yield SystemCommand("Exit log ⇄ kvm_stat view", "key k", self.action_kvm_stat)
         yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
