@@ -71,3 +71,24 @@ async def test_speed_and_restart():
     p = load_preset("steady-stream")
     d.restart(lambda trace: Simulation(p, "sriov", seed=3, packets=10, trace=trace))
     assert d.sim.technique.name == "sriov" and d.sim.seed == 3 and d.sim.engine.events_run == 0
+
+
+def state(d):
+    f = d.frame()
+    return (f.t_ns, f.events_run, f.summary["packets"], f.summary["exits"], f.rings,
+            [bytes(vm.mem.ram[0x100000:0x200000]) for vm in d.sim.vms], f.last_event.msg if f.last_event else "")
+
+
+@pytest.mark.parametrize("tech", ["emulation", "virtio", "sriov"])
+async def test_step_back_replays_to_identical_states(tech):
+    d = make_driver(tech)
+    seen = []
+    for _ in range(25):
+        d.step()
+        seen.append(state(d))
+    for i in range(24, 19, -1):
+        d.step_back()
+        assert state(d) == seen[i - 1]
+    for i in range(20, 25):
+        d.step()
+        assert state(d) == seen[i]

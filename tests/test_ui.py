@@ -214,3 +214,17 @@ async def test_k_switches_the_exit_log_to_a_kvm_stat_view():
         assert "CurAvg/s" in text and "kvm_exit(EPT_MISCONFIG)" in text
         await pilot.press("k")
         assert not a.w_exits.aggregate
+
+
+async def test_b_steps_back():
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(10):
+            await pilot.press("n")
+        await pilot.pause(0.05)
+        runs = a.driver.sim.engine.events_run
+        narr = str(a.w_narration.text)
+        await pilot.press("n")
+        await pilot.press("b")
+        await pilot.pause(0.05)
+        assert a.driver.sim.engine.events_run == runs and str(a.w_narration.text) == narr

@@ -93,6 +93,8 @@ class Driver:
         self._seen_events = 0
         self._write_serial = {vm.name: vm.mem.write_serial for vm in self.sim.vms}
         self._last_event: TraceEvent | None = None
+        #: events_run at the start of each step (for step_back)
+        self._marks: list[int] = []
 
     def restart(self, make_sim: Callable[[Trace], Simulation] | None = None) -> None:
         """A new run (another technique, preset or seed); keeps speed and pause state."""
@@ -134,6 +136,7 @@ class Driver:
         Returns the newest trace event."""
         self.running = False
         self._wake.clear()
+        self._marks.append(self.sim.engine.events_run)
         before = self.sink.total
         eng = self.sim.engine
         for _ in range(1000):
@@ -141,6 +144,25 @@ class Driver:
                 break
             if self.sink.total > before:
                 break
+        self.publish()
+        return self._last_event
+
+    def step_back(self) -> TraceEvent | None:
+        """Undo the last step by deterministic replay: a new run from the same
+        preset and seed, advanced to exactly where that step began (or one
+        event back if no step was taken).  Same seed, same events: the state
+        is identical to the one seen before."""
+        self.running = False
+        self._wake.clear()
+        done = self.sim.engine.events_run
+        target = self._marks.pop() if self._marks else max(0, done - 1)
+        marks = self._marks
+        self._new(self._make_sim)
+        self._marks = marks
+        eng = self.sim.engine
+        while eng.events_run < target and eng.step():
+            pass
+        self._seen_events = max(0, self.sink.total - EVENTS_PER_FRAME)
         self.publish()
         return self._last_event
 

@@ -48,6 +48,7 @@ class IovApp(App):
         Binding("3", "technique('sriov')", "SR-IOV"),
         Binding("space", "toggle_pause", "pause/run"),
         Binding("n", "step", "step"),
+        Binding("b", "step_back", "back"),
         Binding("plus,equals_sign", "faster", "faster", key_display="+"),
         Binding("minus", "slower", "slower", key_display="-"),
         Binding("e", "toggle('event_idx')", "event idx", show=False),
@@ -70,6 +71,7 @@ class IovApp(App):
         ("1 / 2 / 3", "device emulation · virtio · SR-IOV (same preset and seed)"),
         ("space", "pause / run"),
         ("n", "step one event (the narration line explains it)"),
+        ("b", "step back one event (deterministic replay from the seed)"),
         ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
         ("p", "presets: pick a scenario (restarts with the same seed)"),
         ("e", "virtio: event idx on/off"),
@@ -220,6 +222,11 @@ class IovApp(App):
     def action_step(self) -> None:
         self.driver.step()
 
+    def action_step_back(self) -> None:
+        self.w_exits.clear_log()
+        self.w_exits.clear_rates()
+        self.driver.step_back()
+
     def action_faster(self) -> None:
         self.driver.faster()
 
@@ -336,6 +343,7 @@ class IovApp(App):
                                 lambda t=tech: self.action_technique(t))
         yield SystemCommand("Pause / run", "key space", self.action_toggle_pause)
         yield SystemCommand("Step one event", "key n", self.action_step)
+        yield SystemCommand("Step back one event", "key b", self.action_step_back)
         yield SystemCommand("Faster", "key +", self.action_faster)
         yield SystemCommand("Slower", "key -", self.action_slower)
         yield SystemCommand("Toggle event idx (virtio)", "key e", lambda: self.action_toggle("event_idx"))
