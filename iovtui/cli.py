@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
     c.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table")
 
+    rp = sub.add_parser("replay", help="reopen the app at the run a --trace file recorded")
+    rp.add_argument("file", metavar="FILE.jsonl")
+    rp.add_argument("--speed", type=_speed, default=1.0)
+
     pr = sub.add_parser("presets", help="list presets, or validate a preset file")
     pr.add_argument("--validate", metavar="FILE", help="check a preset file and exit")
     return p
@@ -343,6 +347,41 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def trace_run(path: str) -> dict[str, Any]:
+    """The run a trace file's header describes: preset (with overrides), technique, seed."""
+    from .sim.trace import TRACE_FORMAT_VERSION
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such trace file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"{path}: cannot read trace file: {e}") from None
+    try:
+        head = json.loads(first)
+    except json.JSONDecodeError:
+        head = None
+    if not isinstance(head, dict) or head.get("format") != "iovtui-trace":
+        raise CliError(f"{path}: not an iovtui trace (the first line must be the header written by 'iovtui run --trace')")
+    if head.get("version") != TRACE_FORMAT_VERSION:
+        raise CliError(f"{path}: trace format version {head.get('version')!r}; this iovtui reads version {TRACE_FORMAT_VERSION}")
+    src = head.get("preset_source") or ""
+    name = src if src and Path(src).is_file() else head.get("preset", "")
+    preset = _load(name, head.get("overrides") or [])
+    return {"preset": preset, "technique": _check_technique(head.get("technique", "")),
+            "seed": int(head.get("seed", 1))}
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    run = trace_run(args.file)
+    from .ui.app import create_app
+
+    app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed, start_paused=True)
+    app.run()
+    return getattr(app, "return_code", 0) or 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     preset = _load(args.preset)
     tech = _check_technique(args.technique)
@@ -367,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_presets(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "replay":
+            return cmd_replay(args)
         return cmd_app(args)
     except CliError as e:
         print(f"iovtui: error: {e}", file=sys.stderr)

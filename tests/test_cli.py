@@ -92,3 +92,21 @@ def test_presets_command(tmp_path):
     ok = tmp_path / "ok.toml"
     ok.write_text('name = "ok"\ndescription = "fine"\n')
     assert "ok" in run_cli("presets", "--validate", str(ok), check_rc=0).stdout
+
+
+def test_replay_reopens_the_traced_run(tmp_path):
+    from iovtui.cli import trace_run
+
+    t = tmp_path / "run.jsonl"
+    run_cli("run", "--technique", "sriov", "--preset", "rogue-dma", "--seed", "7", "--packets", "50",
+            "--set", "sriov.posted_interrupts=true", "--trace", str(t), check_rc=0)
+    r = trace_run(str(t))
+    assert r["technique"] == "sriov" and r["seed"] == 7 and r["preset"].name == "rogue-dma"
+    assert r["preset"].sriov["posted_interrupts"] is True
+
+
+def test_replay_bad_input(tmp_path):
+    one_line_error(run_cli("replay", str(tmp_path / "missing.jsonl")), "no such trace file")
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('{"hello": 1}\n')
+    one_line_error(run_cli("replay", str(junk)), "not an iovtui trace")
