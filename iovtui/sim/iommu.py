@@ -8,7 +8,15 @@ context entry (16 B) per devfn with present, translation type 00
 (48-bit, 4-level) and the domain id; second-level entries (8 B) with R (bit 0),
 W (bit 1) and the next table / page address.  A second-level entry with
 neither R nor W is not present: a write through it faults with reason 0x05,
-a read with 0x06, as on real hardware.
+a read with 0x06, as on real hardware (the VT-d spec's fault reasons 5 and 6
+are "write/read request to a page with W/R = 0", which covers a
+not-present entry; Linux prints them as "PTE Write access is not set" and
+"PTE Read access is not set").  An address above the 48-bit adjusted guest
+address width faults with reason 0x04 (Access beyond MGAW).
+
+Costs: an IOTLB miss reads the root entry, the context entry and the four
+second-level entries, each ``iotlb_walk_read_ns`` (no context-entry cache is
+modelled, so a miss costs 6 reads: 2 + the 4-level page walk).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ __all__ = ["Iommu", "DmaFault", "FAULT_REASONS", "rid_str", "parse_rid", "walk_i
 FAULT_REASONS = {
     0x01: "Present bit in root entry is clear",
     0x02: "Present bit in context entry is clear",
+    0x04: "Access beyond MGAW",
     0x05: "PTE Write access is not set",
     0x06: "PTE Read access is not set",
 }
@@ -181,6 +190,8 @@ class Iommu:
         m.iotlb_misses += 1
         cost = 0
         try:
+            if iova >> 48:
+                raise DmaFault(rid, iova, write, 0x04)
             bus, devfn = rid >> 8, rid & 0xFF
             lo, _hi = self.mem.read(self.root + 16 * bus, _QQ)
             cost += self.walk_read_ns
