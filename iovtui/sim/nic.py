@@ -16,7 +16,12 @@ from .iommu import parse_rid, rid_str
 from .packet import BROADCAST
 from .views import TableView
 
-__all__ = ["Nic", "Function"]
+__all__ = ["Nic", "Function", "is_group"]
+
+
+def is_group(mac: str) -> bool:
+    """Broadcast or multicast: the I/G bit (bit 0 of the first octet) is set."""
+    return mac == BROADCAST or bool(int(mac[:2], 16) & 1)
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Nic:
     def from_wire(self, dst: str, vlan: int) -> tuple[list[Function], str]:
         """Which functions a frame from the wire goes to.  Returns the
         functions and, when none, the reason it is dropped."""
-        if dst == BROADCAST or int(dst[:2], 16) & 1:
+        if is_group(dst):
             outs = [f for f in self.vfs if f.vm is not None and f.vlan == vlan and f.link_up]
             self._log(f"wire → {dst} vlan {vlan or '-'}: broadcast/multicast, replicated to "
                       f"{', '.join(f.name for f in outs) or 'nobody'}")
@@ -107,6 +112,10 @@ class Nic:
             return None, f"NIC switch: {vf.name} link-state is disable"
         f = self.by_mac.get(dst)
         if f is not None and f is not vf:
+            if not f.link_up:
+                vf.dropped += 1
+                self._log(f"{vf.name} → {f.name}: {f.name} link-state disable, dropped")
+                return None, f"NIC switch: {f.name} link-state is disable"
             if f.vlan != vf.vlan:
                 vf.dropped += 1
                 self._log(f"{vf.name} → {f.name}: different port VLANs ({vf.vlan or '-'} vs {f.vlan or '-'}), isolated")
@@ -115,6 +124,18 @@ class Nic:
             return f, ""
         self._log(f"{vf.name} → {dst}: to the wire" + (f", tagged VLAN {vf.vlan}" if vf.vlan else ""))
         return None, ""
+
+    def flood_from_vf(self, vf: Function, dst: str) -> list[Function]:
+        """The other functions a broadcast/multicast frame sent by ``vf`` is
+        replicated to inside the NIC (same port VLAN, link not disabled); the
+        frame itself also goes to the wire."""
+        if not is_group(dst):
+            return []
+        outs = [f for f in self.vfs
+                if f is not vf and f.vm is not None and f.vlan == vf.vlan and f.link_up]
+        self._log(f"{vf.name} → {dst}: broadcast/multicast, to the wire and replicated to "
+                  f"{', '.join(f.name for f in outs) or 'no other function'}")
+        return outs
 
     def _log(self, line: str) -> None:
         self.decisions.append(line)

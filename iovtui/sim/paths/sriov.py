@@ -328,6 +328,9 @@ class SrIov(Technique):
             frame[6:12] = mac_bytes(FORGED_MAC)
             pkt.frame = bytes(frame)
             pkt.src = FORGED_MAC
+        if port.vf.vlan and pkt.vlan:
+            # a port VLAN is invisible to the guest: it sends untagged, the VF tags on egress
+            strip_vlan(pkt)
         gpa = port.tx_pool.popleft()
         vm.mem.write(gpa, pkt.frame, "guest")
         slot = tx.post_tx(gpa, pkt.size, gpa)
@@ -375,6 +378,15 @@ class SrIov(Technique):
             self.sim.dropped(pkt, reason, 2)
         else:
             vf.tx += 1
+            for f in self.nic.flood_from_vf(vf, pkt.dst) if local is None else ():
+                # broadcast/multicast: the VEB also replicates the (untagged) frame to the
+                # other functions in the VLAN; each copy is a packet of its own
+                copy = Packet(pkt.id, pkt.t0, f.vm, "rx", pkt.frame, pkt.dst, pkt.src, 0)
+                self.metrics.offer(now)
+                other = self.ports[f.vm]
+                end = other.dma.reserve(ready, self.nic_ns)
+                other.rx_dma_pending += 1
+                self.engine.at(end, self._dma_rx, other, copy)
             if vf.vlan:
                 insert_vlan(pkt, vf.vlan)
             if local is not None:
