@@ -23,7 +23,7 @@ __all__ = [
     "REG", "REG_NAMES", "RegisterFile", "LegacyRing", "ring_view",
     "ICR_TXDW", "ICR_LSC", "ICR_RXT0", "RXD_STAT_DD", "RXD_STAT_EOP",
     "TXD_CMD_EOP", "TXD_CMD_IFCS", "TXD_CMD_RS", "TXD_STAT_DD", "STATUS_FD", "STATUS_LU",
-    "RX_DESC", "TX_DESC", "DESC_LEN",
+    "RX_DESC", "TX_DESC", "DESC_LEN", "ITR_UNIT_NS", "itr_register",
 ]
 
 REG = {
@@ -44,6 +44,10 @@ TXD_CMD_EOP = 0x01
 TXD_CMD_IFCS = 0x02
 TXD_CMD_RS = 0x08
 TXD_STAT_DD = 0x01
+
+#: the ITR register counts the minimum inter-interrupt interval in 256 ns units
+#: (8254x manual, 13.4.18); Linux writes 10^9 / (irq/s × 256)
+ITR_UNIT_NS = 256
 
 DESC_LEN = 16
 RX_DESC = struct.Struct("<QHHBBH")   # addr, length, csum, status, errors, special
@@ -78,6 +82,15 @@ class RegisterFile:
         else:
             self.regs[off] = v
 
+    def set_itr_ns(self, ns: float) -> None:
+        """Program interrupt moderation: at most one interrupt per ``ns`` (0: off)."""
+        self.write(REG["ITR"], itr_register(ns))
+
+    @property
+    def itr_ns(self) -> int:
+        """The moderation interval the ITR register holds, in ns (0: off)."""
+        return (self.regs[REG["ITR"]] & 0xFFFF) * ITR_UNIT_NS
+
     def raise_cause(self, bits: int) -> None:
         self.regs[REG["ICR"]] |= bits
 
@@ -93,6 +106,11 @@ class RegisterFile:
     @property
     def ims(self) -> int:
         return self.regs[REG["IMS"]]
+
+
+def itr_register(ns: float) -> int:
+    """The ITR value for a minimum interval of ``ns`` (rounded to 256 ns units)."""
+    return min(0xFFFF, max(0, round(ns / ITR_UNIT_NS)))
 
 
 class LegacyRing:
@@ -141,9 +159,15 @@ class LegacyRing:
         self.last_touched = i
         return i
 
+    def advance_tail(self) -> int:
+        """The driver hands every posted descriptor to the hardware: the new
+        tail (RDT/TDT) value, which the caller writes to the register."""
+        self.tail = self.next_to_use
+        return self.tail
+
     def status(self, i: int) -> int:
-        off = 12 if self.kind == "rx" else 12
-        return self.mem.ram[self.base + DESC_LEN * i + off]
+        """The status byte (offset 12 in both the RX and the TX layout)."""
+        return self.mem.ram[self.base + DESC_LEN * i + 12]
 
     def reap(self) -> tuple[int, object, int] | None:
         """Next descriptor the hardware is done with (DD set): ``(slot, token, length)``."""
@@ -197,7 +221,14 @@ class LegacyRing:
                          extra={"desc_len": DESC_LEN, "head": self.head, "tail": self.tail})
 
 
-def ring_view(vm: str, ring: LegacyRing, kind: str, head_reg: str, tail_reg: str, note: str = "") -> RingView:
+def ring_view(vm: str, ring: LegacyRing, kind: str, head_reg: str | None = None, tail_reg: str | None = None,
+              note: str = "") -> RingView:
+    """The ring as it stands in guest RAM: one row per 16-byte descriptor, the
+    owner of each, and the head/tail registers (RDH/RDT or TDH/TDT by default)."""
+    if head_reg is None:
+        head_reg = "RDH" if ring.kind == "rx" else "TDH"
+    if tail_reg is None:
+        tail_reg = "RDT" if ring.kind == "rx" else "TDT"
     rows = []
     owners = []
     ram = ring.mem.ram

@@ -127,6 +127,7 @@ class Emulation(Technique):
             nic.regs.write(REG["RDLEN"], rx.size * 16)
             nic.regs.write(REG["TDBAL"], tx.base)
             nic.regs.write(REG["TDLEN"], tx.size * 16)
+            nic.regs.set_itr_ns(self.itr_ns)     # e1000_configure_rx: ITR in 256 ns units
             nic.regs.write(REG["IMS"], IMS_ENABLE_MASK)
             while rx.unused() and nic.rx_pool:
                 gpa = nic.rx_pool.popleft()
@@ -140,10 +141,7 @@ class Emulation(Technique):
 
     def _write_rdt(self, nic: E1000Nic, at: int) -> int:
         rx = nic.rx
-        rx.tail = rx.next_to_use
-        _v, end = self._mmio(nic, "RDT", rx.tail, "RDT write: new RX buffers", at=at, stage=1)
-        rx.tail = rx.next_to_use
-        nic.regs.regs[REG["RDT"]] = rx.tail
+        _v, end = self._mmio(nic, "RDT", rx.advance_tail(), "RDT write: new RX buffers", at=at, stage=1)
         if nic.rx_waiting and rx.hw_owned():
             # set_rdt → qemu_flush_queued_packets: QEMU reads the tap again
             nic.rx_waiting = False
@@ -225,7 +223,8 @@ class Emulation(Technique):
         if not nic.regs.asserted or nic.in_isr:
             return
         now = self.engine.now
-        if self.itr_ns and now < nic.irq_armed_at:
+        itr = nic.regs.itr_ns      # ITR: at most one interrupt per interval
+        if itr and now < nic.irq_armed_at:
             if not nic.itr_timer:
                 nic.itr_timer = True
                 self.engine.at(nic.irq_armed_at, self._itr_fire, nic)
@@ -233,7 +232,7 @@ class Emulation(Technique):
                 self.metrics.notify_suppressed += 1
             return
         nic.in_isr = True
-        nic.irq_armed_at = now + self.itr_ns
+        nic.irq_armed_at = now + itr
         self.metrics.notify_sent += 1
         tr = self.engine.trace
         if tr.on:
@@ -313,7 +312,7 @@ class Emulation(Technique):
         # the device model's work happens inside this exit
         work = 0
         sent = []
-        tx.tail = tx.next_to_use
+        tx.advance_tail()
         while True:
             got = tx.hw_fetch()
             if got is None:
