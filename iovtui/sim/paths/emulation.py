@@ -141,7 +141,7 @@ class Emulation(Technique):
 
     def _write_rdt(self, nic: E1000Nic, at: int) -> int:
         rx = nic.rx
-        _v, end = self._mmio(nic, "RDT", rx.advance_tail(), "RDT write: new RX buffers", at=at, stage=1)
+        _v, end = self._mmio(nic, "RDT", rx.advance_tail(), "new RX buffers", at=at, stage=1)
         if nic.rx_waiting and rx.hw_owned():
             # set_rdt → qemu_flush_queued_packets: QEMU reads the tap again
             nic.rx_waiting = False
@@ -328,7 +328,7 @@ class Emulation(Technique):
             work += self.model_ns + 2 * self.vmm.copy_cost(length)
             sent.append(p)
         nic.model.busy_ns += work
-        _v, end = self._mmio(nic, "TDT", tx.tail, "TDT write: transmit", stage=0, extra_ns=work)
+        _v, end = self._mmio(nic, "TDT", tx.tail, "transmit", stage=0, extra_ns=work)
         nic.regs.regs[REG["TDH"]] = tx.head
         if tr.on and sent:
             tr.emit(self.engine.now, "copy", vm.name, 0,
