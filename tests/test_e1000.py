@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from iovtui.sim.e1000 import (
-    DESC_LEN, ICR_LSC, ICR_RXT0, ICR_TXDW, ITR_UNIT_NS, REG, RXD_STAT_DD, RXD_STAT_EOP, TXD_CMD_EOP,
+    DESC_LEN, ICR_LSC, ICR_RXDMT0, ICR_RXSEQ, ICR_RXT0, IMS_ENABLE_MASK, ICR_TXDW, ITR_UNIT_NS, REG, RXD_STAT_DD, RXD_STAT_EOP, TXD_CMD_EOP,
     TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD, LegacyRing, RegisterFile, itr_register, ring_view,
 )
 from iovtui.sim.memory import GuestMemory
@@ -24,7 +24,8 @@ def test_register_offsets_and_cause_bits_are_the_8254x_ones():
               "TDBAL": 0x3800, "TDLEN": 0x3808, "TDH": 0x3810, "TDT": 0x3818}
     for name, off in expect.items():
         assert REG[name] == off, name
-    assert (ICR_TXDW, ICR_LSC, ICR_RXT0) == (0x01, 0x04, 0x80)
+    assert (ICR_TXDW, ICR_LSC, ICR_RXSEQ, ICR_RXDMT0, ICR_RXT0) == (0x01, 0x04, 0x08, 0x10, 0x80)
+    assert IMS_ENABLE_MASK == 0x9D                 # Linux e1000: RXT0 | TXDW | RXDMT0 | RXSEQ | LSC
     assert (RXD_STAT_DD, RXD_STAT_EOP) == (0x01, 0x02)
     assert (TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD) == (0x01, 0x02, 0x08, 0x01)
 

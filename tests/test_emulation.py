@@ -91,6 +91,10 @@ def test_trace_stages_cover_the_six_step_flow(steady):
     regs = [e for e in ev if e.kind == "reg"]
     assert any(e.data["reg"] == "ICR" and e.data["value"] == ICR_RXT0 for e in regs)
     assert all(REG[e.data["reg"]] == e.data["offset"] for e in regs)
+    ims = [e.data["value"] for e in regs if e.data["reg"] == "IMS" and e.data["write"]]
+    assert ims == [0x9D]                # e1000_irq_enable after the poll
+    imc = [e.data["value"] for e in regs if e.data["reg"] == "IMC"]
+    assert imc == [0xFFFFFFFF]          # e1000_intr masks everything
 
 
 def test_trace_off_changes_nothing(steady):

@@ -21,7 +21,7 @@ from .views import QueueInfo, RingView
 
 __all__ = [
     "REG", "REG_NAMES", "RegisterFile", "LegacyRing", "ring_view",
-    "ICR_TXDW", "ICR_LSC", "ICR_RXT0", "RXD_STAT_DD", "RXD_STAT_EOP",
+    "ICR_TXDW", "ICR_LSC", "ICR_RXSEQ", "ICR_RXDMT0", "ICR_RXT0", "IMS_ENABLE_MASK", "RXD_STAT_DD", "RXD_STAT_EOP",
     "TXD_CMD_EOP", "TXD_CMD_IFCS", "TXD_CMD_RS", "TXD_STAT_DD", "STATUS_FD", "STATUS_LU",
     "RX_DESC", "TX_DESC", "DESC_LEN", "ITR_UNIT_NS", "itr_register",
 ]
@@ -35,7 +35,11 @@ REG_NAMES = {v: k for k, v in REG.items()}
 
 ICR_TXDW = 0x01      # transmit descriptor written back
 ICR_LSC = 0x04       # link status change
+ICR_RXSEQ = 0x08     # receive sequence error
+ICR_RXDMT0 = 0x10    # receive descriptor minimum threshold reached
 ICR_RXT0 = 0x80      # receiver timer interrupt (a frame was received)
+#: what Linux's e1000_irq_enable writes to IMS (e1000_hw.h IMS_ENABLE_MASK)
+IMS_ENABLE_MASK = ICR_RXT0 | ICR_TXDW | ICR_RXDMT0 | ICR_RXSEQ | ICR_LSC
 STATUS_FD = 0x01     # full duplex
 STATUS_LU = 0x02     # link up
 RXD_STAT_DD = 0x01

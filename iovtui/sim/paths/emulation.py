@@ -11,7 +11,8 @@ Receive flow (the stages the path strip lights):
   3. QEMU's e1000 model reads the RX descriptor at RDH (pci_dma_read)
   4. it copies the frame from its buffer into the guest buffer (copy 2 of 2),
      writes length and DD|EOP, advances RDH and sets ICR.RXT0
-  5. QEMU raises the interrupt (irqfd); KVM kicks and injects (ITR permitting)
+  5. QEMU's e1000 raises its INTx line (KVM_IRQ_LINE into KVM's in-kernel
+     IOAPIC) once ITR permits; KVM kicks the vCPU and injects
   6. the guest's e1000_intr reads ICR, writes IMC, reads STATUS (three exits);
      NAPI reads the frame at the buffer's GPA, refills, writes RDT, then IMS
      and a flushing STATUS read re-enable interrupts (more exits)
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..e1000 import (ICR_RXT0, ICR_TXDW, REG, LegacyRing, RegisterFile, ring_view)
+from ..e1000 import (ICR_RXT0, ICR_TXDW, IMS_ENABLE_MASK, REG, LegacyRing, RegisterFile, ring_view)
 from ..engine import Resource
 from ..packet import Packet
 from ..views import QueueInfo, RingView
@@ -35,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Emulation"]
 
 TAP_QUEUE_LEN = 1000
-IMS_ENABLE_MASK = ICR_RXT0 | ICR_TXDW | 0x04 | 0x10   # RXT0 | TXDW | LSC | RXDMT0 (Linux e1000)
 
 
 class E1000Nic:
@@ -237,7 +237,7 @@ class Emulation(Technique):
         tr = self.engine.trace
         if tr.on:
             tr.emit(now, "irq", nic.vm.name, 5,
-                    f"QEMU e1000 asserts its interrupt: ICR = 0x{nic.regs.icr:02x} & IMS = 0x{nic.regs.ims:02x}",
+                    f"QEMU e1000 raises INTx: ICR = 0x{nic.regs.icr:02x} & IMS = 0x{nic.regs.ims:02x}",
                     icr=nic.regs.icr)
         start = self.vmm.deliver_irq(nic.vm, "e1000", "e1000", "kick", self.eoi, stage=5)
         if start is not None:
