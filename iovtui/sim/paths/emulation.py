@@ -65,7 +65,7 @@ class E1000Nic:
 class Emulation(Technique):
     name = "emulation"
     stages = ("guest posts buffer, RDT write", "host bridge → tap", "QEMU reads RX descriptor",
-              "copy into guest buffer", "ICR + irqfd → inject", "ISR exits, guest reads frame")
+              "copy into guest buffer", "ICR → INTx → inject", "ISR exits, guest reads frame")
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
