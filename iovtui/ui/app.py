@@ -21,8 +21,8 @@ from ..sim.driver import DEFAULT_SPEED_INDEX, SPEEDS, Driver, Frame
 from ..sim.paths import available
 from ..sim.preset import Preset
 from ..sim.world import Simulation
-from .panes import (ExitLogPane, GuestRamPane, HeaderBar, Narration, PathStrip, RingPane, StatsBar,
-                    TablePane, header_text)
+from .panes import (ExitLogPane, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane, StatsBar,
+                    header_text)
 from .screens import HelpScreen, HexScreen, PresetScreen, annotate_page
 
 __all__ = ["IovApp", "create_app", "MAX_FPS"]
@@ -121,8 +121,8 @@ class IovApp(App):
         self.w_ram = GuestRamPane(id="ram", classes="pane")
         self.w_ring = RingPane(id="ring", classes="pane")
         self.w_exits = ExitLogPane(id="exits", classes="pane")
-        self.w_iommu = TablePane("iommu", id="iommu", classes="pane")
-        self.w_nic = TablePane("nic", id="nic", classes="pane")
+        self.w_iommu = IommuPane(id="iommu", classes="pane")
+        self.w_nic = NicPane(id="nic", classes="pane")
         self.w_stats = StatsBar(id="stats")
         self.w_narration = Narration(id="narration")
         self.panes = {"ram": self.w_ram, "ring": self.w_ring, "exits": self.w_exits,

@@ -1,0 +1,117 @@
+"""The VMM exit log: one line per exit, bounded; or kvm_stat-style totals."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
+
+from ...sim.driver import Frame
+from .common import TitledPane, fmt_t as _fmt_t
+
+__all__ = ["ExitLogPane"]
+
+
+class ExitLogPane(TitledPane):
+    """One line per VM exit (bounded: the newest ``maxlen``)."""
+
+    def __init__(self, maxlen: int = 500, **kw) -> None:
+        super().__init__(**kw)
+        self.lines: deque[Text] = deque(maxlen=maxlen)
+        self.border_title = "VMM exit log"
+        self.aggregate = False           # kvm_stat-style totals instead of one line per exit
+        self._prev: tuple[int, dict] | None = None
+        self._rates: dict[str, float] = {}
+
+    def toggle_aggregate(self) -> None:
+        self.aggregate = not self.aggregate
+        self.border_title = "VMM exits · kvm_stat" if self.aggregate else "VMM exit log"
+        self._key = None
+        self.refresh()
+
+    def kvm_stat_rows(self) -> list[tuple[str, int, float, float]]:
+        """(event, Total, %Total, CurAvg/s) like kvm_stat; the rate is per
+        second of virtual time over the last frame interval."""
+        f = self.frame
+        if f is None:
+            return []
+        by = f.summary["exits"]["by_reason"]
+        total = sum(by.values()) or 1
+        rows = [(f"kvm_exit({name})", n, 100.0 * n / total, self._rates.get(name, 0.0)) for name, n in by.items()]
+        return sorted(rows, key=lambda r: -r[1])
+
+    def _track_rates(self, frame: Frame) -> None:
+        by = frame.summary["exits"]["by_reason"]
+        if self._prev is not None and frame.t_ns > self._prev[0]:
+            dt = (frame.t_ns - self._prev[0]) / 1e9
+            self._rates = {k: (v - self._prev[1].get(k, 0)) / dt for k, v in by.items()}
+        self._prev = (frame.t_ns, dict(by))
+
+    def content(self, frame: Frame):
+        return self.serial
+
+    serial = 0
+
+    def add_events(self, frame: Frame) -> None:
+        for ev in frame.events:
+            if ev.kind != "exit":
+                continue
+            d = ev.data
+            where = d.get("where", "")
+            user = where == "userspace"
+            t = Text.assemble(
+                (f"{_fmt_t(ev.t):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
+                (f"{d.get('reason', '')} {d.get('number', '')}", "bold #ffaf5f" if user else "bold #87d787"),
+                (f" {'⇧ user' if user else '⌂ kvm'}", "#ffaf5f" if user else "#87d787"),
+                (f" {d.get('cost_ns', 0) / 1000:.2f}µs", "grey62"),
+                (f" · {d.get('cause', '')}", ""),
+            )
+            self.lines.append(t)
+            self.serial += 1
+        if self.serial != self._seen:
+            self._seen = self.serial
+            self._key = None
+            self.refresh()
+
+    _seen = 0
+
+    def clear_log(self) -> None:
+        self.lines.clear()
+        self.serial += 1
+        self._key = None
+        self.refresh()
+
+    def update_frame(self, frame: Frame) -> None:
+        self.frame = frame     # add_events decides whether to redraw
+        self._track_rates(frame)
+        if self.aggregate:
+            self._key = None
+            self.refresh()
+
+    def clear_rates(self) -> None:
+        self._prev = None
+        self._rates = {}
+
+    def render_line(self, y: int) -> Strip:
+        return self._cached(y, self._build)
+
+    def _build(self) -> list[Strip]:
+        w, h = self.size.width, self.size.height
+        if self.aggregate:
+            head = Strip([Segment(f" {'event':<28}{'Total':>9}{'%Total':>7}{'CurAvg/s':>10}",
+                                  Style(bold=True, color="grey70"))]).crop_extend(0, w, None)
+            out = [head]
+            for name, n, pct, rate in self.kvm_stat_rows()[: max(0, h - 1)]:
+                out.append(Strip([Segment(f" {name:<28}{n:>9,}{pct:>7.1f}{rate:>10,.0f}")]).crop_extend(0, w, None))
+            if len(out) == 1:
+                out.append(Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None))
+            return out
+        if not self.lines:
+            return [Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None)]
+        n = len(self.lines)
+        lines = [self.lines[i] for i in range(max(0, n - h), n)]
+        return [Strip(list(t.render(self.app.console))).crop_extend(0, w, None) for t in lines]
+

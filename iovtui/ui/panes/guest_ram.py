@@ -1,0 +1,147 @@
+"""Guest RAM: one cell per 4 KiB page of the focused VM, on the line API."""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.reactive import reactive
+from textual.strip import Strip
+
+from ...sim.driver import Frame
+from ...sim.memory import PAGE
+from .common import CURSOR, FRESH, ROLE_STYLE, TitledPane
+
+__all__ = ["GuestRamPane"]
+
+
+class GuestRamPane(TitledPane):
+    """One cell per 4 KiB page of the focused VM's guest-physical memory, drawn
+    line by line (the line API: no widget per cell)."""
+
+    cursor = reactive(0)
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.vm_index = 0
+        self.border_title = "Guest RAM"
+
+    def _layout(self):
+        f = self.frame
+        if f is None or not f.memory:
+            return None
+        mv = f.memory[min(self.vm_index, len(f.memory) - 1)]
+        start = 0x100000 if mv.size > 0x100000 else 0
+        end = max((r.end for r in mv.regions), default=start)
+        end = (end + PAGE - 1) // PAGE * PAGE
+        width = max(8, self.size.width - 11)
+        per_row = 1 << (width.bit_length() - 1)
+        per_row = min(per_row, 128)
+        return mv, start, end, per_row
+
+    def page_count(self) -> int:
+        lay = self._layout()
+        if lay is None:
+            return 0
+        _mv, start, end, _per = lay
+        return (end - start) // PAGE
+
+    def selected_gpa(self) -> int | None:
+        lay = self._layout()
+        if lay is None:
+            return None
+        _mv, start, end, _per = lay
+        n = (end - start) // PAGE
+        return start + min(self.cursor, max(n - 1, 0)) * PAGE
+
+    def move(self, dx: int, dy: int) -> None:
+        lay = self._layout()
+        if lay is None:
+            return
+        _mv, _s, _e, per = lay
+        n = self.page_count()
+        self.cursor = max(0, min(n - 1, self.cursor + dx + dy * per))
+        self.refresh()
+
+    def content(self, frame: Frame):
+        mv = frame.memory[min(self.vm_index, len(frame.memory) - 1)] if frame.memory else None
+        return (mv, frame.technique)
+
+    def render_line(self, y: int) -> Strip:
+        return self._cached(y, self._build)
+
+    def _build(self) -> list[Strip]:
+        return [self._line(y) for y in range(self.size.height)]
+
+    def _line(self, y: int) -> Strip:
+        lay = self._layout()
+        w = self.size.width
+        if lay is None:
+            return Strip.blank(w)
+        mv, start, end, per = lay
+        rows = (end - start + per * PAGE - 1) // (per * PAGE)
+        fresh_pages = self._fresh_pages(mv)
+        return self._row(y, mv, start, end, per, rows, fresh_pages, w)
+
+    def _fresh_pages(self, mv) -> set:
+        cache = getattr(self, "_fresh_cache", None)
+        if cache is not None and cache[0] is mv:
+            return cache[1]
+        fresh_pages = set()
+        for gpa, n, _who in mv.fresh_writes:
+            for p in range(gpa // PAGE, (gpa + max(n, 1) - 1) // PAGE + 1):
+                fresh_pages.add(p)
+        self._fresh_cache = (mv, fresh_pages)
+        return fresh_pages
+
+    def _row(self, y, mv, start, end, per, rows, fresh_pages, w) -> Strip:
+        if y == 0:
+            seg = [Segment(f" {mv.vm} · {mv.size >> 20} MiB · HPA base 0x{mv.hpa_base:x} · 0x000000–0x{start - 1:06x} guest kernel ",
+                           Style(color="grey62"))]
+            return Strip(seg).crop_extend(0, w, None)
+        if 1 <= y <= rows:
+            base = start + (y - 1) * per * PAGE
+            segs = [Segment(f" {base:08x} ", Style(color="grey50"))]
+            roles = _roles(mv.regions)
+            sel = self.selected_gpa()
+            for i in range(per):
+                gpa = base + i * PAGE
+                if gpa >= end:
+                    break
+                role = roles(gpa)
+                glyph, color, _ = ROLE_STYLE.get(role, ROLE_STYLE["free"])
+                style = Style.parse(color)
+                if gpa // PAGE in fresh_pages:
+                    style = FRESH
+                    glyph = "█" if glyph == " " else glyph
+                if gpa == sel and self.has_focus:
+                    style = style + CURSOR
+                segs.append(Segment(glyph, style))
+            return Strip(segs).crop_extend(0, w, None)
+        if y == rows + 1:
+            segs = [Segment(" ")]
+            for role in ("desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf"):
+                if any(r.role == role for r in mv.regions):
+                    g, c, name = ROLE_STYLE[role]
+                    segs += [Segment(g, Style.parse(c)), Segment(f" {name}  ", Style(color="grey62"))]
+            segs += [Segment("█", FRESH), Segment(" just written", Style(color="grey62"))]
+            return Strip(segs).crop_extend(0, w, None)
+        if y == rows + 2:
+            sel = self.selected_gpa()
+            if sel is None:
+                return Strip.blank(w)
+            r = next((r for r in reversed(mv.regions) if r.start <= sel < r.end), None)
+            label = r.label if r else "free"
+            hpa = f" → HPA 0x{mv.hpa_base + sel:x}" if self.frame and self.frame.technique == "sriov" else ""
+            txt = f" page GPA 0x{sel:x}{hpa} · {label} · enter: hex view"
+            return Strip([Segment(txt, Style(color="#d7d7af"))]).crop_extend(0, w, None)
+        return Strip.blank(w)
+
+
+def _roles(regions):
+    def role(gpa: int) -> str:
+        for r in reversed(regions):
+            if r.start <= gpa < r.end:
+                return r.role
+        return "free"
+    return role
+

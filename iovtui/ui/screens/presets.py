@@ -1,0 +1,51 @@
+"""The `p` picker: every preset with what it demonstrates."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+__all__ = ["PresetScreen"]
+
+
+class PresetScreen(ModalScreen):
+    """Pick a preset; each is listed with what it demonstrates."""
+
+    BINDINGS = [Binding("escape,p", "app.pop_screen", "close")]
+
+    def __init__(self, presets: list[tuple[str, str, str]], current: str) -> None:
+        super().__init__()
+        self.presets = presets    # (name, description, origin)
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import OptionList
+        from textual.widgets.option_list import Option
+
+        options = []
+        for name, desc, origin in self.presets:
+            mark = "● " if name == self.current else "  "
+            label = Text.assemble((mark, "#ffd75f"), (name, "bold"), (" (user)" if origin == "user" else "", "grey62"),
+                                  ("\n    " + desc, "grey70"))
+            options.append(Option(label, id=name))
+        with VerticalScroll(id="preset-box"):
+            yield Static(Text("Presets — enter restarts the run with the chosen one (same seed); escape closes",
+                              style="bold"), classes="title")
+            ol = OptionList(*options, id="preset-list")
+            yield ol
+
+    def on_mount(self) -> None:
+        from textual.widgets import OptionList
+        ol = self.query_one(OptionList)
+        names = [n for n, _, _ in self.presets]
+        if self.current in names:
+            ol.highlighted = names.index(self.current)
+        ol.focus()
+
+    def on_option_list_option_selected(self, event) -> None:
+        self.dismiss(event.option.id)
+
