@@ -42,22 +42,24 @@ class IovApp(App):
     # below WIDE_W columns or WIDE_H rows the five panes collapse into tabs (app.tcss)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_W, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (WIDE_H, "-tall")]
+    TECH_GROUP = Binding.Group("technique", compact=True)
+    SPEED_GROUP = Binding.Group("speed", compact=True)
     BINDINGS = [
-        Binding("1", "technique('emulation')", "emulation"),
-        Binding("2", "technique('virtio')", "virtio"),
-        Binding("3", "technique('sriov')", "SR-IOV"),
-        Binding("space", "toggle_pause", "pause/run"),
+        Binding("1", "technique('emulation')", "emulation", group=TECH_GROUP),
+        Binding("2", "technique('virtio')", "virtio", group=TECH_GROUP),
+        Binding("3", "technique('sriov')", "SR-IOV", group=TECH_GROUP),
+        Binding("space", "toggle_pause", "pause"),
         Binding("n", "step", "step"),
-        Binding("b", "step_back", "back"),
-        Binding("plus,equals_sign", "faster", "faster", key_display="+"),
-        Binding("minus", "slower", "slower", key_display="-"),
+        Binding("b", "step_back", "back", show=False),
+        Binding("plus,equals_sign", "faster", "faster", key_display="+", group=SPEED_GROUP),
+        Binding("minus", "slower", "slower", key_display="-", group=SPEED_GROUP),
         Binding("e", "toggle('event_idx')", "event idx", show=False),
         Binding("v", "toggle('vhost')", "vhost", show=False),
         Binding("i", "toggle('posted')", "posted irq", show=False),
         Binding("r", "next_ring", "ring", show=False),
         Binding("m", "next_vm", "next VM", show=False),
         Binding("k", "kvm_stat", "kvm_stat", show=False),
-        Binding("tab", "focus_next_pane", "pane", priority=True),
+        Binding("tab", "focus_next_pane", "pane", show=False, priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("p", "presets", "presets"),
         Binding("question_mark", "help", "help", key_display="?"),
@@ -141,7 +143,8 @@ class IovApp(App):
                     yield self.w_nic
         yield self.w_stats
         yield self.w_narration
-        yield Footer()
+        self.w_footer = Footer()
+        yield self.w_footer
 
     def on_mount(self) -> None:
         self._timer = None
@@ -157,6 +160,18 @@ class IovApp(App):
 
     async def on_unmount(self) -> None:
         await self.driver.stop()
+
+    def on_resize(self) -> None:
+        footer = getattr(self, "w_footer", None)
+        if footer is None:
+            return
+        # at 80 columns every footer key fits only without the palette hint (ctrl+p is in ? help)
+        wide = self.size.width >= 100
+        if footer.show_command_palette != wide:
+            footer.show_command_palette = wide
+            footer.refresh(recompose=True)
+        if self._applied is not None:       # the path strip breaks between stages for the new width
+            self.w_path.text = PathStrip.build(self._applied, self.size.width)
 
     @property
     def compact(self) -> bool:
@@ -189,8 +204,9 @@ class IovApp(App):
             return
         self._applied = f
         self.frames_applied += 1
-        self.w_header.text = header_text(f, self.preset.name)
-        self.w_path.text = PathStrip.build(f)
+        self.w_header.variants = (header_text(f, self.preset.name), header_text(f, self.preset.name, compact=True),
+                                  header_text(f, self.preset.name, compact="two-lines"))
+        self.w_path.text = PathStrip.build(f, self.w_path.size.width or self.size.width)
         self.w_stats.text = StatsBar.build(f)
         narr = Narration.build(f)
         if self.notice_text:

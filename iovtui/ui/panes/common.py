@@ -3,13 +3,15 @@ state, never colour alone), time formatting and the line-API base pane."""
 
 from __future__ import annotations
 
+from rich.segment import Segment
 from rich.style import Style
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
 from ...sim.driver import Frame
 
-__all__ = ["ROLE_STYLE", "FRESH", "CURSOR", "STAGE_MARKS", "OWNER_STYLE", "fmt_t", "TitledPane"]
+__all__ = ["ROLE_STYLE", "FRESH", "CURSOR", "STAGE_MARKS", "OWNER_STYLE", "fmt_t", "flow", "TitledPane"]
 
 #: glyph, colour and legend for each region role (a glyph as well as a colour, never colour alone)
 ROLE_STYLE = {
@@ -37,6 +39,25 @@ def fmt_t(ns: int) -> str:
     return f"{ns / 1e6:,.3f} ms"
 
 
+def flow(items: list, width: int, style: Style, sep: str = " · ") -> list[Strip]:
+    """Lay ``items`` (strings, or lists of Segments) out on as many lines as
+    ``width`` needs, breaking only between items: nothing is cut off."""
+    lines: list[list[Segment]] = [[Segment(" ")]]
+    used = 1
+    for item in items:
+        segs = [Segment(item, style)] if isinstance(item, str) else list(item)
+        n = sum(seg.cell_length for seg in segs)
+        if used > 1 and used + len(sep) + n > width:
+            lines.append([Segment(" ")])
+            used = 1
+        if used > 1:
+            lines[-1].append(Segment(sep, Style(color="grey42")))
+            used += len(sep)
+        lines[-1].extend(segs)
+        used += n
+    return [Strip(line).crop_extend(0, width, None) for line in lines]
+
+
 class TitledPane(Widget, can_focus=True):
     """A bordered pane whose title names what it shows.  Line-API panes
     build all their strips once per (content, size, cursor) and serve
@@ -55,12 +76,35 @@ class TitledPane(Widget, can_focus=True):
         old = self.frame
         self.frame = frame
         if old is None or self.content(old) != self.content(frame):
+            self.repaint_changed_lines()
+
+    def _cache_key(self) -> tuple:
+        return (id(self.frame), self.size, getattr(self, "cursor", 0), self.has_focus,
+                getattr(self, "ring_index", 0))
+
+    def repaint_changed_lines(self) -> None:
+        """Rebuild the strips now and repaint only the lines that differ
+        (a page flashing in the RAM grid repaints one line, not the pane)."""
+        build = getattr(self, "_build", None)
+        key = self._cache_key()
+        old = self._strips
+        if (build is None or not self.is_mounted or not self.size or self._key is None
+                or self._key[1:] != key[1:] or not old):
             self._key = None
             self.refresh()
+            return
+        new = build()
+        self._strips, self._key = new, key
+        if len(new) != len(old):
+            self.refresh()
+            return
+        w = self.size.width
+        dirty = [Region(0, y, w, 1) for y, (a, b) in enumerate(zip(old, new)) if a != b]
+        if dirty:
+            self.refresh(*dirty)
 
     def _cached(self, y: int, build) -> Strip:
-        key = (id(self.frame), self.size, getattr(self, "cursor", 0), self.has_focus,
-               getattr(self, "ring_index", 0))
+        key = self._cache_key()
         if key != self._key:
             self._strips = build()
             self._key = key

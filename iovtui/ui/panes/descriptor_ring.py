@@ -7,7 +7,7 @@ from rich.style import Style
 from textual.strip import Strip
 
 from ...sim.driver import Frame
-from .common import OWNER_STYLE, TitledPane
+from .common import OWNER_STYLE, TitledPane, flow
 
 __all__ = ["RingPane"]
 
@@ -53,37 +53,40 @@ class RingPane(TitledPane):
             self.frame = old
 
     def render_line(self, y: int) -> Strip:
-        return self._cached(y, lambda: [self._line(i) for i in range(self.size.height)])
+        return self._cached(y, self._build)
 
-    def _line(self, y: int) -> Strip:
-        w = self.size.width
+    def _build(self) -> list[Strip]:
+        w, h = self.size.width, self.size.height
         r = self.ring()
         if r is None:
-            return Strip.blank(w)
-        if y == 0:
-            marks = " · ".join(f"{k} {v}" for k, v in r.marks)
-            return Strip([Segment(f" {r.vm} {r.name} · {r.kind} · {r.size} entries · {marks}",
-                                  Style(color="#d7d7af"))]).crop_extend(0, w, None)
-        if y == 1:
-            return Strip([Segment(f" {r.note}", Style(color="grey62"))]).crop_extend(0, w, None)
+            return [Strip.blank(w)] * h
+        out = flow([f"{r.vm} {r.name}", r.kind, f"{r.size} entries"] + [f"{k} {v}" for k, v in r.marks],
+                   w, Style(color="#d7d7af"))
+        out += flow([r.note], w, Style(color="grey62"))
         widths = self._widths(r)
-        if y == 2:
-            head = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(r.columns)) + "  owner"
-            return Strip([Segment(head, Style(bold=True, color="grey70"))]).crop_extend(0, w, None)
-        visible = max(1, self.size.height - 3)
-        centre = r.active if r.active >= 0 else 0
-        first = max(0, min(centre - visible // 2, r.size - visible))
-        i = first + (y - 3)
-        if i >= r.size or i < 0:
-            return Strip.blank(w)
-        row = r.rows[i]
-        owner = r.owners[i]
-        glyph, color = OWNER_STYLE.get(owner, ("?", "white"))
-        text = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(row))
-        style = Style(color="white", bold=True, bgcolor="#3a3a3a") if i == r.active else Style(color="grey85")
-        segs = [Segment(text, style), Segment(f"  {glyph} {owner}", Style.parse(color))]
-        return Strip(segs).crop_extend(0, w, None)
-
+        head = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(r.columns)) + "  owner"
+        out.append(Strip([Segment(head, Style(bold=True, color="grey70"))]).crop_extend(0, w, None))
+        visible = max(1, h - len(out))
+        # a calm window: it pages only when the active row would leave it
+        active = r.active if r.active >= 0 else 0
+        first = getattr(self, "_first", 0)
+        if not first <= active < first + visible - 1:
+            first = active - visible // 3
+        first = max(0, min(first, r.size - visible))
+        self._first = first
+        for i in range(first, min(r.size, first + visible)):
+            row = r.rows[i]
+            owner = r.owners[i]
+            glyph, color = OWNER_STYLE.get(owner, ("?", "white"))
+            text = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(row))
+            if i == r.active:
+                segs = [Segment("▸", Style(color="#ffd75f", bold=True)),
+                        Segment(text[1:], Style(color="white", bold=True, bgcolor="#3a3a3a"))]
+            else:
+                segs = [Segment(text, Style(color="grey85"))]
+            segs.append(Segment(f"  {glyph} {owner}", Style.parse(color)))
+            out.append(Strip(segs).crop_extend(0, w, None))
+        return out[:h]
 
     def _widths(self, r):
         c = getattr(self, "_wcache", None)

@@ -111,7 +111,22 @@ class ExitLogPane(TitledPane):
             return out
         if not self.lines:
             return [Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None)]
-        n = len(self.lines)
-        lines = [self.lines[i] for i in range(max(0, n - h), n)]
-        return [Strip(list(t.render(self.app.console))).crop_extend(0, w, None) for t in lines]
+        # newest at the bottom; an exit too wide for one line continues on a
+        # second, indented line (its cause), so nothing is cut off
+        console = self.app.console
+        out: list[Strip] = []
+        for t in reversed(self.lines):
+            if len(out) >= h:
+                break
+            if t.cell_len <= w:
+                out.append(Strip(list(t.render(console))).crop_extend(0, w, None))
+                continue
+            cut = t.plain.find(" · ")
+            head, cause = t.divide([cut]) if cut > 0 else (t, Text(""))
+            cause = Text("      ") + cause
+            cause.truncate(w, overflow="ellipsis")
+            out.append(Strip(list(cause.render(console))).crop_extend(0, w, None))
+            out.append(Strip(list(head.render(console))).crop_extend(0, w, None))
+        out.reverse()
+        return out[-h:]
 

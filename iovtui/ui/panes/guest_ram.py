@@ -9,7 +9,7 @@ from textual.strip import Strip
 
 from ...sim.driver import Frame
 from ...sim.memory import PAGE
-from .common import CURSOR, FRESH, ROLE_STYLE, TitledPane
+from .common import CURSOR, FRESH, ROLE_STYLE, TitledPane, flow
 
 __all__ = ["GuestRamPane"]
 
@@ -70,17 +70,40 @@ class GuestRamPane(TitledPane):
         return self._cached(y, self._build)
 
     def _build(self) -> list[Strip]:
-        return [self._line(y) for y in range(self.size.height)]
-
-    def _line(self, y: int) -> Strip:
+        w, h = self.size.width, self.size.height
         lay = self._layout()
-        w = self.size.width
         if lay is None:
-            return Strip.blank(w)
+            return [Strip.blank(w)] * h
         mv, start, end, per = lay
+        grey = Style(color="grey62")
+        out = flow([mv.vm, f"{mv.size >> 20} MiB", f"HPA base 0x{mv.hpa_base:x}",
+                    f"0x0–0x{start - 1:x} guest kernel"], w, grey) if start else flow([mv.vm, f"{mv.size >> 20} MiB"], w, grey)
         rows = (end - start + per * PAGE - 1) // (per * PAGE)
         fresh_pages = self._fresh_pages(mv)
-        return self._row(y, mv, start, end, per, rows, fresh_pages, w)
+        out += [self._row(y, mv, start, end, per, rows, fresh_pages, w) for y in range(1, rows + 1)]
+        out += self._legend(mv, w)
+        sel = self.selected_gpa()
+        if sel is not None:
+            r = next((r for r in reversed(mv.regions) if r.start <= sel < r.end), None)
+            items = [f"page GPA 0x{sel:x}"]
+            if self.frame and self.frame.technique == "sriov":
+                items[0] += f" → HPA 0x{mv.hpa_base + sel:x}"
+            items += [r.label if r else "free", "enter: hex view"]
+            out += flow(items, w, Style(color="#d7d7af"))
+        return out[:h]
+
+    def _legend(self, mv, w: int) -> list[Strip]:
+        key = (tuple(r.role for r in mv.regions), w)
+        c = getattr(self, "_legend_cache", None)
+        if c is None or c[0] != key:
+            items = []
+            for role in ("desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf"):
+                if any(r.role == role for r in mv.regions):
+                    g, col, name = ROLE_STYLE[role]
+                    items.append([Segment(g, Style.parse(col)), Segment(f" {name}", Style(color="grey62"))])
+            items.append([Segment("█", FRESH), Segment(" just written", Style(color="grey62"))])
+            self._legend_cache = c = (key, flow(items, w, Style(), sep="  "))
+        return c[1]
 
     def _fresh_pages(self, mv) -> set:
         cache = getattr(self, "_fresh_cache", None)
@@ -94,10 +117,6 @@ class GuestRamPane(TitledPane):
         return fresh_pages
 
     def _row(self, y, mv, start, end, per, rows, fresh_pages, w) -> Strip:
-        if y == 0:
-            seg = [Segment(f" {mv.vm} · {mv.size >> 20} MiB · HPA base 0x{mv.hpa_base:x} · 0x000000–0x{start - 1:06x} guest kernel ",
-                           Style(color="grey62"))]
-            return Strip(seg).crop_extend(0, w, None)
         if 1 <= y <= rows:
             base = start + (y - 1) * per * PAGE
             segs = [Segment(f" {base:08x} ", Style(color="grey50"))]
@@ -117,23 +136,6 @@ class GuestRamPane(TitledPane):
                     style = style + CURSOR
                 segs.append(Segment(glyph, style))
             return Strip(segs).crop_extend(0, w, None)
-        if y == rows + 1:
-            segs = [Segment(" ")]
-            for role in ("desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf"):
-                if any(r.role == role for r in mv.regions):
-                    g, c, name = ROLE_STYLE[role]
-                    segs += [Segment(g, Style.parse(c)), Segment(f" {name}  ", Style(color="grey62"))]
-            segs += [Segment("█", FRESH), Segment(" just written", Style(color="grey62"))]
-            return Strip(segs).crop_extend(0, w, None)
-        if y == rows + 2:
-            sel = self.selected_gpa()
-            if sel is None:
-                return Strip.blank(w)
-            r = next((r for r in reversed(mv.regions) if r.start <= sel < r.end), None)
-            label = r.label if r else "free"
-            hpa = f" → HPA 0x{mv.hpa_base + sel:x}" if self.frame and self.frame.technique == "sriov" else ""
-            txt = f" page GPA 0x{sel:x}{hpa} · {label} · enter: hex view"
-            return Strip([Segment(txt, Style(color="#d7d7af"))]).crop_extend(0, w, None)
         return Strip.blank(w)
 
 

@@ -41,7 +41,7 @@ class TablePane(TitledPane):
             table.add_row(*row)
         from rich.console import Group
         return Group(table, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
-                                   overflow="ellipsis", no_wrap=True) for line in tv.lines))
+                                   overflow="fold") for line in tv.lines))
 
 
 

@@ -12,37 +12,85 @@ from .common import STAGE_MARKS, fmt_t as _fmt_t
 __all__ = ["HeaderBar", "PathStrip", "Narration", "StatsBar", "header_text"]
 
 
-class HeaderBar(Widget):
+class Bar(Widget):
+    """A bar of one or more lines of text.  Its height follows the text
+    (height: auto in app.tcss) but a layout pass happens only when the number
+    of lines changes, not on every frame."""
+
     text = reactive(Text(""))
+    _lines = 1
 
     def render(self) -> Text:
         return self.text
 
+    def watch_text(self) -> None:
+        self._relayout_if_needed()
 
-class PathStrip(Widget):
-    text = reactive(Text(""))
+    def on_resize(self) -> None:
+        self._relayout_if_needed()
+
+    def _relayout_if_needed(self) -> None:
+        w = self.size.width
+        if not w or not self.is_mounted:
+            return
+        n = len(self.render().wrap(self.app.console, w))
+        if n != self._lines:
+            self._lines = n
+            self.refresh(layout=True)
+
+
+class HeaderBar(Bar):
+    """The header; at narrow widths it drops the badge and tightens the
+    separators rather than cutting the run state off; narrower still, it
+    takes two lines."""
+
+    variants: reactive[tuple[Text, ...]] = reactive(tuple)
+
+    def watch_variants(self) -> None:
+        self._relayout_if_needed()
+
+    @property
+    def text(self) -> Text:
+        return self.variants[0] if self.variants else Text("")
+
+    @text.setter
+    def text(self, value: Text) -> None:
+        self.variants = (value,)
 
     def render(self) -> Text:
-        return self.text
+        if not self.variants:
+            return Text("")
+        w = self.size.width
+        for t in self.variants:
+            if t.cell_len <= w:
+                return t
+        return self.variants[-1]
+
+
+class PathStrip(Bar):
+    """The stages of the path with the current one lit (a mark as well as a
+    colour); lines break between stages, never inside one."""
 
     @staticmethod
-    def build(frame: Frame) -> Text:
-        t = Text(" path ", style="bold")
+    def build(frame: Frame, width: int = 10_000) -> Text:
+        t = Text(" path  ", style="bold")
+        col = 7
         for i, stage in enumerate(frame.stages, start=1):
             lit = i == frame.stage
             style = "bold black on #ffd75f" if lit else "#87afd7"
-            t.append(f"{STAGE_MARKS[i]} {stage}", style=style)
-            if i < len(frame.stages):
+            item = f"{STAGE_MARKS[i]} {stage}" + (" ◀" if lit else "")
+            if col > 7 and col + 4 + len(item) > width:
+                t.append("\n   ─▶ ", style="grey50")
+                col = 7
+            elif col > 7:
                 t.append(" ─▶ ", style="grey50")
+                col += 4
+            t.append(item, style=style)
+            col += len(item)
         return t
 
 
-class Narration(Widget):
-    text = reactive(Text(""))
-
-    def render(self) -> Text:
-        return self.text
-
+class Narration(Bar):
     @staticmethod
     def build(frame: Frame) -> Text:
         ev = frame.last_event
@@ -52,12 +100,7 @@ class Narration(Widget):
         return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(ev.t)}  ", "grey62"), (ev.msg, ""))
 
 
-class StatsBar(Widget):
-    text = reactive(Text(""))
-
-    def render(self) -> Text:
-        return self.text
-
+class StatsBar(Bar):
     @staticmethod
     def build(frame: Frame) -> Text:
         s = frame.summary
@@ -78,10 +121,20 @@ class StatsBar(Widget):
         )
 
 
-def header_text(frame: Frame, preset: str) -> Text:
+def header_text(frame: Frame, preset: str, compact: bool | str = False) -> Text:
     state = ("▶ running", "bold #87d787") if frame.running else ("‖ paused", "bold #ffd75f")
     if frame.complete:
         state = ("■ complete", "bold #87afd7")
+    if compact:
+        # the run state first, so it is never the part a narrow terminal loses;
+        # if it still does not fit, the run's identity goes on a second line
+        sep = (" · ", "grey42")
+        t = Text.assemble((" "), state, sep, (frame.label, "bold"), sep, (preset, ""), sep,
+                          (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
+        if compact == "two-lines":
+            t = Text.assemble((" "), state, sep, (frame.label, "bold"), ("\n "), (preset, ""), sep,
+                              (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
+        return t
     sep = ("  ·  ", "grey42")
     return Text.assemble((" iovtui ", "bold black on #87afd7"), (" "), (frame.label, "bold"), sep,
                          (preset, ""), sep, (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""),
