@@ -228,3 +228,99 @@ async def test_b_steps_back():
         await pilot.press("b")
         await pilot.pause(0.05)
         assert a.driver.sim.engine.events_run == runs and str(a.w_narration.text) == narr
+
+
+async def test_only_the_latest_frame_is_applied_once_per_tick():
+    """Frames are stored by the subscriber and applied by a 1/30 s timer:
+    fifty frames published between two ticks cost one redraw, of the newest."""
+    from iovtui.ui.app import MAX_FPS
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        assert MAX_FPS <= 30 and abs(a._timer._interval - 1 / MAX_FPS) < 1e-9
+        n0 = a.frames_applied
+        for _ in range(50):
+            a.driver.sim.engine.run(max_events=5)
+            a.driver.publish()
+        assert a.frames_applied == n0          # publishing never redraws by itself
+        newest = a._latest
+        a._apply_latest()
+        a._apply_latest()
+        assert a.frames_applied == n0 + 1 and a._applied is newest
+
+
+async def test_paused_and_unchanged_does_no_redraw_work(monkeypatch):
+    from iovtui.ui.panes import GuestRamPane, RingPane
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        builds = []
+        for cls in (GuestRamPane, RingPane):
+            orig = cls._build
+            monkeypatch.setattr(cls, "_build", lambda self, orig=orig: builds.append(1) or orig(self))
+        n = a.frames_applied
+        await pilot.pause(0.3)
+        assert a.frames_applied == n and not builds
+        assert not a._timer._active.is_set()   # the refresh timer itself is paused
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert a.frames_applied == n + 1
+
+
+async def test_a_technique_not_built_gives_a_notice(monkeypatch):
+    import iovtui.ui.app as ui_app
+    monkeypatch.setattr(ui_app, "available", lambda: ("virtio",))
+    a = app("virtio")
+    async with a.run_test(size=(80, 24)) as pilot:
+        await pilot.press("1")
+        await pilot.pause(0.1)
+        assert a.driver.sim.technique.name == "virtio"
+        assert "emulation is not built" in str(a.w_narration.text)
+
+
+async def test_hex_view_shows_the_live_bytes_and_survives_resizing():
+    import struct
+    a = app()
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(30):
+            await pilot.press("n")
+        await pilot.press("enter")
+        scr = a.screen
+        assert isinstance(scr, HexScreen)
+        gpa = a.w_ram.selected_gpa()
+        assert bytes(scr.data) == bytes(a.driver.sim.vms[0].mem.read(gpa, 4096))
+        addr, ln, _fl, _nx = struct.unpack_from("<QIHH", scr.data, 0)
+        assert f"desc[0] addr 0x{addr:x} len {ln} flags" in scr.notes[0][2]
+        for w, h in [(80, 24), (50, 16), (200, 50), (80, 24)]:
+            await pilot.resize_terminal(w, h)
+            await pilot.pause(0.05)
+        assert a.screen is scr
+        dump = str(scr.query_one("#hex-dump").render())
+        assert f"{gpa:08x}  " in dump and f"{gpa + 8:08x}  " in dump   # 8 bytes a row at 80 columns
+        await pilot.press("escape")
+        assert not isinstance(a.screen, HexScreen)
+
+
+@pytest.mark.parametrize("tech", ["emulation", "virtio", "sriov"])
+async def test_nothing_is_cut_off_at_80x24(tech):
+    from iovtui.sim.paths import available
+    if tech not in available():
+        pytest.skip(f"{tech} not built")
+    a = app(tech)
+    async with a.run_test(size=(80, 24)) as pilot:
+        for _ in range(12):
+            await pilot.press("n")
+        await pilot.pause(0.1)
+        f = a._applied
+        header = a.w_header.render().plain
+        assert "paused" in header and f"seed {f.seed}" in header and "×" in header
+        assert all(line.rstrip() == line.rstrip()[:80].rstrip() for line in header.splitlines())
+        for stage in f.stages:                     # every stage, whole, on the path strip
+            assert stage in a.w_path.text.plain
+        assert a.w_path.region.height == len(a.w_path.text.plain.splitlines())
+        assert f.last_event.msg in a.w_narration.text.plain
+        assert a.w_narration.region.height >= len(a.w_narration.text.wrap(a.console, a.w_narration.size.width))
+        from textual.widgets._footer import FooterKey
+        keys = list(a.w_footer.query(FooterKey))
+        assert {"space", "n", "q", "question_mark"} <= {k.key for k in keys}
+        assert all(k.region.width and k.region.right <= 80 for k in keys)   # every footer key is on screen

@@ -27,11 +27,21 @@ class HexScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="hex-box"):
             yield Static(Text(self.title_text, style="bold"), classes="title")
-            yield Static(hex_text(self.data, self.base, self.notes))
+            yield Static(self._dump(), id="hex-dump")
+
+    def _dump(self) -> Text:
+        # 16 bytes a row when the box is wide enough for them and their ASCII, else 8
+        box = min(110, int(self.app.size.width * 0.95)) - 5
+        return hex_text(self.data, self.base, self.notes, per_row=16 if box >= 76 else 8)
+
+    def on_resize(self) -> None:
+        self.query_one("#hex-dump", Static).update(self._dump())
 
 
-def hex_text(data: bytes, base: int, notes: list[tuple[int, int, str]], rows: int = 64) -> Text:
-    """16 bytes a row; annotated byte ranges are coloured and explained."""
+def hex_text(data: bytes, base: int, notes: list[tuple[int, int, str]], rows: int = 64,
+             per_row: int = 16) -> Text:
+    """``per_row`` bytes a row with their ASCII; annotated byte ranges are
+    coloured and explained above the dump."""
     palette = ["#5fafff", "#87d787", "#d7af5f", "#af87ff", "#ff875f", "#5fd7d7"]
     colour = {}
     for k, (off, n, _label) in enumerate(notes):
@@ -44,16 +54,24 @@ def hex_text(data: bytes, base: int, notes: list[tuple[int, int, str]], rows: in
     out.append("\n")
     last = max((o + n for o, n, _ in notes), default=256)
     limit = min(len(data), max(rows * 16, (last + 15) // 16 * 16))
-    for r in range(0, limit, 16):
+    for r in range(0, limit, per_row):
         out.append(f"{base + r:08x}  ", style="grey50")
-        for i in range(r, r + 16):
+        for i in range(r, r + per_row):
             out.append(f"{data[i]:02x} ", style=colour.get(i, "grey70"))
         out.append(" ")
-        for i in range(r, r + 16):
+        for i in range(r, r + per_row):
             ch = data[i]
             out.append(chr(ch) if 32 <= ch < 127 else ".", style=colour.get(i, "grey42"))
         out.append("\n")
     return out
+
+
+DESC_FLAGS = ((1, "NEXT"), (2, "WRITE"), (4, "INDIRECT"))
+
+
+def _flag_names(flags: int) -> str:
+    names = [n for bit, n in DESC_FLAGS if flags & bit]
+    return f"{flags} ({'|'.join(names)})" if names else str(flags)
 
 
 def annotate_page(technique, vm_index: int, page_gpa: int, data: bytes) -> list[tuple[int, int, str]]:
@@ -76,23 +94,29 @@ def annotate_page(technique, vm_index: int, page_gpa: int, data: bytes) -> list[
             a = q.desc + 16 * i
             if inside(a) and len(notes) < 40:
                 addr, ln, fl, nx = struct.unpack_from("<QIHH", data, a - page_gpa)
-                notes.append((a - page_gpa, 16, f"{q.name} desc[{i}] addr 0x{addr:x} len {ln} flags {fl} next {nx}"))
+                notes.append((a - page_gpa, 16, f"{q.name} desc[{i}] addr 0x{addr:x} len {ln} flags {_flag_names(fl)} next {nx}"))
         if inside(q.avail):
             o = q.avail - page_gpa
             fl, idx = struct.unpack_from("<HH", data, o)
             notes.append((o, 2, f"{q.name} avail.flags = {fl}"))
             notes.append((o + 2, 2, f"{q.name} avail.idx = {idx}"))
-            notes.append((o + 4, 2 * min(q.num, 8), f"{q.name} avail.ring[] (descriptor heads)"))
+            for k in range(min(q.num, 8)):
+                head, = struct.unpack_from("<H", data, o + 4 + 2 * k)
+                notes.append((o + 4 + 2 * k, 2, f"{q.name} avail.ring[{k}] = desc {head}"))
         if inside(q.used_event_addr):
-            notes.append((q.used_event_addr - page_gpa, 2, f"{q.name} used_event"))
+            v, = struct.unpack_from("<H", data, q.used_event_addr - page_gpa)
+            notes.append((q.used_event_addr - page_gpa, 2, f"{q.name} used_event = {v}"))
         if inside(q.used):
             o = q.used - page_gpa
             fl, idx = struct.unpack_from("<HH", data, o)
             notes.append((o, 2, f"{q.name} used.flags = {fl}"))
             notes.append((o + 2, 2, f"{q.name} used.idx = {idx}"))
-            notes.append((o + 4, 8 * min(q.num, 4), f"{q.name} used.ring[] {{u32 id, u32 len}}"))
+            for k in range(min(q.num, 8)):
+                eid, eln = struct.unpack_from("<II", data, o + 4 + 8 * k)
+                notes.append((o + 4 + 8 * k, 8, f"{q.name} used.ring[{k}] id {eid} len {eln}"))
         if inside(q.avail_event_addr):
-            notes.append((q.avail_event_addr - page_gpa, 2, f"{q.name} avail_event"))
+            v, = struct.unpack_from("<H", data, q.avail_event_addr - page_gpa)
+            notes.append((q.avail_event_addr - page_gpa, 2, f"{q.name} avail_event = {v}"))
     # legacy descriptor rings (e1000, VF)
     for ring in (getattr(nic, "rx", None), getattr(nic, "tx", None)):
         if ring is None:
@@ -112,7 +136,9 @@ def annotate_page(technique, vm_index: int, page_gpa: int, data: bytes) -> list[
             if not any(chunk):
                 continue
             if hdr:
-                notes.append((off, 12, "virtio_net_hdr (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers)"))
+                fl, gso, hl, gs, cs, co, nb = struct.unpack_from("<BBHHHHH", data, off)
+                notes.append((off, 12, f"virtio_net_hdr flags {fl} gso_type {gso} hdr_len {hl} gso_size {gs} "
+                                       f"csum_start {cs} csum_offset {co} num_buffers {nb}"))
             try:
                 f = parse_frame(bytes(data[off + hdr:off + hdr + 64]))
             except struct.error:
