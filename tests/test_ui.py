@@ -324,3 +324,16 @@ async def test_nothing_is_cut_off_at_80x24(tech):
         keys = list(a.w_footer.query(FooterKey))
         assert {"space", "n", "q", "question_mark"} <= {k.key for k in keys}
         assert all(k.region.width and k.region.right <= 80 for k in keys)   # every footer key is on screen
+
+
+async def test_a_notice_stays_readable_while_running():
+    a = app("virtio", paused=False)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        await pilot.press("i")
+        await pilot.pause(0.3)                  # several frames later, still there
+        assert a.driver.running and a.frames_applied > 1
+        assert "posted interrupts apply to SR-IOV" in str(a.w_narration.text)
+        await pilot.press("n")                  # a step's explanation replaces it
+        await pilot.pause(0.1)
+        assert "posted interrupts" not in str(a.w_narration.text)

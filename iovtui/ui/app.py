@@ -8,6 +8,7 @@ timer is paused too: no redraw work at all.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -28,6 +29,7 @@ from .screens import HelpScreen, HexScreen, PresetScreen, annotate_page
 __all__ = ["IovApp", "create_app", "MAX_FPS"]
 
 MAX_FPS = 30
+NOTICE_SECONDS = 4.0
 TECH_KEYS = {"1": "emulation", "2": "virtio", "3": "sriov"}
 TECH_NAMES = {"emulation": "device emulation", "virtio": "virtio", "sriov": "SR-IOV"}
 PANE_IDS = ("ram", "ring", "exits", "iommu", "nic")
@@ -104,6 +106,7 @@ class IovApp(App):
         self.frames_applied = 0
         self.active_pane = "ram"
         self.notice_text = ""
+        self.notice_until = 0.0
 
     # -- the model ----------------------------------------------------------------
     def _factory(self):
@@ -209,17 +212,19 @@ class IovApp(App):
         self.w_path.text = PathStrip.build(f, self.w_path.size.width or self.size.width)
         self.w_stats.text = StatsBar.build(f)
         narr = Narration.build(f)
-        if self.notice_text:
+        if self.notice_text and time.monotonic() < self.notice_until:
             from rich.text import Text
             narr = Text.assemble((" ⚑ ", "bold #ff875f"), (self.notice_text, "#ff875f"))
-            self.notice_text = ""
         self.w_narration.text = narr
         for pane in self.panes.values():
             pane.update_frame(f)
         self.w_exits.add_events(f)
 
     def notice(self, text: str) -> None:
+        """One line in place of the narration, kept for a few seconds even
+        while frames keep coming (and until the next frame while paused)."""
         self.notice_text = text
+        self.notice_until = time.monotonic() + NOTICE_SECONDS
         self.driver.publish()
 
     # -- actions -----------------------------------------------------------------------
@@ -236,9 +241,11 @@ class IovApp(App):
         self.driver.toggle()
 
     def action_step(self) -> None:
+        self.notice_until = 0.0          # the step's own explanation replaces any notice
         self.driver.step()
 
     def action_step_back(self) -> None:
+        self.notice_until = 0.0
         self.w_exits.clear_log()
         self.w_exits.clear_rates()
         self.driver.step_back()
