@@ -211,6 +211,10 @@ async def test_k_switches_the_exit_log_to_a_kvm_stat_view():
         assert abs(sum(r[2] for r in rows) - 100) < 0.01
         assert rows[0][3] > 0                          # a current rate, per second of virtual time
         text = "".join(a.w_exits.render_line(y).text for y in range(3))
+        assert "CurAvg/s" in text and "EPT_MISCONFIG" in text and "kvm_exit(" in text
+        await pilot.resize_terminal(200, 50)
+        await pilot.pause(0.1)
+        text = "".join(a.w_exits.render_line(y).text for y in range(3))
         assert "CurAvg/s" in text and "kvm_exit(EPT_MISCONFIG)" in text
         await pilot.press("k")
         assert not a.w_exits.aggregate

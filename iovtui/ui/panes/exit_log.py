@@ -101,11 +101,18 @@ class ExitLogPane(TitledPane):
     def _build(self) -> list[Strip]:
         w, h = self.size.width, self.size.height
         if self.aggregate:
-            head = Strip([Segment(f" {'event':<28}{'Total':>9}{'%Total':>7}{'CurAvg/s':>10}",
+            rows = self.kvm_stat_rows()
+            # kvm_stat's own names when they fit; the bare reason when the pane is narrow
+            full = 1 + 28 + 9 + 7 + 10 <= w
+            name_w = 28 if full else max([len("kvm_exit()")] + [len(r[0]) - len("kvm_exit()") for r in rows])
+            label = "event" if full else "kvm_exit()"
+            head = Strip([Segment(f" {label:<{name_w}}{'Total':>9}{'%Total':>7}{'CurAvg/s':>10}",
                                   Style(bold=True, color="grey70"))]).crop_extend(0, w, None)
             out = [head]
-            for name, n, pct, rate in self.kvm_stat_rows()[: max(0, h - 1)]:
-                out.append(Strip([Segment(f" {name:<28}{n:>9,}{pct:>7.1f}{rate:>10,.0f}")]).crop_extend(0, w, None))
+            for name, n, pct, rate in rows[: max(0, h - 1)]:
+                if not full:
+                    name = name[len("kvm_exit("):-1]
+                out.append(Strip([Segment(f" {name:<{name_w}}{n:>9,}{pct:>7.1f}{rate:>10,.0f}")]).crop_extend(0, w, None))
             if len(out) == 1:
                 out.append(Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None))
             return out
@@ -121,11 +128,15 @@ class ExitLogPane(TitledPane):
             if t.cell_len <= w:
                 out.append(Strip(list(t.render(console))).crop_extend(0, w, None))
                 continue
-            cut = t.plain.find(" · ")
-            head, cause = t.divide([cut]) if cut > 0 else (t, Text(""))
-            cause = Text("      ") + cause
-            cause.truncate(w, overflow="ellipsis")
-            out.append(Strip(list(cause.render(console))).crop_extend(0, w, None))
+            # head: time, VM, reason and number; then, indented: kernel or
+            # userspace, cost and cause, wrapped as needed
+            plain = t.plain
+            cut = min((i for i in (plain.find(" ⌂ "), plain.find(" ⇧ ")) if i > 0), default=-1)
+            head, tail = t.divide([cut]) if cut > 0 else (t, Text(""))
+            wrapped = list(tail.wrap(console, max(8, w - 6)))
+            for part in reversed(wrapped):
+                out.append(Strip(list((Text("     ") + part).render(console))).crop_extend(0, w, None))
+            head.truncate(w, overflow="ellipsis")
             out.append(Strip(list(head.render(console))).crop_extend(0, w, None))
         out.reverse()
         return out[-h:]

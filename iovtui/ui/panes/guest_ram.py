@@ -101,7 +101,7 @@ class GuestRamPane(TitledPane):
                 if any(r.role == role for r in mv.regions):
                     g, col, name = ROLE_STYLE[role]
                     items.append([Segment(g, Style.parse(col)), Segment(f" {name}", Style(color="grey62"))])
-            items.append([Segment("█", FRESH), Segment(" just written", Style(color="grey62"))])
+            items.append([Segment("▒", FRESH), Segment(" just written", Style(color="grey62"))])
             self._legend_cache = c = (key, flow(items, w, Style(), sep="  "))
         return c[1]
 
@@ -131,7 +131,7 @@ class GuestRamPane(TitledPane):
                 style = Style.parse(color)
                 if gpa // PAGE in fresh_pages:
                     style = FRESH
-                    glyph = "█" if glyph == " " else glyph
+                    glyph = "•" if glyph == " " else glyph
                 if gpa == sel and self.has_focus:
                     style = style + CURSOR
                 segs.append(Segment(glyph, style))

@@ -10,7 +10,7 @@ from rich.table import Table
 from ...sim.driver import Frame
 from .common import TitledPane
 
-__all__ = ["TablePane", "IommuPane"]
+__all__ = ["TablePane", "IommuPane", "pack_columns"]
 
 
 class TablePane(TitledPane):
@@ -32,17 +32,42 @@ class TablePane(TitledPane):
         self.border_title = tv.title
         if tv.idle_reason:
             return Text(tv.idle_reason, style="italic grey62")
-        table = Table(box=None, pad_edge=False, expand=False, show_edge=False, header_style="bold grey70")
-        for k, c in enumerate(tv.columns):
-            # identity columns (function, RID, MAC / IOVA) never shrink; counters may
-            keep = max([len(c)] + [len(r[k]) for r in tv.rows]) if k < 3 else None
-            table.add_column(c, no_wrap=True, overflow="ellipsis", min_width=keep)
-        for row in tv.rows:
-            table.add_row(*row)
+        width = max(20, self.size.width)
+        widths = [max([len(c)] + [len(r[k]) for r in tv.rows]) for k, c in enumerate(tv.columns)]
+        parts: list = []
+        for group in pack_columns(widths, width):
+            if parts:
+                parts.append(Text(""))
+            table = Table(box=None, pad_edge=False, expand=False, show_edge=False, header_style="bold grey70",
+                          collapse_padding=True)
+            for k in group:
+                table.add_column(tv.columns[k], no_wrap=True, min_width=widths[k])
+            for row in tv.rows:
+                table.add_row(*(row[k] for k in group))
+            parts.append(table)
         from rich.console import Group
-        return Group(table, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
-                                   overflow="fold") for line in tv.lines))
+        return Group(*parts, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
+                                    overflow="fold") for line in tv.lines))
 
+    def on_resize(self) -> None:
+        self.refresh()
+
+
+def pack_columns(widths: list[int], width: int, gap: int = 1) -> list[list[int]]:
+    """Split a table's columns into groups that each fit ``width``; every group
+    after the first repeats column 0 (the function / RID) so rows stay
+    identifiable.  No cell is ever truncated."""
+    groups: list[list[int]] = [[]]
+    used = 0
+    for k, w in enumerate(widths):
+        need = w + (gap if groups[-1] else 0)
+        if groups[-1] and used + need > width and len(groups[-1]) > 1:
+            groups.append([0])
+            used = widths[0]
+            need = w + gap
+        groups[-1].append(k)
+        used += need
+    return groups
 
 
 class IommuPane(TablePane):
