@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .follow import Follower, FollowView
 from .memory import Region
+from .quiz import Question, Quiz, Reveal
 from .trace import RingSink, Trace, TraceEvent
 from .views import RingView, TableView
 from .world import Simulation
@@ -62,6 +64,11 @@ class Frame:
     nic: TableView
     complete: bool
     events_run: int
+    follow: FollowView | None = None   # the followed packet (``f``), if any
+    predict: bool = False              # predict-then-reveal mode is on
+    question: Question | None = None   # asked and not answered yet (the state shown is *before* it)
+    reveal: Reveal | None = None       # the last answered question
+    score: tuple[int, int] = (0, 0)    # (right, asked)
 
 
 EVENTS_PER_FRAME = 200
@@ -81,6 +88,11 @@ class Driver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.frames_published = 0
+        self.follower = Follower()
+        self.predict = False
+        self.quiz = Quiz()
+        self.question: Question | None = None
+        self.reveal: Reveal | None = None
         self._new(make_sim)
 
     # -- the simulation ------------------------------------------------------------
@@ -89,7 +101,10 @@ class Driver:
         self.trace = Trace()
         self.sink = RingSink(maxlen=2000)
         self.trace.add_sink(self.sink)
+        self.follower.reset()
+        self.trace.add_sink(self.follower)
         self.sim = make_sim(self.trace)
+        self.question = None
         self._seen_events = 0
         self._write_serial = {vm.name: vm.mem.write_serial for vm in self.sim.vms}
         self._last_event: TraceEvent | None = None
@@ -97,9 +112,68 @@ class Driver:
         self._marks: list[int] = []
 
     def restart(self, make_sim: Callable[[Trace], Simulation] | None = None) -> None:
-        """A new run (another technique, preset or seed); keeps speed and pause state."""
+        """A new run (another technique, preset or seed); keeps speed, pause
+        state, the predict score, and follows the next packet if following."""
+        following = self.follower.armed
         self._new(make_sim or self._make_sim)
+        if following:
+            self.follower.arm()
+        self.reveal = None
         self.publish()
+
+    # -- follow a packet ---------------------------------------------------------------
+    def follow(self, on: bool | None = None) -> bool:
+        """Follow the next packet to appear (or stop following).  Returns
+        whether a packet is followed now."""
+        on = (not self.follower.armed) if on is None else on
+        if on:
+            self.follower.arm()
+        else:
+            self.follower.stop()
+        self.publish()
+        return on
+
+    # -- predict-then-reveal -------------------------------------------------------------
+    def set_predict(self, on: bool | None = None) -> bool:
+        self.predict = (not self.predict) if on is None else on
+        if not self.predict:
+            self.question = None
+        self.publish()
+        return self.predict
+
+    def _run_action(self, ask: bool) -> bool:
+        """Run one engine action; in predict mode, if it raises a question,
+        rewind to just before it and pose the question.  Returns False when
+        the run stopped (nothing left, or a question is posed)."""
+        eng = self.sim.engine
+        before_n, before_total = eng.events_run, self.sink.total
+        if not eng.step():
+            return False
+        if ask and self.predict:
+            new = self.sink.total - before_total
+            ring = self.sink.events
+            evs = [ring[-i] for i in range(min(new, len(ring)), 0, -1)]
+            q = self.quiz.consider(evs, self.sim) if evs else None
+            if q is not None:
+                self._replay_to(before_n)
+                self.question = q
+                self.running = False
+                self._wake.clear()
+                return False
+        return True
+
+    def answer(self, key: str | None) -> Reveal | None:
+        """Grade the learner's answer (``None`` skips the question, ungraded),
+        then run the action it was about and publish the state after it."""
+        q = self.question
+        if q is None:
+            return None
+        self.reveal = self.quiz.grade(q, key) if key is not None else None
+        self.question = None
+        self._marks.append(self.sim.engine.events_run)
+        self._run_action(ask=False)
+        self.publish()
+        return self.reveal
 
     # -- speed -------------------------------------------------------------------
     @property
@@ -121,6 +195,8 @@ class Driver:
         self.publish()
 
     def resume(self) -> None:
+        if self.question is not None:          # answer it first
+            return
         self.running = True
         self._wake.set()
         self.publish()
@@ -136,11 +212,13 @@ class Driver:
         Returns the newest trace event."""
         self.running = False
         self._wake.clear()
+        if self.question is not None:          # answer it first
+            self.publish()
+            return self._last_event
         self._marks.append(self.sim.engine.events_run)
         before = self.sink.total
-        eng = self.sim.engine
         for _ in range(1000):
-            if not eng.step():
+            if not self._run_action(ask=True):
                 break
             if self.sink.total > before:
                 break
@@ -156,6 +234,13 @@ class Driver:
         self._wake.clear()
         done = self.sim.engine.events_run
         target = self._marks.pop() if self._marks else max(0, done - 1)
+        self._replay_to(target)
+        self.publish()
+        return self._last_event
+
+    def _replay_to(self, target: int) -> None:
+        """A new run from the same preset and seed, advanced to exactly
+        ``target`` engine actions: the same state as when the run was there."""
         marks = self._marks
         self._new(self._make_sim)
         self._marks = marks
@@ -163,8 +248,6 @@ class Driver:
         while eng.events_run < target and eng.step():
             pass
         self._seen_events = max(0, self.sink.total - EVENTS_PER_FRAME)
-        self.publish()
-        return self._last_event
 
     # -- frames ------------------------------------------------------------------
     def subscribe(self, cb: Callable[[Frame], None]) -> None:
@@ -207,6 +290,11 @@ class Driver:
             nic=t.nic_view(),
             complete=sim.complete,
             events_run=sim.engine.events_run,
+            follow=self.follower.view(),
+            predict=self.predict,
+            question=self.question,
+            reveal=self.reveal,
+            score=self.quiz.score,
         )
 
     def publish(self) -> Frame:
@@ -249,5 +337,23 @@ class Driver:
                 self.publish()
                 continue
             target = eng.now + int((now - last) * self.speed)
-            eng.run_until(target, max_events=self.max_events_per_tick)
+            if self.predict:
+                self._run_predicting(target)
+            else:
+                eng.run_until(target, max_events=self.max_events_per_tick)
             self.publish()
+
+    def _run_predicting(self, target: int) -> None:
+        """Like ``run_until`` but one action at a time, stopping before any
+        action a question is asked about."""
+        eng = self.sim.engine
+        for _ in range(self.max_events_per_tick):
+            t = eng.next_time()
+            if t is None or t > target:
+                break
+            if not self._run_action(ask=True):
+                return
+        else:
+            return                        # the budget ran out: the clock stays at the last action
+        if target > eng.now:
+            eng.now = target

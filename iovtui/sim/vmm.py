@@ -164,7 +164,7 @@ class Vmm:
             if tr.on:
                 tr.emit(self.engine.now, "irq", vm.name, stage,
                         f"{source}: interrupt already pending in {vm.name}'s IRR — coalesced",
-                        vector=vector, mode="coalesced")
+                        vector=vector, source=source, mode="coalesced")
             return None
         vm.irq_pending.add(vector)
         if mode == "posted":
@@ -173,7 +173,7 @@ class Vmm:
             if tr.on:
                 tr.emit(self.engine.now, "irq", vm.name, stage,
                         f"{source}: posted interrupt → {vm.name} directly, no VM exit",
-                        vector=vector, mode="posted")
+                        vector=vector, source=source, mode="posted")
             return start
         m.irq_injected += 1
         end = self.exit(vm, "EXTERNAL_INTERRUPT", f"{source} interrupt kicks the vCPU", user=False,
@@ -181,7 +181,7 @@ class Vmm:
         if tr.on:
             tr.emit(self.engine.now, "irq", vm.name, stage,
                     f"KVM injects the {source} interrupt into {vm.name} on VM entry",
-                    vector=vector, mode="injected")
+                    vector=vector, source=source, mode="injected")
         return end
 
     def ack_irq(self, vm: Vm, vector: str, mode: str, eoi: str = "APIC_WRITE",

@@ -117,7 +117,8 @@ class Simulation:
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "drop", self.vms[pkt.vm].name, stage,
-                    f"frame #{pkt.id} dropped: {reason}", pkt=pkt.id, reason=reason)
+                    f"frame #{pkt.id} dropped: {reason}", pkt=pkt.id, reason=reason,
+                    dst=pkt.dst, vlan=pkt.vlan, direction=pkt.direction)
         traffic = self.traffic
         if traffic.pattern == "pingpong":
             traffic.on_complete(pkt, False)

@@ -22,9 +22,9 @@ from ..sim.driver import DEFAULT_SPEED_INDEX, SPEEDS, Driver, Frame
 from ..sim.paths import available
 from ..sim.preset import Preset
 from ..sim.world import Simulation
-from .panes import (ExitLogPane, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane, StatsBar,
-                    header_text)
-from .screens import HelpScreen, HexScreen, PresetScreen, annotate_page
+from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
+                    StatsBar, header_text)
+from .screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen, annotate_page
 
 __all__ = ["IovApp", "create_app", "MAX_FPS"]
 
@@ -61,9 +61,12 @@ class IovApp(App):
         Binding("r", "next_ring", "ring", show=False),
         Binding("m", "next_vm", "next VM", show=False),
         Binding("k", "kvm_stat", "kvm_stat", show=False),
+        Binding("f", "follow", "follow", show=False),
+        Binding("g", "predict", "predict", show=False),
         Binding("tab", "focus_next_pane", "pane", show=False, priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("p", "presets", "presets"),
+        Binding("c", "compare", "compare"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
@@ -78,6 +81,7 @@ class IovApp(App):
         ("b", "step back one event (deterministic replay from the seed)"),
         ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
         ("p", "presets: pick a scenario (restarts with the same seed)"),
+        ("c", "compare: the three techniques on the same seeded traffic, live, side by side"),
         ("e", "virtio: event idx on/off"),
         ("v", "virtio: vhost-net on/off"),
         ("i", "SR-IOV: posted interrupts on/off"),
@@ -87,6 +91,9 @@ class IovApp(App):
         ("r", "Descriptor ring: next ring (rx / tx) of the focused VM"),
         ("m", "focus the next VM (Guest RAM and Descriptor ring follow it)"),
         ("k", "exit log ⇄ kvm_stat view (event, Total, %Total, CurAvg/s)"),
+        ("f", "follow the next frame: its buffer, descriptor, exits, IOMMU entry and VF marked ◆"),
+        ("g", "predict-then-reveal: before certain steps a question (will this kick exit? which VF? "
+              "will the IOMMU fault?); a letter answers; the score is in the header"),
         ("?", "this help"),
         ("ctrl+p", "command palette (every action)"),
         ("q", "quit"),
@@ -107,6 +114,9 @@ class IovApp(App):
         self.active_pane = "ram"
         self.notice_text = ""
         self.notice_until = 0.0
+        self._asking = False                 # a QuestionScreen is open
+        self._resume_after_question = False
+        self._was_running = False
 
     # -- the model ----------------------------------------------------------------
     def _factory(self):
@@ -129,6 +139,7 @@ class IovApp(App):
         self.w_iommu = IommuPane(id="iommu", classes="pane")
         self.w_nic = NicPane(id="nic", classes="pane")
         self.w_stats = StatsBar(id="stats")
+        self.w_follow = FollowBar(id="follow")
         self.w_narration = Narration(id="narration")
         self.panes = {"ram": self.w_ram, "ring": self.w_ring, "exits": self.w_exits,
                       "iommu": self.w_iommu, "nic": self.w_nic}
@@ -145,6 +156,7 @@ class IovApp(App):
                     yield self.w_iommu
                     yield self.w_nic
         yield self.w_stats
+        yield self.w_follow
         yield self.w_narration
         self.w_footer = Footer()
         yield self.w_footer
@@ -211,6 +223,7 @@ class IovApp(App):
                                   header_text(f, self.preset.name, compact="two-lines"))
         self.w_path.text = PathStrip.build(f, self.w_path.size.width or self.size.width)
         self.w_stats.text = StatsBar.build(f)
+        self._apply_follow(f)
         narr = Narration.build(f)
         if self.notice_text and time.monotonic() < self.notice_until:
             from rich.text import Text
@@ -219,6 +232,47 @@ class IovApp(App):
         for pane in self.panes.values():
             pane.update_frame(f)
         self.w_exits.add_events(f)
+        if f.question is not None and not self._asking:
+            # asked while running: the run goes on once the answer is seen
+            self._resume_after_question = self._was_running
+            self._asking = True
+            self.push_screen(QuestionScreen(f.question, f.score), self._question_closed)
+        self._was_running = f.running
+
+    def _apply_follow(self, f: Frame) -> None:
+        fv = f.follow
+        self.w_follow.display = fv is not None
+        self.w_follow.text = FollowBar.build(f)
+        if fv is None or fv.pkt is None:
+            return
+        # the RAM grid and the ring pane turn to the followed packet's VM and queue
+        names = [m.vm for m in f.memory]
+        if fv.vm in names and self.w_ram.vm_index != names.index(fv.vm):
+            self.w_ram.vm_index = self.w_ring.vm_index = names.index(fv.vm)
+            for pane in (self.w_ram, self.w_ring):
+                pane._key = None
+                pane.update_frame(f)
+        if fv.queue:
+            mine = [r for r in f.rings if r.vm == fv.vm]
+            cur = self.w_ring.ring()
+            if cur is not None and cur.name != fv.queue:
+                for k, r in enumerate(mine):
+                    if r.name == fv.queue:
+                        self.w_ring.ring_index = k
+                        self.w_ring._key = None
+                        self.w_ring.update_frame(f)
+                        break
+
+    # -- predict-then-reveal --------------------------------------------------------------
+    def answer_question(self, key: str | None):
+        """The QuestionScreen's answer (None: skipped); the driver grades it
+        and runs the step."""
+        return self.driver.answer(key)
+
+    def _question_closed(self, _reveal) -> None:
+        self._asking = False
+        if self._resume_after_question and self.driver.predict:
+            self.driver.resume()
 
     def notice(self, text: str) -> None:
         """One line in place of the narration, kept for a few seconds even
@@ -282,6 +336,18 @@ class IovApp(App):
     def action_kvm_stat(self) -> None:
         self.w_exits.toggle_aggregate()
 
+    def action_follow(self) -> None:
+        fv = self.driver.follower.view()
+        if fv is not None and fv.state in ("delivered", "dropped"):
+            self.driver.follow(True)           # that one is done: follow the next frame
+        else:
+            self.driver.follow()
+
+    def action_predict(self) -> None:
+        on = self.driver.set_predict()
+        self.notice("predict-then-reveal on: a question comes before certain steps (space or n)" if on
+                    else "predict-then-reveal off")
+
     def action_next_vm(self) -> None:
         n = len(self.driver.sim.vms)
         if n < 2:
@@ -337,8 +403,22 @@ class IovApp(App):
         self.w_ram.vm_index = self.w_ring.vm_index = 0
         self.driver.restart(self._factory())
 
+    def action_compare(self) -> None:
+        """The compare view; this run pauses while it is open (one simulation
+        set at a time) and resumes as it was when it closes."""
+        was_running = self.driver.running
+        self.driver.pause()
+
+        def closed(_result: object) -> None:
+            if was_running:
+                self.driver.resume()
+
+        self.push_screen(CompareScreen(self.preset, seed=self.seed, packets=self.packets,
+                                       speed_index=self.driver.speed_index), closed)
+
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.KEY_HELP))
+        from ..sim.paths import stage_table
+        self.push_screen(HelpScreen(self.KEY_HELP, stage_table()))
 
     def action_ram(self, dx: int, dy: int) -> None:
         if self.active_pane == "ram":
@@ -375,9 +455,12 @@ class IovApp(App):
         yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)
         yield SystemCommand("Focus the next VM", "key m", self.action_next_vm)
         yield SystemCommand("Exit log ⇄ kvm_stat view", "key k", self.action_kvm_stat)
+        yield SystemCommand("Follow the next frame", "key f", self.action_follow)
+        yield SystemCommand("Predict-then-reveal on/off", "key g", self.action_predict)
         yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
+        yield SystemCommand("Compare the three techniques side by side", "key c", self.action_compare)
         yield SystemCommand("Help: every key", "key ?", self.action_help)
 
 

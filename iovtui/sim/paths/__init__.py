@@ -14,7 +14,7 @@ from .base import Technique, UnknownTechnique
 if TYPE_CHECKING:  # pragma: no cover
     from ..world import Simulation
 
-__all__ = ["TECHNIQUES", "available", "make_technique", "Technique", "UnknownTechnique"]
+__all__ = ["TECHNIQUES", "available", "make_technique", "stage_table", "Technique", "UnknownTechnique"]
 
 #: name -> (module, class); the order is the order of the keys 1/2/3 in the app
 TECHNIQUES: dict[str, tuple[str, str]] = {
@@ -38,6 +38,13 @@ def _load(name: str) -> type[Technique] | None:
 def available() -> list[str]:
     """The techniques that are built, in key order."""
     return [n for n in TECHNIQUES if _load(n) is not None]
+
+
+def stage_table() -> list[tuple[str, tuple[str, ...]]]:
+    """Each built technique's receive stages, numbered alike: stage n of one
+    technique is the analogue of stage n of the others (SR-IOV's are the six
+    steps of DOMAIN.md).  The narration and the path strip use these numbers."""
+    return [(n, _load(n).stages) for n in available()]
 
 
 def make_technique(name: str, sim: "Simulation") -> Technique:

@@ -166,7 +166,8 @@ class Emulation(Technique):
         if tr.on:
             tr.emit(now, "switch", nic.vm.name, 2,
                     f"frame #{pkt.id} reaches the host NIC; the host bridge forwards it to "
-                    f"{nic.vm.name}'s tap ({len(nic.tap)} queued)", pkt=pkt.id)
+                    f"{nic.vm.name}'s tap ({len(nic.tap)} queued)", pkt=pkt.id,
+                    dst=pkt.dst, vlan=nic.vm.vlan)
         if not nic.rx_scheduled and not nic.rx_waiting:
             nic.rx_scheduled = True
             self.engine.at(ready + self.wakeup_ns + self._rx_cost(pkt), self._model_rx, nic)

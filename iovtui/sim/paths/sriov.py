@@ -194,7 +194,8 @@ class SrIov(Technique):
             if tr.on:
                 tr.emit(now, "switch", port.vm.name, 2,
                         f"frame #{p.id} arrives; the NIC switch matches destination MAC {p.dst} → "
-                        f"{vf.name} ({vf.bdf}), bound to {port.vm.name}", pkt=p.id, vf=vf.name)
+                        f"{vf.name} ({vf.bdf}), bound to {port.vm.name}", pkt=p.id, vf=vf.name,
+                        rid=vf.bdf, dst=p.dst, vlan=vf.vlan)
             end = port.dma.reserve(now, self.nic_ns)
             port.rx_dma_pending += 1
             self.engine.at(end, self._dma_rx, port, p)

@@ -152,7 +152,8 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(now, "switch", vm.name, 2,
                     f"frame #{pkt.id} reaches the host NIC; the host bridge forwards it by MAC "
-                    f"{pkt.dst} to {vm.name}'s tap ({len(nic.tap)} queued)", pkt=pkt.id)
+                    f"{pkt.dst} to {vm.name}'s tap ({len(nic.tap)} queued)", pkt=pkt.id,
+                    dst=pkt.dst, vlan=vm.vlan)
         if not nic.rx_scheduled and not nic.rx_waiting_kick:
             nic.rx_scheduled = True
             nic.rx_run = 0
@@ -231,13 +232,13 @@ class Virtio(Technique):
                 why = (f"used_event = {q.used_event()} not crossed" if q.event_idx
                        else "driver set NO_INTERRUPT")
                 tr.emit(self.engine.now, "irq", vm.name, 5,
-                        f"{self.backend_name}: no interrupt for {which} — {why}", queue=which)
+                        f"{self.backend_name}: no interrupt for {which} — {why}", queue=which, notified=False)
             return
         m.notify_sent += 1
         if tr.on:
             tr.emit(self.engine.now, "irq", vm.name, 5,
                     f"{self.backend_name} signals the {which} irqfd (virtio_notify)",
-                    queue=which, qemu_event="virtio_notify")
+                    queue=which, qemu_event="virtio_notify", notified=True)
         start = self.vmm.deliver_irq(vm, which, f"virtio-net {which}", "kick", self.eoi, stage=5)
         if start is not None:
             self.engine.at(start, self._guest_irq, nic, which)
@@ -323,6 +324,10 @@ class Virtio(Technique):
             t = self._kick(nic, "RX", t)
         else:
             self.metrics.kicks_suppressed += 1
+            if tr.on:
+                why = (f"avail_event = {q.avail_event()} not crossed" if q.event_idx
+                       else "device set NO_NOTIFY")
+                tr.emit(now, "kick", vm.name, 1, f"{vm.name} does not kick: {why}", queue="rx", kicked=False)
         return t
 
     def _kick(self, nic: VirtioNic, which: str, at: int) -> int:
@@ -336,7 +341,7 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(end, "kick", vm.name, 1 if which == "RX" else 0,
                     f"{vm.name} kicks the {which} queue (virtio_queue_notify)",
-                    queue=which.lower(), qemu_event="virtio_queue_notify")
+                    queue=which.lower(), qemu_event="virtio_queue_notify", kicked=True)
         if which == "RX":
             if nic.rx_waiting_kick:
                 nic.rx_waiting_kick = False
@@ -389,7 +394,7 @@ class Virtio(Technique):
             if tr.on:
                 why = (f"avail_event = {q.avail_event()} not crossed" if q.event_idx
                        else "device set NO_NOTIFY")
-                tr.emit(now, "kick", vm.name, 0, f"{vm.name} does not kick: {why}", queue="tx")
+                tr.emit(now, "kick", vm.name, 0, f"{vm.name} does not kick: {why}", queue="tx", kicked=False)
         self._qdisc_run(nic)
 
     def _stop_queue(self, nic: VirtioNic) -> None:

@@ -7,8 +7,8 @@ from .exit_log import ExitLogPane
 from .guest_ram import GuestRamPane
 from .iommu_table import IommuPane, TablePane
 from .nic_vfs import NicPane
-from .stats import HeaderBar, Narration, PathStrip, StatsBar, header_text
+from .stats import FollowBar, HeaderBar, Narration, PathStrip, StatsBar, header_text
 
 __all__ = ["GuestRamPane", "RingPane", "ExitLogPane", "TablePane", "IommuPane", "NicPane", "HeaderBar",
-           "PathStrip", "StatsBar", "Narration", "header_text", "ROLE_STYLE", "STAGE_MARKS", "OWNER_STYLE",
+           "PathStrip", "StatsBar", "FollowBar", "Narration", "header_text", "ROLE_STYLE", "STAGE_MARKS", "OWNER_STYLE",
            "TitledPane"]

@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from ...sim.driver import Frame
 
-__all__ = ["ROLE_STYLE", "FRESH", "CURSOR", "STAGE_MARKS", "OWNER_STYLE", "fmt_t", "flow", "TitledPane"]
+__all__ = ["ROLE_STYLE", "FRESH", "CURSOR", "FOLLOW", "FOLLOW_GLYPH", "STAGE_MARKS", "OWNER_STYLE", "fmt_t", "flow", "TitledPane"]
 
 #: glyph, colour and legend for each region role (a glyph as well as a colour, never colour alone)
 ROLE_STYLE = {
@@ -27,6 +27,9 @@ ROLE_STYLE = {
 }
 FRESH = Style(color="black", bgcolor="#ffd75f", bold=True)
 CURSOR = Style(reverse=True)
+#: the followed packet (``f``): a glyph as well as a colour, in every pane
+FOLLOW = Style(color="black", bgcolor="#d787ff", bold=True)
+FOLLOW_GLYPH = "◆"
 STAGE_MARKS = "⓪①②③④⑤⑥"
 OWNER_STYLE = {"device": ("●", "#5fafff"), "driver": ("○", "grey62"), "used": ("◆", "#ffaf5f")}
 

@@ -7,7 +7,7 @@ from rich.style import Style
 from textual.strip import Strip
 
 from ...sim.driver import Frame
-from .common import OWNER_STYLE, TitledPane, flow
+from .common import FOLLOW, FOLLOW_GLYPH, OWNER_STYLE, TitledPane, flow
 
 __all__ = ["RingPane"]
 
@@ -48,9 +48,17 @@ class RingPane(TitledPane):
         old = self.frame
         self.frame = frame
         try:
-            return self.ring()
+            return (self.ring(), self._followed_row(frame))
         finally:
             self.frame = old
+
+    def _followed_row(self, frame: Frame | None) -> int | None:
+        """The followed packet's descriptor, if it is on the ring shown."""
+        fv = frame.follow if frame is not None else None
+        r = self.ring()
+        if fv is None or fv.desc is None or r is None or r.vm != fv.vm or (fv.queue and r.name != fv.queue):
+            return None
+        return fv.desc
 
     def render_line(self, y: int) -> Strip:
         return self._cached(y, self._build)
@@ -66,9 +74,15 @@ class RingPane(TitledPane):
         widths = self._widths(r)
         head = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(r.columns)) + "  owner"
         out.append(Strip([Segment(head, Style(bold=True, color="grey70"))]).crop_extend(0, w, None))
+        followed = self._followed_row(self.frame)
+        if followed is not None:
+            fv = self.frame.follow
+            out += flow([[Segment(FOLLOW_GLYPH, FOLLOW), Segment(f" frame #{fv.pkt} · descriptor {followed}",
+                                                                 Style(color="#d787ff"))]], w, Style())
         visible = max(1, h - len(out))
         # a calm window: it pages only when the active row would leave it
-        active = r.active if r.active >= 0 else 0
+        # (or, following a packet, when its descriptor would)
+        active = followed if followed is not None else (r.active if r.active >= 0 else 0)
         first = getattr(self, "_first", 0)
         if not first <= active < first + visible - 1:
             first = active - visible // 3
@@ -79,7 +93,9 @@ class RingPane(TitledPane):
             owner = r.owners[i]
             glyph, color = OWNER_STYLE.get(owner, ("?", "white"))
             text = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(row))
-            if i == r.active:
+            if i == followed:
+                segs = [Segment(FOLLOW_GLYPH, FOLLOW), Segment(text[1:], FOLLOW)]
+            elif i == r.active:
                 segs = [Segment("▸", Style(color="#ffd75f", bold=True)),
                         Segment(text[1:], Style(color="white", bold=True, bgcolor="#3a3a3a"))]
             else:

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.strip import Strip
 
 from ...sim.driver import Frame
-from .common import TitledPane, fmt_t as _fmt_t
+from .common import FOLLOW, FOLLOW_GLYPH, TitledPane, fmt_t as _fmt_t
 
 __all__ = ["ExitLogPane"]
 
@@ -21,6 +21,8 @@ class ExitLogPane(TitledPane):
     def __init__(self, maxlen: int = 500, **kw) -> None:
         super().__init__(**kw)
         self.lines: deque[Text] = deque(maxlen=maxlen)
+        self.seqs: deque[int] = deque(maxlen=maxlen)     # the trace seq of each line's exit
+        self._followed: frozenset = frozenset()
         self.border_title = "VMM exit log"
         self.aggregate = False           # kvm_stat-style totals instead of one line per exit
         self._prev: tuple[int, dict] | None = None
@@ -70,6 +72,7 @@ class ExitLogPane(TitledPane):
                 (f" · {d.get('cause', '')}", ""),
             )
             self.lines.append(t)
+            self.seqs.append(ev.seq)
             self.serial += 1
         if self.serial != self._seen:
             self._seen = self.serial
@@ -80,6 +83,7 @@ class ExitLogPane(TitledPane):
 
     def clear_log(self) -> None:
         self.lines.clear()
+        self.seqs.clear()
         self.serial += 1
         self._key = None
         self.refresh()
@@ -87,6 +91,12 @@ class ExitLogPane(TitledPane):
     def update_frame(self, frame: Frame) -> None:
         self.frame = frame     # add_events decides whether to redraw
         self._track_rates(frame)
+        followed = frozenset(frame.follow.exits) if frame.follow is not None else frozenset()
+        if followed != self._followed:
+            self._followed = followed
+            self.serial += 1
+            self._key = None
+            self.refresh()
         if self.aggregate:
             self._key = None
             self.refresh()
@@ -122,9 +132,13 @@ class ExitLogPane(TitledPane):
         # second, indented line (its cause), so nothing is cut off
         console = self.app.console
         out: list[Strip] = []
-        for t in reversed(self.lines):
+        followed = self._followed
+        for t, seq in zip(reversed(self.lines), reversed(self.seqs)):
             if len(out) >= h:
                 break
+            if seq in followed:        # an exit on the followed packet's way: marked and tinted
+                t = Text.assemble((FOLLOW_GLYPH, FOLLOW), t[1:])
+                t.stylize("on #3a2a4a")
             if t.cell_len <= w:
                 out.append(Strip(list(t.render(console))).crop_extend(0, w, None))
                 continue

@@ -9,7 +9,7 @@ from textual.strip import Strip
 
 from ...sim.driver import Frame
 from ...sim.memory import PAGE
-from .common import CURSOR, FRESH, ROLE_STYLE, TitledPane, flow
+from .common import CURSOR, FOLLOW, FOLLOW_GLYPH, FRESH, ROLE_STYLE, TitledPane, flow
 
 __all__ = ["GuestRamPane"]
 
@@ -64,7 +64,15 @@ class GuestRamPane(TitledPane):
 
     def content(self, frame: Frame):
         mv = frame.memory[min(self.vm_index, len(frame.memory) - 1)] if frame.memory else None
-        return (mv, frame.technique)
+        return (mv, frame.technique, self._followed(frame))
+
+    def _followed(self, frame: Frame | None) -> int | None:
+        """The page of the followed packet's buffer, if it is in this VM."""
+        fv = frame.follow if frame is not None else None
+        if fv is None or fv.gpa is None or not frame.memory:
+            return None
+        mv = frame.memory[min(self.vm_index, len(frame.memory) - 1)]
+        return fv.gpa // PAGE * PAGE if mv.vm == fv.vm else None
 
     def render_line(self, y: int) -> Strip:
         return self._cached(y, self._build)
@@ -80,8 +88,14 @@ class GuestRamPane(TitledPane):
                     f"0x0–0x{start - 1:x} guest kernel"], w, grey) if start else flow([mv.vm, f"{mv.size >> 20} MiB"], w, grey)
         rows = (end - start + per * PAGE - 1) // (per * PAGE)
         fresh_pages = self._fresh_pages(mv)
-        out += [self._row(y, mv, start, end, per, rows, fresh_pages, w) for y in range(1, rows + 1)]
+        followed = self._followed(self.frame)
+        out += [self._row(y, mv, start, end, per, rows, fresh_pages, w, followed) for y in range(1, rows + 1)]
         out += self._legend(mv, w)
+        if followed is not None:
+            fv = self.frame.follow
+            where = f"GPA 0x{fv.gpa:x}" + (f" → HPA 0x{fv.hpa:x}" if fv.hpa is not None else "")
+            out += flow([[Segment(FOLLOW_GLYPH, FOLLOW), Segment(f" frame #{fv.pkt}'s buffer", Style(color="#d787ff"))],
+                         where], w, Style(color="#d787ff"))
         sel = self.selected_gpa()
         if sel is not None:
             r = next((r for r in reversed(mv.regions) if r.start <= sel < r.end), None)
@@ -116,7 +130,7 @@ class GuestRamPane(TitledPane):
         self._fresh_cache = (mv, fresh_pages)
         return fresh_pages
 
-    def _row(self, y, mv, start, end, per, rows, fresh_pages, w) -> Strip:
+    def _row(self, y, mv, start, end, per, rows, fresh_pages, w, followed=None) -> Strip:
         if 1 <= y <= rows:
             base = start + (y - 1) * per * PAGE
             segs = [Segment(f" {base:08x} ", Style(color="grey50"))]
@@ -132,6 +146,8 @@ class GuestRamPane(TitledPane):
                 if gpa // PAGE in fresh_pages:
                     style = FRESH
                     glyph = "•" if glyph == " " else glyph
+                if gpa == followed:
+                    style, glyph = FOLLOW, FOLLOW_GLYPH
                 if gpa == sel and self.has_focus:
                     style = style + CURSOR
                 segs.append(Segment(glyph, style))

@@ -8,7 +8,7 @@ from rich.text import Text
 from rich.table import Table
 
 from ...sim.driver import Frame
-from .common import TitledPane
+from .common import FOLLOW_GLYPH, TitledPane
 
 __all__ = ["TablePane", "IommuPane", "pack_columns"]
 
@@ -22,7 +22,26 @@ class TablePane(TitledPane):
         self.border_title = "IOMMU (VT-d)" if which == "iommu" else "NIC"
 
     def content(self, frame: Frame):
-        return frame.iommu if self.which == "iommu" else frame.nic
+        return (frame.iommu if self.which == "iommu" else frame.nic, self._followed(frame))
+
+    def _followed(self, frame: Frame | None):
+        """The row key (RID or VF name) of the followed packet's function,
+        and the line saying what the IOMMU did with its buffer."""
+        fv = frame.follow if frame is not None else None
+        if fv is None or fv.pkt is None:
+            return None
+        if self.which == "iommu":
+            if not fv.rid:
+                return None
+            if fv.fault:
+                line = f"{FOLLOW_GLYPH} frame #{fv.pkt}: blocked — {fv.fault}"
+            elif fv.hpa is not None and fv.gpa is not None:
+                how = "IOTLB hit" if fv.iotlb_hit else "IOTLB miss, page walk"
+                line = f"{FOLLOW_GLYPH} frame #{fv.pkt}: {fv.rid} GPA 0x{fv.gpa:x} → HPA 0x{fv.hpa:x} ({how})"
+            else:
+                line = f"{FOLLOW_GLYPH} frame #{fv.pkt}: {fv.rid}, not translated yet"
+            return fv.rid, line
+        return (fv.vf, f"{FOLLOW_GLYPH} frame #{fv.pkt} went through {fv.vf} ({fv.rid})") if fv.vf else None
 
     def render(self):
         f = self.frame
@@ -32,8 +51,17 @@ class TablePane(TitledPane):
         self.border_title = tv.title
         if tv.idle_reason:
             return Text(tv.idle_reason, style="italic grey62")
+        followed = self._followed(f)
+        rows = list(tv.rows)
+        marked = -1
+        if followed is not None:
+            for i, row in enumerate(rows):
+                if row[0] == followed[0]:
+                    rows[i] = (f"{FOLLOW_GLYPH}{row[0]}",) + tuple(row[1:])
+                    marked = i
+                    break
         width = max(20, self.size.width)
-        widths = [max([len(c)] + [len(r[k]) for r in tv.rows]) for k, c in enumerate(tv.columns)]
+        widths = [max([len(c)] + [len(r[k]) for r in rows]) for k, c in enumerate(tv.columns)]
         parts: list = []
         for group in pack_columns(widths, width):
             if parts:
@@ -42,12 +70,13 @@ class TablePane(TitledPane):
                           collapse_padding=True)
             for k in group:
                 table.add_column(tv.columns[k], no_wrap=True, min_width=widths[k])
-            for row in tv.rows:
-                table.add_row(*(row[k] for k in group))
+            for i, row in enumerate(rows):
+                table.add_row(*(row[k] for k in group), style="bold black on #d787ff" if i == marked else None)
             parts.append(table)
         from rich.console import Group
-        return Group(*parts, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
-                                    overflow="fold") for line in tv.lines))
+        extra = [Text(followed[1], style="#d787ff", overflow="fold")] if followed is not None else []
+        return Group(*parts, *extra, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
+                                            overflow="fold") for line in tv.lines))
 
     def on_resize(self) -> None:
         self.refresh()

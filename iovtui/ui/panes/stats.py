@@ -7,9 +7,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from ...sim.driver import Frame, speed_label
-from .common import STAGE_MARKS, fmt_t as _fmt_t
+from .common import FOLLOW, FOLLOW_GLYPH, STAGE_MARKS, fmt_t as _fmt_t
 
-__all__ = ["HeaderBar", "PathStrip", "Narration", "StatsBar", "header_text"]
+__all__ = ["HeaderBar", "PathStrip", "Narration", "StatsBar", "FollowBar", "header_text"]
 
 
 class Bar(Widget):
@@ -100,6 +100,45 @@ class Narration(Bar):
         return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(ev.t)}  ", "grey62"), (ev.msg, ""))
 
 
+class FollowBar(Bar):
+    """While a packet is followed (``f``): where it is, what carries it, the
+    exits on its VM while it is in flight, and its newest step."""
+
+    @staticmethod
+    def build(frame: Frame) -> Text:
+        fv = frame.follow
+        if fv is None:
+            return Text("")
+        head = (f" {FOLLOW_GLYPH} ", FOLLOW)
+        sep = (" · ", "grey42")
+        if fv.pkt is None:
+            return Text.assemble(head, (" following: waiting for the next frame to appear", "#d787ff"),
+                                 sep, ("f stops", "grey62"))
+        parts: list = [head, (f" frame #{fv.pkt} ", "bold #d787ff"), (f"→ {fv.vm}", "#d787ff")]
+        if fv.state == "delivered":
+            lat = f" in {_fmt_t(fv.latency_ns)}" if fv.latency_ns is not None else ""
+            parts += [sep, (f"✓ delivered{lat}", "bold #87d787")]
+        elif fv.state == "dropped":
+            parts += [sep, (f"✗ dropped: {fv.drop_reason}", "bold #ff875f")]
+        elif fv.stage:
+            parts += [sep, (f"{STAGE_MARKS[fv.stage]} {frame.stages[fv.stage - 1]}", "bold")]
+        if fv.desc is not None:
+            parts += [sep, (f"{fv.queue} desc {fv.desc}", "")]
+        if fv.gpa is not None:
+            parts += [sep, (f"GPA 0x{fv.gpa:x}" + (f" → HPA 0x{fv.hpa:x}" if fv.hpa is not None else ""), "")]
+        if fv.vf:
+            parts += [sep, (f"{fv.vf} {fv.rid}", "")]
+        parts += [sep, (f"{fv.exit_count} exit{'s' if fv.exit_count != 1 else ''} on {fv.vm} on its way", "")]
+        done = fv.state in ("delivered", "dropped")
+        parts += [sep, ("f: follow the next frame" if done else "f stops", "grey62")]
+        t = Text.assemble(*parts)
+        if fv.journey and not done:
+            _t, stage, msg = fv.journey[-1]
+            mark = STAGE_MARKS[stage] if 0 < stage < len(STAGE_MARKS) else "·"
+            t.append_text(Text.assemble(("\n   ", ""), (f"{mark} ", "bold #d787ff"), (msg, "grey70")))
+        return t
+
+
 class StatsBar(Bar):
     @staticmethod
     def build(frame: Frame) -> Text:
@@ -125,6 +164,9 @@ def header_text(frame: Frame, preset: str, compact: bool | str = False) -> Text:
     state = ("▶ running", "bold #87d787") if frame.running else ("‖ paused", "bold #ffd75f")
     if frame.complete:
         state = ("■ complete", "bold #87afd7")
+    if frame.predict:
+        right, asked = frame.score
+        state = (f"{state[0]} · ? predict {right}/{asked}", state[1])
     if compact:
         # the run state first, so it is never the part a narrow terminal loses;
         # if it still does not fit, the run's identity goes on a second line

@@ -1,0 +1,252 @@
+"""Follow a packet (``f``) and predict-then-reveal (``g``): headless through
+the Driver, and in the app through Pilot."""
+
+from __future__ import annotations
+
+import pytest
+
+from iovtui.sim.driver import Driver
+from iovtui.sim.packet import parse_frame
+from iovtui.sim.preset import load_preset
+from iovtui.sim.trace import ListSink
+from iovtui.sim.world import Simulation
+from iovtui.ui.app import create_app
+
+
+def make_driver(preset: str, tech: str, seed: int = 1) -> Driver:
+    p = load_preset(preset)
+    return Driver(lambda tr: Simulation(p, tech, seed=seed, packets=10**9, trace=tr))
+
+
+def follow_one(d: Driver, max_steps: int = 3000):
+    d.follow(True)
+    for _ in range(max_steps):
+        d.step()
+        v = d.follower.view()
+        if v.state in ("delivered", "dropped"):
+            return v
+    raise AssertionError("the followed frame never arrived")
+
+
+# -- follow ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tech", ["emulation", "virtio", "sriov"])
+def test_followed_frame_is_tracked_to_its_buffer(tech):
+    d = make_driver("steady-stream", tech)
+    for _ in range(40):                        # start mid-run, not at the first frame
+        d.step()
+    seen_before = d.follower.max_seen
+    listing = ListSink()
+    d.trace.add_sink(listing)
+    v = follow_one(d)
+    assert v.pkt is not None and v.pkt > seen_before and v.state == "delivered" and v.vm == "vm0"
+    assert v.queue == "rx" and v.desc is not None and v.gpa is not None
+    # the highlighted buffer really holds that frame: read it back from guest RAM
+    vm = d.sim.vms[0]
+    hdr = 12 if tech == "virtio" else 0
+    frame = parse_frame(bytes(vm.mem.read(v.gpa + hdr, 1514)))
+    assert frame["dst"] == vm.mac and frame["seq"] == v.pkt
+    # every highlighted exit is an exit on its VM, between its arrival and its delivery
+    evs = {e.seq: e for e in listing.events}
+    first = min(e.t for e in listing.events if e.data.get("pkt") == v.pkt)
+    done = next(e.t for e in listing.events if e.kind == "deliver" and e.data.get("pkt") == v.pkt)
+    assert v.exit_count == len(v.exits)          # (mid-run, NAPI may take it in with no exit at all)
+    for s in v.exits:
+        e = evs[s]
+        assert e.kind == "exit" and e.vm == v.vm and first <= e.t <= done
+    # the journey names it, stage by stage, ending in its delivery
+    assert v.journey[-1][2].startswith("vm0's stack receives frame #%d" % v.pkt)
+    assert [s for _t, s, _m in v.journey if s][:1] == [2]
+
+
+@pytest.mark.parametrize("tech,least", [("emulation", 5), ("virtio", 2), ("sriov", 2)])
+def test_an_isolated_frame_shows_the_exits_that_brought_it_in(tech, least):
+    # the first frame of a run arrives alone: its interrupt, EOI (and e1000's
+    # register accesses) are the exits on its way
+    v = follow_one(make_driver("steady-stream", tech))
+    assert v.exit_count >= least and len(v.exits) == v.exit_count
+
+
+def test_follow_under_sriov_shows_its_vf_and_iommu_translation():
+    d = make_driver("steady-stream", "sriov")
+    v = follow_one(d)
+    vm = d.sim.vms[0]
+    assert v.vf == "VF0" and v.rid == "02:10.0"
+    assert v.hpa == vm.mem.hpa_base + v.gpa             # the IOMMU's answer for this VM's domain
+    assert v.iotlb_hit is not None
+
+
+def test_follow_with_posted_interrupts_sees_no_exit_on_its_way():
+    d = make_driver("posted-interrupts", "sriov")
+    v = follow_one(d)
+    assert v.state == "delivered" and v.exit_count == 0 and v.exits == ()
+
+
+def test_follow_a_frame_the_iommu_blocks():
+    d = make_driver("rogue-dma", "sriov")
+    for _ in range(60):
+        v = follow_one(d)
+        if v.state == "dropped":
+            break
+    else:
+        raise AssertionError("no followed frame was blocked in 60 tries on rogue-dma")
+    assert v.fault.startswith("DMAR: [DMA Write NO_PASID] Request device [02:10.0]")
+    assert "IOMMU blocked" in v.drop_reason and v.hpa is None
+
+
+def test_follow_survives_step_back_identically():
+    d = make_driver("steady-stream", "virtio")
+    d.follow(True)
+    for _ in range(12):
+        d.step()
+    a = d.follower.view()
+    d.step()
+    d.step_back()
+    assert d.follower.view() == a
+    d.follow(False)
+    assert d.publish().follow is None
+
+
+# -- predict-then-reveal ------------------------------------------------------------------------
+
+def ask_all(preset: str, tech: str, steps: int = 500, answer=lambda q: q.answer):
+    d = make_driver(preset, tech)
+    d.set_predict(True)
+    frames = []
+    d.subscribe(frames.append)
+    asked = []
+    for _ in range(steps):
+        d.step()
+        q = d.question
+        if q is None:
+            continue
+        shown = frames[-1]                               # what the screen shows while asking
+        assert shown.question is q and not shown.running
+        before = shown.events_run
+        r = d.answer(answer(q))
+        after = frames[-1]                               # the reveal
+        assert after.events_run == before + 1            # it runs exactly the step asked about
+        assert after.question is None and after.reveal is r
+        asked.append((q, r, shown, after))
+    return d, asked
+
+
+@pytest.mark.parametrize("preset,tech,kinds", [
+    ("steady-stream", "emulation", {"switch", "register", "interrupt"}),
+    ("steady-stream", "virtio", {"switch", "notify", "interrupt", "kick"}),
+    ("steady-stream", "sriov", {"switch", "iommu", "interrupt"}),
+])
+def test_questions_are_asked_before_and_answered_by_the_model(preset, tech, kinds):
+    d, asked = ask_all(preset, tech)
+    assert kinds <= {q.kind for q, *_ in asked}
+    for q, r, shown, after in asked:
+        assert r.right and r.chosen == q.answer
+        # the state shown while asking is one action before (checked in ask_all); the
+        # explanation is what that action did, seen in the reveal's new events
+        new_msgs = {e.msg for e in after.events}
+        for line in q.explanation:
+            assert line in new_msgs
+    assert d.quiz.score == (len(asked), len(asked))
+
+
+def test_answers_follow_the_mechanics():
+    # posted interrupts: the interrupt question's answer is "no exit"
+    _d, asked = ask_all("posted-interrupts", "sriov", steps=300)
+    irq = [q for q, *_ in asked if q.kind == "interrupt"]
+    assert irq and all(q.choice_text(q.answer).startswith("no exit") for q in irq)
+    # the rogue VF's DMA: some IOMMU question is answered with the fault
+    _d, asked = ask_all("rogue-dma", "sriov", steps=1500)
+    iommu = {q.choice_text(q.answer).split(" ")[0] for q, *_ in asked if q.kind == "iommu"}
+    assert "blocks" in iommu
+    # emulated registers exit to QEMU in userspace
+    _d, asked = ask_all("steady-stream", "emulation", steps=200)
+    reg = [q for q, *_ in asked if q.kind == "register"]
+    assert reg and all("userspace" in q.choice_text(q.answer) for q in reg)
+
+
+def test_wrong_answers_count_and_asking_changes_nothing_in_the_run():
+    def wrong(q):
+        return next(k for k, _t in q.choices if k != q.answer)
+    d, asked = ask_all("steady-stream", "virtio", steps=300, answer=wrong)
+    assert asked and d.quiz.score == (0, len(asked)) and not any(r.right for _q, r, *_ in asked)
+    # the same number of engine actions without predict mode gives the same state
+    plain = make_driver("steady-stream", "virtio")
+    eng = plain.sim.engine
+    while eng.events_run < d.sim.engine.events_run:
+        eng.step()
+    assert plain.sim.summary() == d.sim.summary()
+
+
+def test_running_in_predict_mode_stops_before_a_question():
+    d = make_driver("steady-stream", "sriov")
+    d.set_predict(True)
+    d.running = True
+    d._run_predicting(10**9)
+    assert d.question is not None and not d.running
+    n = d.sim.engine.events_run
+    d.resume()                                # refused until answered
+    assert not d.running and d.sim.engine.events_run == n
+    d.answer(None)                            # skipped: the step runs, ungraded
+    assert d.question is None and d.quiz.score == (0, 0) and d.sim.engine.events_run == n + 1
+
+
+# -- in the app -------------------------------------------------------------------------------------
+
+async def test_f_marks_the_packet_in_every_pane():
+    app = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
+    async with app.run_test(size=(140, 44)) as pilot:
+        assert not app.w_follow.display
+        await pilot.press("f")
+        await pilot.pause()
+        assert app.w_follow.display and "waiting for the next frame" in app.w_follow.text.plain
+        for _ in range(8):
+            await pilot.press("n")
+        await pilot.pause()
+        fv = app._applied.follow
+        assert fv.pkt is not None
+        assert f"frame #{fv.pkt}" in app.w_follow.text.plain
+        ram = "\n".join(app.w_ram.render_line(y).text for y in range(app.w_ram.size.height))
+        ring = "\n".join(app.w_ring.render_line(y).text for y in range(app.w_ring.size.height))
+        assert "◆" in ram and f"frame #{fv.pkt}'s buffer" in ram
+        assert f"◆ frame #{fv.pkt} · descriptor {fv.desc}" in ring
+        nic = app.w_nic.render()
+        iommu = app.w_iommu.render()
+        from rich.console import Console
+        c = Console(width=80, record=True)
+        c.print(nic)
+        c.print(iommu)
+        out = c.export_text()
+        assert "◆VF0" in out and "◆02:10.0" in out and f"◆ frame #{fv.pkt}: 02:10.0 GPA" in out
+        # f again: a frame still in flight stops being followed; a finished one gives way to the next
+        done = fv.state in ("delivered", "dropped")
+        await pilot.press("f")
+        await pilot.pause()
+        after = app._applied.follow
+        assert (after is not None and after.pkt is None) if done else after is None
+        assert app.w_follow.display == done
+
+
+async def test_g_asks_then_reveals_and_keeps_score():
+    from iovtui.ui.screens import QuestionScreen
+    app = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("g")
+        for _ in range(40):
+            await pilot.press("n")
+            await pilot.pause()
+            if isinstance(app.screen, QuestionScreen):
+                break
+        scr = app.screen
+        assert isinstance(scr, QuestionScreen)
+        q = scr.question
+        ran = app.driver.sim.engine.events_run
+        await pilot.press(q.answer)
+        await pilot.pause()
+        assert scr.reveal is not None and scr.reveal.right
+        assert app.driver.sim.engine.events_run == ran + 1
+        text = str(scr.query_one("#question-text").render())
+        assert "Right" in text and q.explanation[0][:30] in text
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, QuestionScreen)
+        assert "predict 1/1" in app.w_header.render().plain
