@@ -51,13 +51,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="iovtui", description="How a packet reaches a VM: device emulation, virtio, SR-IOV.")
-    p.add_argument("--version", action="version", version=f"iovtui {__version__}")
+def _add_app_options(p: argparse.ArgumentParser) -> None:
+    """The app's options: the bare `iovtui` command and `serve` share them."""
     p.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
     p.add_argument("--technique", default="virtio", help="emulation | virtio | sriov (default virtio)")
     p.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
     p.add_argument("--speed", type=_speed, default=1.0, help="×1 = 1 µs of virtual time per wall-clock ms")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="iovtui", description="How a packet reaches a VM: device emulation, virtio, SR-IOV.")
+    p.add_argument("--version", action="version", version=f"iovtui {__version__}")
+    _add_app_options(p)
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a preset headless and print the results")
@@ -85,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="list presets, or validate a preset file")
     pr.add_argument("--validate", metavar="FILE", help="check a preset file and exit")
+
+    sv = sub.add_parser("serve", help="serve the app in a web browser (needs iovtui[serve])")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    sv.add_argument("--port", type=_int_range(1, 65535, "port"), default=8000, help="TCP port (default 8000)")
+    sv.add_argument("--public-url", metavar="URL", default=None,
+                    help="the address browsers use to reach the server (default http://HOST:PORT)")
+    _add_app_options(sv)
     return p
 
 
@@ -396,6 +408,24 @@ def cmd_app(args: argparse.Namespace) -> int:
     return getattr(app, "return_code", 0) or 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    _load(args.preset)
+    tech = _check_technique(args.technique)
+    from . import serve as srv
+
+    try:
+        import textual_serve.server  # noqa: F401  (the optional extra)
+    except ModuleNotFoundError:
+        raise CliError(srv.INSTALL_HINT) from None
+    cmd = srv.app_command(args.preset, tech, args.seed, args.speed)
+    try:
+        rc = srv.serve(cmd, args.host, args.port, args.public_url)
+    except OSError as e:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    print("iovtui: server stopped", file=sys.stderr)
+    return rc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -408,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "replay":
             return cmd_replay(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         return cmd_app(args)
     except CliError as e:
         print(f"iovtui: error: {e}", file=sys.stderr)

@@ -1,0 +1,76 @@
+"""`iovtui serve`: the app in a web browser, through textual-serve.
+
+textual-serve runs a small aiohttp server; every browser tab that connects
+gets its own app process, started from a shell command.  That command is this
+same Python running ``-m iovtui`` with the app options given to ``serve``, so
+the served app is exactly the one ``iovtui`` starts in a terminal.
+
+textual-serve is an optional extra (``pip install 'iovtui[serve]'``); it is
+imported only here, only when ``serve`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+INSTALL_HINT = "textual-serve is not installed; install it with: pip install 'iovtui[serve]'"
+
+
+def app_command(preset: str, technique: str, seed: int, speed: float,
+                python: str | None = None) -> str:
+    """The shell command textual-serve runs for each browser session."""
+    if Path(preset).is_file():      # a preset file: the server may be asked from anywhere
+        preset = str(Path(preset).resolve())
+    argv = [python or sys.executable, "-m", "iovtui", "--preset", preset, "--technique", technique,
+            "--seed", str(seed), "--speed", repr(speed)]
+    return _join(argv)
+
+
+def _join(argv: Sequence[str]) -> str:
+    if os.name == "nt":  # pragma: no cover - cmd.exe quoting
+        return subprocess.list2cmdline(list(argv))
+    return shlex.join(argv)
+
+
+def public_url(host: str, port: int) -> str:
+    """The address to open: a wildcard bind is reached through loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def serve(command: str, host: str, port: int, url: str | None = None) -> int:
+    """Serve ``command`` until Ctrl-C (or SIGTERM).  Returns the exit status.
+
+    Raises ModuleNotFoundError (name ``textual_serve``) when the extra is
+    missing and OSError when the address cannot be bound.
+    """
+    from textual_serve.server import Server
+
+    url = url or public_url(host, port)
+
+    class _Server(Server):
+        def on_startup_message(self) -> None:
+            print(f"iovtui: serving on {url} — open it in a browser; Ctrl-C stops the server", flush=True)
+
+        async def on_startup(self, app) -> None:  # replaces textual-serve's banner
+            self.on_startup_message()
+
+    server = _Server(command, host=host, port=port, title="iovtui", public_url=url)
+    # textual-serve asks asyncio for the current loop; give it a fresh one
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        server.serve()
+    finally:
+        asyncio.set_event_loop(None)
+        if not loop.is_closed():
+            loop.close()
+    return 0
