@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--public-url", metavar="URL", default=None,
                     help="the address browsers use to reach the server (default http://HOST:PORT)")
     _add_app_options(sv)
+
+    b = sub.add_parser("bench", help="measure speed, first frame, CPU and memory against their aims")
+    b.add_argument("--quick", action="store_true", help="small runs: seconds, not minutes (figures are rough)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -426,6 +430,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    try:
+        return bench.main(quick=args.quick, as_json=args.json)
+    except bench.BenchError as e:   # not bad input: a measurement failed
+        print(f"iovtui: bench failed: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -440,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         return cmd_app(args)
     except CliError as e:
         print(f"iovtui: error: {e}", file=sys.stderr)

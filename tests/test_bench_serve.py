@@ -1,5 +1,6 @@
-"""`iovtui serve` (browser, through textual-serve)."""
+"""`iovtui serve` (browser, through textual-serve) and `iovtui bench`."""
 
+import json
 import os
 import signal
 import socket
@@ -106,3 +107,64 @@ def test_serve_without_textual_serve_says_how_to_install(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "pip install 'iovtui[serve]'" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def _positive_numbers(d, path=""):
+    """Every number in ``d`` (except the listed ones) is positive; yields (path, value)."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _positive_numbers(v, f"{path}{k}.")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                if isinstance(x, dict):
+                    yield from _positive_numbers(x, f"{path}{k}[{i}].")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield f"{path}{k}", v
+
+
+def test_bench_quick_json_has_every_section():
+    p = run_cli("bench", "--quick", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert {"machine", "headless", "engine", "first_frame", "cpu", "memory"} <= set(d)
+    assert d["quick"] is True
+    assert {"cpu", "cores", "python", "os"} <= set(d["machine"])
+    variants = [r["variant"] for r in d["headless"]["results"]]
+    assert variants == ["emulation", "virtio", "virtio+vhost", "sriov", "sriov+posted"]
+    for r in d["headless"]["results"]:
+        assert {"packets_per_s", "delivered", "exits_per_packet"} <= set(r)
+    assert {"engine_events_per_s", "heapq_events_per_s", "engine_vs_heapq"} <= set(d["engine"])
+    assert {"iovtui_ms", "bare_ms", "ratio", "aim_ratio", "meets_aim"} <= set(d["first_frame"])
+    assert {"paused_percent", "running_percent", "aim_paused_percent", "aim_running_percent"} <= set(d["cpu"])
+    assert len(d["memory"]["runs"]) == 2
+    assert all({"packets", "peak_rss_mib", "wall_s"} <= set(r) for r in d["memory"]["runs"])
+    for section in ("headless", "first_frame", "cpu", "memory"):
+        assert isinstance(d[section]["meets_aim"], bool)
+    may_be_zero = {"cpu.paused_percent", "headless.results[4].exits_per_packet"}   # posted: no exits
+    for path, v in _positive_numbers({k: d[k] for k in ("headless", "engine", "first_frame", "cpu", "memory")}):
+        if path == "memory.growth_percent":       # either sign
+            continue
+        assert v >= 0 if path in may_be_zero else v > 0, (path, v)
+
+
+def test_bench_ctrl_c_is_one_line_exit_130():
+    p = subprocess.Popen([sys.executable, "-m", "iovtui", "bench", "--quick"], cwd=ROOT, env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        _stop(p)
+    assert p.returncode == 130, (p.returncode, err)
+    assert "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_bench_headless_sections_never_import_textual():
+    code = ("import sys, iovtui.bench as b\n"
+            "h = b.headless(300, 1); e = b.engine(2000, 1)\n"
+            "assert len(h['results']) == 5 and e['events'] == 2000\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]\n"
+            "sys.exit(1 if bad else 0)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr

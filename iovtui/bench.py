@@ -1,0 +1,525 @@
+"""`iovtui bench`: the project's performance aims, measured in one run.
+
+Five sections, each printed next to its aim:
+
+- **headless** — packets/s of the model per technique variant on the
+  line-rate preset (1514-byte frames at line rate), tracing off, exactly as
+  `iovtui run` runs it; best of R runs.
+- **engine** — events/s of `sim.engine.Engine` against a bare `heapq` loop
+  doing the same schedule/pop work (64 chains of events, each scheduling the
+  next), so the engine's own overhead is visible.
+- **first frame** — wall time from starting a Python process to the end of the
+  app's first screen refresh (headless, 120×40; for iovtui that refresh shows
+  the first Frame), against a bare Textual app with five bordered panes, a
+  header line and a footer, measured the same way. Each run is a fresh process
+  so imports count.
+- **cpu** — process CPU time over wall time (1.0 = one core) of the app paused,
+  and running at ×1, in a fresh process each.
+- **memory** — peak RSS of `iovtui run` (virtio with vhost, line rate) for a
+  short and a ten-times-longer run in separate processes, each reporting its
+  own high-water mark (VmHWM on Linux, else ``ru_maxrss``): flat memory means
+  the long run peaks where the short one does.
+
+Textual is imported only in the child processes that measure the app (run as
+``python -m iovtui.bench --worker ...``), never by the headless sections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+#: the aims the project set itself
+AIM_PPS = 150_000            # virtio, 1500-byte packets
+AIM_FIRST_FRAME_RATIO = 1.3  # × a bare Textual app
+AIM_CPU_PAUSED = 1.0         # % of a core
+AIM_CPU_RUNNING = 30.0       # % of a core at ×1
+AIM_MEMORY_GROWTH = 0.10     # long run's peak RSS within 10 % of the short run's
+
+
+class BenchError(Exception):
+    """A measurement could not be made: the message is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    packets: int           # headless packets per run
+    repeat: int            # headless runs per variant (best kept)
+    events: int            # engine events per run
+    frames: int            # first-frame processes per app (best kept)
+    cpu_seconds: float     # wall seconds of CPU sampling per state
+    memory_packets: tuple[int, int]
+
+
+FULL = Settings(packets=100_000, repeat=3, events=2_000_000, frames=5, cpu_seconds=5.0,
+                memory_packets=(10_000, 100_000))
+QUICK = Settings(packets=5_000, repeat=1, events=200_000, frames=2, cpu_seconds=1.5,
+                 memory_packets=(1_000, 10_000))
+
+
+# -- headless packets per second ---------------------------------------------------
+def headless_cases(preset_name: str = "line-rate") -> Iterator[tuple[str, Any, str]]:
+    """(label, preset, technique) for each built variant, as `compare` runs them."""
+    from .cli import COMPARE_VARIANTS
+    from .sim.paths import available
+    from .sim.preset import load_preset
+
+    base = load_preset(preset_name)
+    for label, tech, opts in COMPARE_VARIANTS:
+        if tech in available():
+            yield label, (base.with_options(**opts) if opts else base), tech
+
+
+VARIANT_NAMES = {"emulation": "emulation (e1000)", "virtio": "virtio (vhost off)",
+                 "virtio+vhost": "virtio (vhost on)", "sriov": "SR-IOV (posted off)",
+                 "sriov+posted": "SR-IOV (posted on)"}
+
+
+def measure_headless(preset, technique: str, packets: int, repeat: int) -> tuple[float, dict]:
+    """Best packets/s over ``repeat`` runs, and the last run's summary."""
+    from .sim.world import Simulation
+
+    best = 0.0
+    summary: dict = {}
+    for _ in range(repeat):
+        sim = Simulation(preset, technique, seed=1, packets=packets)
+        t0 = time.perf_counter()
+        sim.run()
+        dt = time.perf_counter() - t0
+        best = max(best, sim.metrics.offered / dt)
+        summary = sim.summary()
+    return best, summary
+
+
+def headless(packets: int, repeat: int) -> dict[str, Any]:
+    rows = []
+    for label, preset, tech in headless_cases():
+        pps, s = measure_headless(preset, tech, packets, repeat)
+        rows.append({"variant": label, "name": VARIANT_NAMES.get(label, label), "technique": tech,
+                     "packets_per_s": round(pps, 1),
+                     "delivered": s["packets"]["delivered"], "exits_per_packet": s["exits"]["per_packet"]})
+    virtio = [r["packets_per_s"] for r in rows if r["technique"] == "virtio"]
+    return {"preset": "line-rate", "packet_bytes": 1514, "packets": packets, "repeat": repeat,
+            "results": rows, "aim_virtio_packets_per_s": AIM_PPS,
+            "meets_aim": bool(virtio) and max(virtio) >= AIM_PPS}
+
+
+# -- engine against a bare heap ------------------------------------------------------
+_CHAINS = 64
+
+
+def _delays() -> list[int]:
+    import random
+
+    r = random.Random(7)
+    return [r.randrange(1, 2000) for _ in range(1024)]
+
+
+def engine_events_per_s(n: int) -> float:
+    from .sim.engine import Engine
+
+    eng = Engine(seed=1)
+    delays = _delays()
+    after = eng.after
+
+    def tick(i: int) -> None:
+        j = i + _CHAINS
+        if j < n:
+            after(delays[j & 1023], tick, j)
+
+    for i in range(min(_CHAINS, n)):
+        eng.at(delays[i], tick, i)
+    t0 = time.perf_counter()
+    ran = eng.run()
+    dt = time.perf_counter() - t0
+    assert ran == n, (ran, n)
+    return n / dt
+
+
+def heapq_events_per_s(n: int) -> float:
+    """The same work with nothing but heapq: push (time, seq, action, args), pop, call."""
+    import heapq
+
+    heap: list = []
+    push, pop = heapq.heappush, heapq.heappop
+    delays = _delays()
+    state = [0, 0]  # now, seq
+
+    def tick(i: int) -> None:
+        j = i + _CHAINS
+        if j < n:
+            state[1] += 1
+            push(heap, (state[0] + delays[j & 1023], state[1], tick, (j,)))
+
+    for i in range(min(_CHAINS, n)):
+        state[1] += 1
+        push(heap, (delays[i], state[1], tick, (i,)))
+    t0 = time.perf_counter()
+    ran = 0
+    while heap:
+        t, _s, action, args = pop(heap)
+        state[0] = t
+        action(*args)
+        ran += 1
+    dt = time.perf_counter() - t0
+    assert ran == n, (ran, n)
+    return n / dt
+
+
+def engine(n: int, repeat: int) -> dict[str, Any]:
+    e = max(engine_events_per_s(n) for _ in range(repeat))
+    h = max(heapq_events_per_s(n) for _ in range(repeat))
+    return {"events": n, "repeat": repeat, "engine_events_per_s": round(e, 1),
+            "heapq_events_per_s": round(h, 1), "engine_vs_heapq": round(e / h, 3)}
+
+
+# -- child processes ---------------------------------------------------------------------
+def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[str, float]:
+    """Run ``python -m iovtui.bench --worker ARGS`` (or ``python ARGS`` when
+    ``args[0] == '-m'``); returns (stdout, wall seconds).  With ``first_line``
+    the wall time ends when the first line arrives.  The child is killed if
+    we are interrupted."""
+    argv = [sys.executable] + (args if args[0] == "-m" else ["-m", "iovtui.bench", "--worker", *args])
+    env = dict(os.environ)
+    env.pop("TEXTUAL", None)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         stdin=subprocess.DEVNULL)
+    try:
+        t_line = None
+        if first_line:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            t_line = time.perf_counter() - t0
+            rest, err = p.communicate(timeout=timeout)
+            out = line + rest
+        else:
+            out, err = p.communicate(timeout=timeout)
+        wall = time.perf_counter() - t0
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise BenchError(f"{' '.join(args)}: no answer in {timeout:g} s") from None
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if p.returncode in (-2, 130):           # the child saw the Ctrl-C first
+        raise KeyboardInterrupt
+    if p.returncode != 0:
+        last = (err.strip().splitlines() or ["(no output)"])[-1]
+        raise BenchError(f"{' '.join(args)} failed (status {p.returncode}): {last}")
+    return out, (t_line if t_line is not None else wall)
+
+
+def _json_line(out: str) -> dict:
+    for line in out.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise BenchError(f"no result in child output: {out[:200]!r}")
+
+
+def first_frame(runs: int) -> dict[str, Any]:
+    totals: dict[str, list[float]] = {"iovtui": [], "bare": []}
+    inner: dict[str, list[float]] = {"iovtui": [], "bare": []}
+    for _ in range(runs):                     # alternate, so drift hits both alike
+        for which in ("bare", "iovtui"):
+            out, t = _child(["first-frame", which], timeout=60, first_line=True)
+            totals[which].append(t)
+            inner[which].append(_json_line(out)["app_s"])
+    o, b = min(totals["iovtui"]), min(totals["bare"])
+    oi, bi = min(inner["iovtui"]), min(inner["bare"])
+    return {"runs": runs, "size": "120x40",
+            "iovtui_ms": round(o * 1000, 1), "bare_ms": round(b * 1000, 1), "ratio": round(o / b, 3),
+            "iovtui_app_ms": round(oi * 1000, 1), "bare_app_ms": round(bi * 1000, 1),
+            "app_ratio": round(oi / bi, 3),
+            "aim_ratio": AIM_FIRST_FRAME_RATIO, "meets_aim": o / b <= AIM_FIRST_FRAME_RATIO}
+
+
+def cpu(seconds: float) -> dict[str, Any]:
+    res = {}
+    for state in ("paused", "running"):
+        out, _ = _child(["cpu", state, repr(seconds)], timeout=60 + 2 * seconds)
+        res[state] = _json_line(out)
+    paused, running = 100 * res["paused"]["cpu"], 100 * res["running"]["cpu"]
+    return {"seconds": seconds, "preset": "steady-stream", "technique": "virtio", "speed": 1.0,
+            "paused_percent": round(paused, 2), "running_percent": round(running, 2),
+            "frames_running": res["running"]["frames"],
+            "aim_paused_percent": AIM_CPU_PAUSED, "aim_running_percent": AIM_CPU_RUNNING,
+            "meets_aim": paused < AIM_CPU_PAUSED and running <= AIM_CPU_RUNNING}
+
+
+def memory(packets: tuple[int, int]) -> dict[str, Any]:
+    runs = [rss_run(n) for n in packets]
+    short, long_ = runs[0]["peak_rss_mib"], runs[-1]["peak_rss_mib"]
+    growth = (long_ - short) / short
+    return {"preset": "line-rate", "variant": "virtio+vhost", "runs": runs,
+            "growth_percent": round(100 * growth, 2),
+            "aim_growth_percent": 100 * AIM_MEMORY_GROWTH, "meets_aim": growth <= AIM_MEMORY_GROWTH}
+
+
+def rss_run(packets: int) -> dict[str, Any]:
+    """`iovtui run --packets N` (line-rate, virtio with vhost) in a fresh
+    process: its wall time and peak RSS.
+
+    The child reports its own peak: VmHWM from /proc/self/status on Linux
+    (the high-water mark of this process image), else ru_maxrss.  The
+    kernel's ru_maxrss for a child is not used on Linux because it carries
+    over the parent's high-water mark from the fork/exec that started it.
+    """
+    out, wall = _child(["rss", str(packets)], timeout=3600)
+    d = _json_line(out)
+    return {"packets": packets, "delivered": d["delivered"], "wall_s": round(wall, 2),
+            "peak_rss_mib": round(d["peak_rss_kib"] / 1024, 1), "source": d["source"]}
+
+
+# -- the machine -----------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram = None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    ram = round(int(line.split()[1]) / (1024 * 1024), 1)
+                    break
+    except OSError:
+        pass
+    os_name = platform.platform(terse=True)
+    try:
+        os_name = platform.freedesktop_os_release().get("PRETTY_NAME", os_name)
+    except (OSError, AttributeError):
+        pass
+    return {"cpu": cpu_model, "cores": os.cpu_count(), "ram_gib": ram,
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "os": f"{os_name} ({platform.system()} {platform.machine()})",
+            "date": time.strftime("%Y-%m-%d")}
+
+
+# -- the run ---------------------------------------------------------------------------
+def _progress(msg: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + msg)
+        sys.stderr.flush()
+
+
+def run(quick: bool = False, progress: Callable[[str], None] = _progress) -> dict[str, Any]:
+    st = QUICK if quick else FULL
+    res: dict[str, Any] = {"quick": quick, "machine": machine()}
+    progress(f"headless: {st.packets:,} packets × {st.repeat} per variant …")
+    res["headless"] = headless(st.packets, st.repeat)
+    progress(f"engine: {st.events:,} events …")
+    res["engine"] = engine(st.events, st.repeat)
+    progress(f"first frame: {st.frames} processes per app …")
+    res["first_frame"] = first_frame(st.frames)
+    progress(f"CPU: {st.cpu_seconds:g} s paused, {st.cpu_seconds:g} s running …")
+    res["cpu"] = cpu(st.cpu_seconds)
+    progress(f"memory: {' and '.join(f'{n:,}' for n in st.memory_packets)} packets …")
+    res["memory"] = memory(st.memory_packets)
+    progress("")
+    return res
+
+
+def _mark(ok: bool) -> str:
+    return "✓ met" if ok else "✗ not met"
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    out = [f"iovtui bench{' --quick' if r['quick'] else ''} · {m['date']} · {m['cpu']} · {m['cores']} cores"
+           f" · {m['ram_gib']} GiB · {m['python']} · {m['os']}", ""]
+    h = r["headless"]
+    out.append(f"headless · {h['preset']}, {h['packet_bytes']}-byte frames · {h['packets']:,} packets"
+               f" · best of {h['repeat']}")
+    out.append(f"  {'variant':<20} {'packets/s':>11} {'delivered':>11} {'exits/pkt':>10}")
+    for row in h["results"]:
+        out.append(f"  {row['name']:<20} {row['packets_per_s']:>11,.0f} {row['delivered']:>11,}"
+                   f" {row['exits_per_packet']:>10.3f}")
+    best = max((x["packets_per_s"] for x in h["results"] if x["technique"] == "virtio"), default=0)
+    out.append(f"  aim ≥ {h['aim_virtio_packets_per_s']:,} pkt/s on virtio (best {best:,.0f}) · {_mark(h['meets_aim'])}")
+    out.append("")
+    e = r["engine"]
+    out.append(f"engine · {e['events']:,} events in {_CHAINS} chains, each scheduling the next · best of {e['repeat']}")
+    out.append(f"  {'sim.engine':<14} {e['engine_events_per_s']:>11,.0f} events/s")
+    out.append(f"  {'bare heapq':<14} {e['heapq_events_per_s']:>11,.0f} events/s")
+    out.append(f"  the engine runs at {e['engine_vs_heapq']:.2f}× a bare heap loop")
+    out.append("")
+    f = r["first_frame"]
+    out.append(f"first frame · process start to first paint, headless {f['size'].replace('x', '×')}, best of {f['runs']}")
+    out.append(f"  {'iovtui':<14} {f['iovtui_ms']:>8,.0f} ms   (construct → paint {f['iovtui_app_ms']:,.0f} ms)")
+    out.append(f"  {'bare Textual':<14} {f['bare_ms']:>8,.0f} ms   (construct → paint {f['bare_app_ms']:,.0f} ms)")
+    out.append(f"  ratio {f['ratio']:.2f}× (construct → paint {f['app_ratio']:.2f}×) · aim ≤ {f['aim_ratio']}×"
+               f" · {_mark(f['meets_aim'])}")
+    out.append("")
+    c = r["cpu"]
+    out.append(f"CPU · {c['preset']}, {c['technique']}, {c['seconds']:g} s each · process CPU / wall (100 % = one core)")
+    out.append(f"  {'paused':<14} {c['paused_percent']:>7.1f} %   aim < {c['aim_paused_percent']:g} %")
+    out.append(f"  {'running ×1':<14} {c['running_percent']:>7.1f} %   aim ≤ {c['aim_running_percent']:g} %"
+               f"   ({c['frames_running']} frames applied)")
+    out.append(f"  {_mark(c['meets_aim'])}")
+    out.append("")
+    mm = r["memory"]
+    out.append(f"memory · peak RSS of `iovtui run` ({mm['preset']}, {mm['variant']}), separate processes")
+    for run_ in mm["runs"]:
+        out.append(f"  {run_['packets']:>9,} packets {run_['peak_rss_mib']:>8.1f} MiB   {run_['wall_s']:>6.2f} s")
+    out.append(f"  growth {mm['growth_percent']:+.1f} % · aim flat (≤ +{mm['aim_growth_percent']:g} %)"
+               f" · {_mark(mm['meets_aim'])}")
+    if r["quick"]:
+        out.append("")
+        out.append("(--quick: small runs, rough figures; run `iovtui bench` for the real ones)")
+    return "\n".join(out)
+
+
+def main(quick: bool = False, as_json: bool = False) -> int:
+    try:
+        res = run(quick)
+    finally:
+        _progress("")
+    if as_json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(render(res))
+    return 0
+
+
+# -- workers: the measurements that need Textual, each in a fresh process ----------------
+def _worker_first_frame(which: str) -> None:
+    t_start = time.perf_counter()
+    import asyncio
+
+    if which == "iovtui":
+        from iovtui.sim.preset import load_preset
+        from iovtui.ui.app import create_app
+
+        preset = load_preset("steady-stream")
+
+        def make():
+            return create_app(preset, "virtio")
+    elif which == "bare":
+        make = _bare_app_class()
+    else:
+        raise SystemExit(f"unknown app {which!r}")
+
+    async def measure() -> float:
+        # as benchmarks/bench_ui.py always measured: construct, then wait for
+        # the end of the first screen refresh
+        t0 = time.perf_counter()
+        app = make()
+        painted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def mark() -> None:
+            if not painted.done():
+                painted.set_result(time.perf_counter())
+
+        app.call_later(lambda: app.call_after_refresh(mark))
+        async with app.run_test(size=(120, 40)):
+            t1 = await painted
+            if hasattr(app, "frames_applied") and not app.frames_applied:
+                raise SystemExit("first paint without a frame")
+            print(json.dumps({"app_s": t1 - t0, "since_start_s": t1 - t_start}), flush=True)
+        return t1 - t0
+
+    asyncio.run(measure())
+
+
+def _bare_app_class():
+    from textual.app import App, ComposeResult
+    from textual.containers import Horizontal, Vertical
+    from textual.widgets import Footer, Static
+
+    class BareApp(App):
+        """Five bordered panes, a header and a footer (as benchmarks/bench_ui.py always had it)."""
+
+        CSS = "Static { border: round $primary; height: 1fr; width: 1fr; }"
+
+        def compose(self) -> ComposeResult:
+            yield Static("header", classes="h")
+            with Vertical():
+                with Horizontal():
+                    yield Static("ram")
+                    yield Static("ring")
+                with Horizontal():
+                    yield Static("exits")
+                    yield Static("iommu")
+                    yield Static("nic")
+            yield Footer()
+
+    return BareApp
+
+
+def _worker_cpu(state: str, seconds: float) -> None:
+    import asyncio
+
+    from iovtui.sim.preset import load_preset
+    from iovtui.ui.app import create_app
+
+    async def measure() -> None:
+        app = create_app(load_preset("steady-stream"), "virtio", start_paused=(state == "paused"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.5)
+            c0, w0 = time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            c1, w1 = time.process_time(), time.perf_counter()
+            frames = app.frames_applied
+        print(json.dumps({"cpu": (c1 - c0) / (w1 - w0), "frames": frames}), flush=True)
+
+    asyncio.run(measure())
+
+
+def _peak_rss_kib() -> tuple[float, str]:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]), "VmHWM"
+    except OSError:
+        pass
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (r / 1024 if sys.platform == "darwin" else float(r)), "ru_maxrss"
+
+
+def _worker_rss(packets: int) -> None:
+    import contextlib
+    import io
+
+    from iovtui.cli import main as cli_main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli_main(["run", "--preset", "line-rate", "--technique", "virtio", "--set", "virtio.vhost=true",
+                       "--packets", str(packets), "--json"])
+    if rc:
+        raise SystemExit(rc)
+    kib, source = _peak_rss_kib()
+    delivered = json.loads(buf.getvalue())["packets"]["delivered"]
+    print(json.dumps({"peak_rss_kib": kib, "source": source, "delivered": delivered}), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        if sys.argv[2] == "first-frame":
+            _worker_first_frame(sys.argv[3])
+        elif sys.argv[2] == "cpu":
+            _worker_cpu(sys.argv[3], float(sys.argv[4]))
+        elif sys.argv[2] == "rss":
+            _worker_rss(int(sys.argv[3]))
+        else:
+            raise SystemExit(f"unknown worker {sys.argv[2]!r}")
+    else:
+        raise SystemExit("use 'iovtui bench'")
