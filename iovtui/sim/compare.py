@@ -1,0 +1,240 @@
+"""Three techniques side by side, live: one :class:`CompareDriver` runs a
+Simulation per technique (device emulation, virtio, SR-IOV) from the same
+preset and seed, keeps them at the same virtual time in step with the wall
+clock, and publishes frozen :class:`CompareFrame` snapshots at a bounded rate
+(never per event).  While paused it awaits an ``asyncio.Event``: nothing spins.
+
+It reuses :class:`~iovtui.sim.driver.Driver` for everything that is not about
+one simulation: the speed table and ``faster``/``slower``, ``pause``/``resume``/
+``toggle`` (the wake event), subscribers, ``publish``, ``start``/``stop``.
+
+Clock: all running simulations share one virtual clock ``t_ns``.  A tick
+advances it in chunks; every chunk runs each simulation up to the same
+instant (``Engine.run_until``), so after any ``advance`` every simulation that
+is not complete stands at exactly ``t_ns``.  A tick stops early (at a chunk
+boundary, still in step) when its wall-clock or event budget is spent, so at
+high speeds the three fall behind the wall clock together instead of drifting
+apart.  Chunking never changes a run: events are ordered by (time, seq) alone.
+
+Step (decision): a step advances all three to the time of the earliest next
+event among them and runs every event due at that instant in each of them,
+so the columns interleave exactly as they would in real time and one step
+is usually one event in one column.  A simulation that is complete stays at
+the time it completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .driver import DEFAULT_SPEED_INDEX, Driver
+from .preset import Preset
+from .trace import RingSink, Trace
+from .world import Simulation
+
+__all__ = ["CompareDriver", "CompareFrame", "CompareColumn", "COMPARE_TECHNIQUES"]
+
+COMPARE_TECHNIQUES = ("emulation", "virtio", "sriov")
+
+
+@dataclass(frozen=True)
+class CompareColumn:
+    """One technique's state, frozen at one instant."""
+
+    technique: str
+    label: str                    # Technique.label(), e.g. "virtio (vhost off, event idx on)"
+    stages: tuple[str, ...]
+    stage: int                    # the path stage of the last trace event (0: none yet)
+    summary: dict[str, Any]       # Simulation.summary() (treat as read-only)
+    narration: str                # the last narrated event's message ("" before any)
+    narration_t: int | None       # its virtual time
+    last_kind: str                # its kind ("exit", "deliver", ...; "" before any)
+    complete: bool
+    t_ns: int                     # this simulation's clock (== the frame's unless complete)
+    events_run: int
+
+
+@dataclass(frozen=True)
+class CompareFrame:
+    """Everything the compare view draws, frozen at one instant."""
+
+    seq: int
+    t_ns: int
+    running: bool
+    speed: float
+    preset: str
+    seed: int
+    columns: tuple[CompareColumn, ...]
+    complete: bool
+    events_run: int
+
+
+class _Run:
+    """One technique's simulation with a one-event trace sink (the narration
+    line needs only the newest event; the sink keeps nothing else)."""
+
+    __slots__ = ("technique", "trace", "sink", "sim")
+
+    def __init__(self, preset: Preset, technique: str, seed: int, packets: int | None) -> None:
+        self.technique = technique
+        self.trace = Trace()
+        self.sink = RingSink(maxlen=1)
+        self.trace.add_sink(self.sink)
+        self.sim = Simulation(preset, technique, seed=seed, packets=packets, trace=self.trace)
+
+    @property
+    def done(self) -> bool:
+        eng = self.sim.engine
+        return eng.halted or self.sim.complete
+
+    def column(self) -> CompareColumn:
+        sim = self.sim
+        t = sim.technique
+        last = self.sink.events[-1] if self.sink.events else None
+        return CompareColumn(
+            technique=t.name,
+            label=t.label(),
+            stages=tuple(t.stages),
+            stage=last.stage if last is not None else 0,
+            summary=sim.summary(),
+            narration=last.msg if last is not None else "",
+            narration_t=last.t if last is not None else None,
+            last_kind=last.kind if last is not None else "",
+            complete=sim.complete,
+            t_ns=sim.engine.now,
+            events_run=sim.engine.events_run,
+        )
+
+
+class CompareDriver(Driver):
+    """Runs the three techniques on the same preset and seed, in one virtual
+    time, in step with the wall clock.  The preset's own settings apply
+    (vhost, event idx, posted interrupts, ITR, ...)."""
+
+    #: a tick spends at most this share of its frame period running the model
+    TICK_SHARE = 0.5
+
+    def __init__(self, preset: Preset, seed: int = 1, packets: int | None = None,
+                 techniques: tuple[str, ...] = COMPARE_TECHNIQUES,
+                 speed_index: int = DEFAULT_SPEED_INDEX, max_fps: float = 30.0,
+                 max_events_per_tick: int = 30000) -> None:
+        from .paths import available
+
+        self.preset = preset
+        self.seed = seed
+        self.packets = packets
+        built = available()
+        self.techniques = tuple(t for t in techniques if t in built)
+        super().__init__(self._make_runs, speed_index=speed_index, max_fps=max_fps,
+                         max_events_per_tick=max_events_per_tick)
+
+    # -- the simulations -----------------------------------------------------------
+    def _make_runs(self, _trace: Trace | None = None) -> list[_Run]:
+        return [_Run(self.preset, t, self.seed, self.packets) for t in self.techniques]
+
+    def _new(self, make_sim) -> None:  # Driver calls this from __init__ and restart
+        self._make_sim = make_sim
+        self.runs: list[_Run] = self._make_runs()
+        self.t_ns = 0
+        #: t_ns at the start of each step (for step_back)
+        self._marks: list[int] = []
+
+    @property
+    def sims(self) -> list[Simulation]:
+        return [r.sim for r in self.runs]
+
+    @property
+    def complete(self) -> bool:
+        return all(r.done for r in self.runs)
+
+    def advance(self, dt_ns: int, deadline: float | None = None, chunks: int = 8) -> int:
+        """Advance the shared clock by ``dt_ns`` (every simulation that is not
+        complete runs to the same instant).  With a wall-clock ``deadline``
+        (``time.monotonic()``) or more than ``max_events_per_tick`` events it
+        stops early at a chunk boundary, all still in step.  Returns the
+        number of events run."""
+        target = self.t_ns + max(0, int(dt_ns))
+        chunk = max(1000, (target - self.t_ns + chunks - 1) // chunks)
+        n = 0
+        while self.t_ns < target:
+            t = min(target, self.t_ns + chunk)
+            for r in self.runs:
+                if not r.done:
+                    n += r.sim.engine.run_until(t)
+            self.t_ns = t
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if n >= self.max_events_per_tick:
+                break
+        return n
+
+    def next_time(self) -> int | None:
+        """The time of the earliest next event among the running simulations."""
+        times = [r.sim.engine.next_time() for r in self.runs if not r.done]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    # -- control -------------------------------------------------------------------
+    def step(self) -> CompareFrame:  # type: ignore[override]
+        """Pause, advance all three to the earliest next event among them
+        (running every event due at that instant in each), publish."""
+        self.running = False
+        self._wake.clear()
+        self._marks.append(self.t_ns)
+        t = self.next_time()
+        if t is not None:
+            t = max(t, self.t_ns)
+            for r in self.runs:
+                if not r.done:
+                    r.sim.engine.run_until(t)
+            self.t_ns = t
+        return self.publish()
+
+    def step_back(self) -> CompareFrame:  # type: ignore[override]
+        """Undo the last step by deterministic replay from the seed."""
+        self.running = False
+        self._wake.clear()
+        target = self._marks.pop() if self._marks else self.t_ns
+        marks = self._marks
+        self._new(self._make_sim)
+        self._marks = marks
+        self.advance(target)
+        return self.publish()
+
+    # -- frames --------------------------------------------------------------------
+    def frame(self) -> CompareFrame:  # type: ignore[override]
+        cols = tuple(r.column() for r in self.runs)
+        return CompareFrame(
+            seq=self.frames_published,
+            t_ns=self.t_ns,
+            running=self.running,
+            speed=self.speed,
+            preset=self.preset.name,
+            seed=self.seed,
+            columns=cols,
+            complete=all(c.complete for c in cols),
+            events_run=sum(c.events_run for c in cols),
+        )
+
+    # -- the loop ------------------------------------------------------------------
+    async def _loop(self) -> None:
+        period = 1.0 / self.max_fps
+        while True:
+            if not self.running:
+                await self._wake.wait()  # paused: sleep until resumed
+                continue
+            last = time.monotonic()
+            await asyncio.sleep(period)
+            if not self.running:
+                continue
+            now = time.monotonic()
+            if self.complete:
+                self.running = False
+                self._wake.clear()
+                self.publish()
+                continue
+            self.advance(int((now - last) * self.speed), deadline=now + period * self.TICK_SHARE)
+            self.publish()
