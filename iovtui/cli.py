@@ -57,6 +57,18 @@ def _add_app_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--technique", default="virtio", help="emulation | virtio | sriov (default virtio)")
     p.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
     p.add_argument("--speed", type=_speed, default=1.0, help="×1 = 1 µs of virtual time per wall-clock ms")
+    p.add_argument("--theme", choices=("dark", "light"), default="dark", help="colour theme (t switches it)")
+    p.add_argument("--palette", choices=("default", "colorblind"), default="default",
+                   help="colorblind: the Okabe–Ito colours (every state also has a glyph or word)")
+    p.add_argument("--presenter", action="store_true",
+                   help="for projectors: one pane at a time, high contrast, bold")
+    p.add_argument("--predict", action="store_true", help="start in predict-then-reveal mode (g)")
+
+
+def look_args(args: argparse.Namespace) -> list[str]:
+    """The app's look options as command-line words (for `serve`)."""
+    out = ["--theme", args.theme, "--palette", args.palette]
+    return out + ["--presenter"] * bool(args.presenter) + ["--predict"] * bool(args.predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,7 +419,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         if e.name and e.name.startswith("iovtui.ui"):
             raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
         raise
-    app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed)
+    app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
+                     palette=args.palette, presenter=args.presenter, predict=args.predict)
     app.run()
     return getattr(app, "return_code", 0) or 0
 
@@ -421,7 +434,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import textual_serve.server  # noqa: F401  (the optional extra)
     except ModuleNotFoundError:
         raise CliError(srv.INSTALL_HINT) from None
-    cmd = srv.app_command(args.preset, tech, args.seed, args.speed)
+    cmd = srv.app_command(args.preset, tech, args.seed, args.speed, extra=look_args(args))
     try:
         rc = srv.serve(cmd, args.host, args.port, args.public_url)
     except OSError as e:

@@ -23,12 +23,12 @@ INSTALL_HINT = "textual-serve is not installed; install it with: pip install 'io
 
 
 def app_command(preset: str, technique: str, seed: int, speed: float,
-                python: str | None = None) -> str:
+                python: str | None = None, extra: Sequence[str] = ()) -> str:
     """The shell command textual-serve runs for each browser session."""
     if Path(preset).is_file():      # a preset file: the server may be asked from anywhere
         preset = str(Path(preset).resolve())
     argv = [python or sys.executable, "-m", "iovtui", "--preset", preset, "--technique", technique,
-            "--seed", str(seed), "--speed", repr(speed)]
+            "--seed", str(seed), "--speed", repr(speed), *extra]
     return _join(argv)
 
 

@@ -24,6 +24,7 @@ from ..sim.preset import Preset
 from ..sim.world import Simulation
 from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
                     StatsBar, header_text)
+from .palette import PALETTES, TEXTUAL_THEME, THEMES, Look
 from .screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen, annotate_page
 
 __all__ = ["IovApp", "create_app", "MAX_FPS"]
@@ -63,6 +64,7 @@ class IovApp(App):
         Binding("k", "kvm_stat", "kvm_stat", show=False),
         Binding("f", "follow", "follow", show=False),
         Binding("g", "predict", "predict", show=False),
+        Binding("t", "theme", "theme", show=False),
         Binding("tab", "focus_next_pane", "pane", show=False, priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("p", "presets", "presets"),
@@ -94,20 +96,29 @@ class IovApp(App):
         ("f", "follow the next frame: its buffer, descriptor, exits, IOMMU entry and VF marked ◆"),
         ("g", "predict-then-reveal: before certain steps a question (will this kick exit? which VF? "
               "will the IOMMU fault?); a letter answers; the score is in the header"),
+        ("t", "light ⇄ dark theme (also --theme; --palette colorblind, --presenter; NO_COLOR is honoured)"),
         ("?", "this help"),
         ("ctrl+p", "command palette (every action)"),
         ("q", "quit"),
     ]
 
     def __init__(self, preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
-                 packets: int | None = None, start_paused: bool = False) -> None:
+                 packets: int | None = None, start_paused: bool = False, theme: str = "dark",
+                 palette: str = "default", presenter: bool = False, predict: bool = False) -> None:
         super().__init__()
+        self.look = Look(theme, palette, contrast=presenter, no_style_safe=self.no_color)
+        self._filters.insert(1, self.look)     # after ANSI → truecolor, before NO_COLOR's monochrome
+        self.theme = TEXTUAL_THEME[theme]
+        self.presenter = presenter
+        if presenter:          # one pane at a time, full size, at every terminal size
+            self.HORIZONTAL_BREAKPOINTS = [(0, "-narrow")]
         self.preset = preset
         self.technique = technique
         self.seed = seed
         self.packets = packets if packets is not None else 10**9
         self.start_paused = start_paused
         self.driver = Driver(self._factory(), speed_index=_speed_index(speed), max_fps=MAX_FPS)
+        self.driver.predict = predict
         self._latest: Frame | None = None
         self._applied: Frame | None = None
         self.frames_applied = 0
@@ -343,6 +354,33 @@ class IovApp(App):
         else:
             self.driver.follow()
 
+    # -- look: theme, palette, presenter ----------------------------------------------------
+    def _relook(self) -> None:
+        self.theme = TEXTUAL_THEME[self.look.theme]
+        main = self.screen_stack[0] if self.screen_stack else None
+        if main is not None:
+            narrow = self.presenter or self.size.width < WIDE_W
+            main.set_class(narrow, "-narrow")
+            main.set_class(not narrow, "-wide")
+            main.set_class(self.presenter, "-presenter")
+        for screen in self.screen_stack:
+            for w in screen.walk_children():
+                w.refresh()
+            screen.refresh()
+
+    def action_theme(self) -> None:
+        self.look.theme = "light" if self.look.theme == "dark" else "dark"
+        self._relook()
+
+    def set_palette(self, palette: str) -> None:
+        self.look.palette = palette
+        self._relook()
+
+    def set_presenter(self, on: bool) -> None:
+        self.presenter = self.look.contrast = on
+        self.HORIZONTAL_BREAKPOINTS = [(0, "-narrow")] if on else type(self).HORIZONTAL_BREAKPOINTS
+        self._relook()
+
     def action_predict(self) -> None:
         on = self.driver.set_predict()
         self.notice("predict-then-reveal on: a question comes before certain steps (space or n)" if on
@@ -457,6 +495,12 @@ class IovApp(App):
         yield SystemCommand("Exit log ⇄ kvm_stat view", "key k", self.action_kvm_stat)
         yield SystemCommand("Follow the next frame", "key f", self.action_follow)
         yield SystemCommand("Predict-then-reveal on/off", "key g", self.action_predict)
+        yield SystemCommand("Theme: light ⇄ dark", "key t", self.action_theme)
+        other = "default" if self.look.palette == "colorblind" else "colorblind"
+        yield SystemCommand(f"Palette: {'colour-blind safe (Okabe–Ito)' if other == 'colorblind' else 'default'}",
+                            "every colour also has a glyph or a word", lambda: self.set_palette(other))
+        yield SystemCommand(f"Presenter mode {'off' if self.presenter else 'on'}",
+                            "one pane at a time, high contrast, bold", lambda: self.set_presenter(not self.presenter))
         yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
@@ -470,6 +514,10 @@ def _speed_index(speed: float) -> int:
 
 
 def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
-               packets: int | None = None, start_paused: bool = False) -> IovApp:
+               packets: int | None = None, start_paused: bool = False, theme: str = "dark",
+               palette: str = "default", presenter: bool = False, predict: bool = False) -> IovApp:
     """The one factory the CLI, `serve` and the tests use."""
-    return IovApp(preset, technique, seed=seed, speed=speed, packets=packets, start_paused=start_paused)
+    if theme not in THEMES or palette not in PALETTES:
+        raise ValueError(f"theme must be one of {THEMES}, palette one of {PALETTES}")
+    return IovApp(preset, technique, seed=seed, speed=speed, packets=packets, start_paused=start_paused,
+                  theme=theme, palette=palette, presenter=presenter, predict=predict)

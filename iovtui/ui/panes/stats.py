@@ -112,9 +112,9 @@ class FollowBar(Bar):
         head = (f" {FOLLOW_GLYPH} ", FOLLOW)
         sep = (" · ", "grey42")
         if fv.pkt is None:
-            return Text.assemble(head, (" following: waiting for the next frame to appear", "#d787ff"),
+            return Text.assemble(head, ("following: waiting for the next frame to appear", "#d787ff"),
                                  sep, ("f stops", "grey62"))
-        parts: list = [head, (f" frame #{fv.pkt} ", "bold #d787ff"), (f"→ {fv.vm}", "#d787ff")]
+        parts: list = [head, (f"frame #{fv.pkt} ", "bold #d787ff"), (f"→ {fv.vm}", "#d787ff")]
         if fv.state == "delivered":
             lat = f" in {_fmt_t(fv.latency_ns)}" if fv.latency_ns is not None else ""
             parts += [sep, (f"✓ delivered{lat}", "bold #87d787")]

@@ -1,0 +1,228 @@
+"""Ctrl-C in every mode, NO_COLOR, the light theme, the colour-blind palette
+and presenter mode."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.color import Color as RichColor
+from rich.segment import Segment
+from rich.style import Style
+from textual.color import Color
+
+from iovtui.sim.preset import load_preset
+from iovtui.ui.app import create_app
+from iovtui.ui.palette import OKABE_ITO, Look
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--preset", "line-rate", "--technique", "virtio", "--packets", "10000000"],
+    ["compare", "--preset", "line-rate", "--packets", "10000000"],
+])
+def test_ctrl_c_stops_a_headless_run_with_one_line(argv, tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "iovtui", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=ENV, cwd=tmp_path, text=True)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 130
+    assert err.strip() == "iovtui: interrupted" and "Traceback" not in err
+
+
+def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[int, bytes]:
+    """Start the app in a real pseudo-terminal, type ``keys`` (each after a
+    short pause), then Ctrl-C; return the exit status and everything it wrote."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the app on the pty
+        os.environ.update(ENV)
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(sys.executable, [sys.executable, "-m", "iovtui", "--preset", "steady-stream"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    out = bytearray()
+
+    def drain(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            r, _w, _x = select.select([fd], [], [], 0.05)
+            if r:
+                try:
+                    out.extend(os.read(fd, 65536))
+                except OSError:
+                    return
+
+    deadline = time.monotonic() + timeout
+    while b"steady-stream" not in out and time.monotonic() < deadline:
+        drain(0.2)
+    assert b"steady-stream" in out, "the app never drew its header"
+    for k in keys:
+        os.write(fd, k.encode())
+        drain(0.8)
+    os.write(fd, b"\x03")                         # Ctrl-C, as a terminal in raw mode sends it
+    status = None
+    while time.monotonic() < deadline:
+        drain(0.1)
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+            break
+    if status is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the app did not exit on Ctrl-C")
+    drain(0.2)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), bytes(out)
+
+
+@pytest.mark.parametrize("keys", [[], ["?"], ["c"], ["p"], ["g", "n", "n", "n", "n"], ["f", "space"]],
+                         ids=["main", "help", "compare", "presets", "predict", "follow-running"])
+def test_ctrl_c_in_every_mode_exits_cleanly_and_restores_the_terminal(keys):
+    code, out = _run_in_pty(keys)
+    assert code == 0
+    tail = out[-400:]
+    assert b"\x1b[?1049l" in tail                 # left the alternate screen
+    assert b"\x1b[?25h" in tail                   # the cursor is back
+    assert b"Traceback" not in out
+
+
+# -- NO_COLOR ------------------------------------------------------------------------------------
+
+def _fills(svg: str) -> set[str]:
+    return {m.lower() for m in re.findall(r'fill="(#[0-9a-fA-F]{6})"', svg)}
+
+
+def _grey(hexcolour: str) -> bool:
+    r, g, b = (int(hexcolour[i:i + 2], 16) for i in (1, 3, 5))
+    return max(r, g, b) - min(r, g, b) <= 2
+
+
+async def test_no_color_draws_no_colour_and_keeps_the_glyphs(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    a = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(12):
+            await pilot.press("n")
+        await pilot.pause()
+        svg = a.export_screenshot()
+    assert a.no_color
+    chrome = {"#ff5f57", "#febc2e", "#28c840", "#c5c8c6"}     # the SVG's window buttons and title
+    colours = {c for c in _fills(svg) if c not in chrome}
+    assert colours and all(_grey(c) for c in colours), sorted(c for c in colours if not _grey(c))
+    # the states still read: paused glyph, stage mark, kvm glyph, owners
+    for glyph in ("‖ paused", "◀", "⌂ kvm", "● device"):
+        assert glyph in svg.replace("&#160;", " ")
+
+
+# -- the look: light theme, colour-blind palette, presenter ------------------------------------
+
+def _ui_colours() -> set[str]:
+    """Every colour literal the UI draws with."""
+    found: set[str] = set()
+    for f in (ROOT / "iovtui" / "ui").rglob("*.py"):
+        if f.name == "palette.py":
+            continue
+        found |= set(re.findall(r"#[0-9a-fA-F]{6}\b", f.read_text()))
+        found |= set(re.findall(r"\bgrey\d{2}\b", f.read_text()))
+    return found
+
+
+def _luminance(c: RichColor) -> float:
+    t = c.get_truecolor()
+    def ch(v):
+        v /= 255
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+    return 0.2126 * ch(t.red) + 0.7152 * ch(t.green) + 0.0722 * ch(t.blue)
+
+
+def _contrast(a: RichColor, b: RichColor) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def _restyled(look: Look, colour: str, ground: str) -> tuple[RichColor, RichColor]:
+    seg = look.apply([Segment("x", Style(color=colour))], Color.parse(ground))[0]
+    return seg.style.color, seg.style.bgcolor or RichColor.parse(ground)
+
+
+def test_light_theme_keeps_every_ui_colour_readable():
+    light = Look(theme="light")
+    ground = "#e0e0e0"                               # a light pane background
+    colours = _ui_colours()
+    assert len(colours) > 10
+    for c in colours:
+        fg, bg = _restyled(light, c, ground)
+        assert _contrast(fg, bg) >= 3.0, (c, fg)
+    # a dark band the panes set (the active ring row) becomes light, its text dark
+    seg = light.apply([Segment("x", Style(color="white", bgcolor="#3a3a3a"))], Color.parse(ground))[0]
+    assert _luminance(seg.style.bgcolor) > 0.4 and _contrast(seg.style.color, seg.style.bgcolor) >= 4.5
+
+
+def test_colourblind_palette_uses_okabe_ito_and_separates_ok_from_bad():
+    cb = Look(palette="colorblind")
+    okabe = {RichColor.parse(v).get_truecolor() for v in OKABE_ITO.values()}
+    ok, _ = _restyled(cb, "#87d787", "#000000")        # kvm / running green
+    bad, _ = _restyled(cb, "#ff875f", "#000000")       # drops / userspace red-orange
+    assert ok.get_truecolor() in okabe and bad.get_truecolor() in okabe
+    assert ok.get_truecolor() != bad.get_truecolor()
+    grey, _ = _restyled(cb, "grey62", "#000000")
+    assert grey == RichColor.parse("grey62")           # greys stay
+
+
+def test_presenter_contrast_on_dark():
+    pres = Look(contrast=True)
+    for c in _ui_colours():
+        seg = pres.apply([Segment("x", Style(color=c))], Color.parse("#1e1e1e"))[0]
+        assert seg.style.bold
+        assert _contrast(seg.style.color, RichColor.parse("#1e1e1e")) >= 4.5, c
+
+
+async def test_presenter_mode_shows_one_pane_at_a_time_even_when_wide():
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True, presenter=True)
+    async with a.run_test(size=(200, 50)) as pilot:
+        await pilot.pause()
+        assert a.compact
+        shown = [pid for pid, p in a.panes.items() if p.display and p.region.area]
+        assert shown == ["ram"]
+        await pilot.press("tab")
+        await pilot.pause()
+        assert [pid for pid, p in a.panes.items() if p.region.area] == ["ring"]
+        a.set_presenter(False)
+        await pilot.pause()
+        assert not a.compact and all(p.region.area for p in a.panes.values())
+
+
+async def test_t_switches_theme_and_the_look_follows():
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        assert a.theme == "textual-dark" and a.look.theme == "dark"
+        await pilot.press("t")
+        await pilot.pause()
+        assert a.theme == "textual-light" and a.look.theme == "light"
+        svg = a.export_screenshot()
+    # the panes' own (line-API) background is light too
+    lum = [_luminance(RichColor.parse(c)) for c in _fills(svg)]
+    assert sum(1 for x in lum if x > 0.5) > sum(1 for x in lum if x < 0.1)
+
+
+def test_bad_look_options_are_one_line_and_exit_2():
+    r = subprocess.run([sys.executable, "-m", "iovtui", "--theme", "blue"], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "dark" in r.stderr and "light" in r.stderr
