@@ -419,10 +419,28 @@ def cmd_app(args: argparse.Namespace) -> int:
         if e.name and e.name.startswith("iovtui.ui"):
             raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
         raise
+    _check_terminal_size()
     app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
                      palette=args.palette, presenter=args.presenter, predict=args.predict)
     app.run()
     return getattr(app, "return_code", 0) or 0
+
+
+def _check_terminal_size() -> None:
+    """Refuse to start in a terminal too small for the app (a browser session,
+    whose size arrives later, is not checked; a later shrink shows a message
+    in the app instead)."""
+    from .ui.app import too_small
+
+    if os.environ.get("TEXTUAL_DRIVER") or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return
+    small = too_small(size.columns, size.lines)
+    if small and size.columns and size.lines:        # 0×0: a pty nobody sized, not a tiny one
+        raise CliError(f"{small}; enlarge it, or use 'iovtui run' for a headless run")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -226,16 +226,22 @@ async def test_f_marks_the_packet_in_every_pane():
         assert app.w_follow.display == done
 
 
+async def _step_until_asked(pilot, app) -> None:
+    """Step (n) until a question is posed, at most 40 steps."""
+    from iovtui.ui.screens import QuestionScreen
+    for _ in range(40):
+        await pilot.press("n")
+        await pilot.pause()
+        if isinstance(app.screen, QuestionScreen):
+            return
+
+
 async def test_g_asks_then_reveals_and_keeps_score():
     from iovtui.ui.screens import QuestionScreen
     app = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("g")
-        for _ in range(40):
-            await pilot.press("n")
-            await pilot.pause()
-            if isinstance(app.screen, QuestionScreen):
-                break
+        await _step_until_asked(pilot, app)
         scr = app.screen
         assert isinstance(scr, QuestionScreen)
         q = scr.question
@@ -250,3 +256,19 @@ async def test_g_asks_then_reveals_and_keeps_score():
         await pilot.pause()
         assert not isinstance(app.screen, QuestionScreen)
         assert "predict 1/1" in app.w_header.render().plain
+
+
+async def test_q_quits_from_a_question_and_other_letters_do_nothing():
+    from iovtui.ui.screens import QuestionScreen
+    app = create_app(load_preset("steady-stream"), "virtio", start_paused=True, predict=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _step_until_asked(pilot, app)
+        scr = app.screen
+        assert isinstance(scr, QuestionScreen) and "q" not in {k for k, _ in scr.question.choices}
+        ran = app.driver.sim.engine.events_run
+        await pilot.press("x")                       # not a choice: nothing happens
+        await pilot.pause()
+        assert scr.reveal is None and app.driver.sim.engine.events_run == ran and app.is_running
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running

@@ -222,7 +222,129 @@ async def test_t_switches_theme_and_the_look_follows():
     assert sum(1 for x in lum if x > 0.5) > sum(1 for x in lum if x < 0.1)
 
 
+def _text_on_ground(svg: str) -> list[tuple[str, str, str]]:
+    """Each run of visible text in a Textual SVG screenshot with its colour and
+    the colour of the cell behind it: (text, fg, bg)."""
+    fill = dict(re.findall(r"\.(terminal-\d+-r\d+) \{ fill: (#[0-9a-f]{6})", svg))
+    ground = {(x, round(float(y) + 18.5, 1)): c
+              for c, x, y in re.findall(r'<rect fill="(#[0-9a-f]{6})" x="([0-9.]+)" y="([0-9.]+)"', svg)}
+    out = []
+    for cls, x, y, text in re.findall(r'<text class="(terminal-\d+-r\d+)" x="([0-9.]+)" y="([0-9.]+)"[^>]*>([^<]*)<',
+                                      svg):
+        text = text.replace("&#160;", " ").strip()
+        if text and cls in fill and (x, round(float(y), 1)) in ground:
+            out.append((text, fill[cls], ground[(x, round(float(y), 1))]))
+    return out
+
+
+@pytest.mark.parametrize("technique, look, least", [
+    ("emulation", {"theme": "light"}, 3.0), ("virtio", {"theme": "light"}, 3.0), ("sriov", {"theme": "light"}, 3.0),
+    ("sriov", {"palette": "colorblind"}, 3.0), ("virtio", {"theme": "light", "palette": "colorblind"}, 3.0),
+    ("sriov", {"presenter": True}, 4.5), ("emulation", {"presenter": True, "theme": "light"}, 4.5)])
+async def test_every_word_on_screen_is_readable(technique, look, least):
+    """Not just the colour literals: everything drawn, including text the
+    panes leave unstyled (an exit's wrapped cause), stands out from the cell
+    behind it — light theme and colour-blind palette ≥ 3:1, presenter ≥ 4.5:1."""
+    a = create_app(load_preset("steady-stream"), technique, start_paused=True, **look)
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(60):
+            await pilot.press("n")
+        await pilot.pause()
+        runs = _text_on_ground(a.export_screenshot())
+    assert len(runs) > 100
+    bad = [(t, fg, bg) for t, fg, bg in runs if _contrast(RichColor.parse(fg), RichColor.parse(bg)) < least]
+    assert not bad, bad[:5]
+
+
 def test_bad_look_options_are_one_line_and_exit_2():
     r = subprocess.run([sys.executable, "-m", "iovtui", "--theme", "blue"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "dark" in r.stderr and "light" in r.stderr
+
+
+# -- tiny terminals and resize storms ------------------------------------------------------------
+
+def test_launch_in_a_tiny_terminal_is_one_line_and_exit_2():
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 12, 40, 0, 0))
+    env = {k: v for k, v in ENV.items() if k != "TEXTUAL_DRIVER"}
+    p = subprocess.Popen([sys.executable, "-m", "iovtui"], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                         env=env, text=True)
+    try:
+        _out, err = p.communicate(timeout=30)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert p.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "40×12" in lines[0] and "60×16" in lines[0] and "iovtui run" in lines[0]
+
+
+async def test_shrinking_below_the_minimum_says_so_and_growing_brings_the_panes_back():
+    a = create_app(load_preset("steady-stream"), "sriov")
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        await pilot.resize_terminal(40, 12)
+        await pilot.pause(0.1)
+        msg = a.w_too_small
+        assert msg.display and msg.region.area
+        text = str(msg.render())
+        assert "40×12" in text and "60×16" in text
+        assert not any(p.region.area for p in a.panes.values()) and not a.w_header.region.area
+        before = a.driver.sim.engine.events_run
+        await pilot.pause(0.3)
+        assert a.driver.sim.engine.events_run > before          # the run goes on meanwhile
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        assert not msg.region.area and a.w_header.region.area
+        assert [pid for pid, p in a.panes.items() if p.region.area] == ["ram"]
+
+
+def _storm_sizes(n: int = 24) -> list[tuple[int, int]]:
+    import random
+    rng = random.Random(8)
+    sizes = [(rng.randint(40, 220), rng.randint(12, 60)) for _ in range(n - 4)]
+    return sizes + [(40, 12), (80, 24), (41, 13), (120, 40)]
+
+
+def _opener(kind: str):
+    """Keys (or a call) that open one modal or full screen."""
+    from iovtui.ui.screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen
+    return {"help": (["question_mark"], HelpScreen), "hex": (["enter"], HexScreen),
+            "presets": (["p"], PresetScreen), "compare": (["c"], CompareScreen),
+            "question": (["g"] + ["n"] * 12, QuestionScreen)}[kind]
+
+
+@pytest.mark.parametrize("kind", ["help", "hex", "presets", "compare", "question"])
+async def test_resize_storm_down_to_40x12_with_each_screen_open(kind):
+    keys, screen_type = _opener(kind)
+    # running under help and compare (frames arrive mid-storm); paused under the others
+    a = create_app(load_preset("steady-stream"), "sriov", start_paused=kind not in ("help", "compare"))
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.05)
+        for k in keys:
+            await pilot.press(k)
+            if isinstance(a.screen, screen_type):
+                break
+        await pilot.pause(0.05)
+        assert isinstance(a.screen, screen_type)
+        for w, h in _storm_sizes():
+            await pilot.resize_terminal(w, h)
+            await pilot.pause(0.01)
+        await pilot.pause(0.1)
+        assert isinstance(a.screen, screen_type)          # still open, still drawn
+        assert a.screen.region.size == (120, 40)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert not isinstance(a.screen, screen_type)
+        applied = a.frames_applied
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert a.frames_applied > applied and all(p.region.area for p in a.panes.values())
+        assert a.w_header.region.area and not a.w_too_small.region.area

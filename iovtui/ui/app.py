@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,7 +28,7 @@ from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, 
 from .palette import PALETTES, TEXTUAL_THEME, THEMES, Look
 from .screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen, annotate_page
 
-__all__ = ["IovApp", "create_app", "MAX_FPS"]
+__all__ = ["IovApp", "create_app", "MAX_FPS", "MIN_W", "MIN_H", "too_small"]
 
 MAX_FPS = 30
 NOTICE_SECONDS = 4.0
@@ -37,6 +38,16 @@ PANE_IDS = ("ram", "ring", "exits", "iommu", "nic")
 PANE_NAMES = {"ram": "Guest RAM", "ring": "Ring", "exits": "Exits", "iommu": "IOMMU", "nic": "NIC VFs"}
 #: below this the five panes collapse into tabs (the focused pane fills the area)
 WIDE_W, WIDE_H = 110, 32
+#: below this nothing useful fits: the main screen says so until the terminal grows
+MIN_W, MIN_H = 60, 16
+
+
+def too_small(width: int, height: int) -> str | None:
+    """One line saying the terminal is too small and what is needed, or None."""
+    if width >= MIN_W and height >= MIN_H:
+        return None
+    return (f"the terminal is {width}×{height}; iovtui needs at least {MIN_W}×{MIN_H} "
+            f"(80×24 shows everything, 120×40 all five panes at once)")
 
 
 class IovApp(App):
@@ -171,6 +182,8 @@ class IovApp(App):
         yield self.w_narration
         self.w_footer = Footer()
         yield self.w_footer
+        self.w_too_small = Static("", id="too-small")
+        yield self.w_too_small
 
     def on_mount(self) -> None:
         self._timer = None
@@ -187,17 +200,22 @@ class IovApp(App):
     async def on_unmount(self) -> None:
         await self.driver.stop()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
         footer = getattr(self, "w_footer", None)
         if footer is None:
             return
+        width = event.size.width          # (self.size may still be the old one here)
+        small = too_small(width, event.size.height)
+        self.screen_stack[0].set_class(small is not None, "-tiny")
+        if small is not None:            # the run goes on; the keys still work
+            self.w_too_small.update(f"{small}.\n\nEnlarge the window to go on · q quits")
         # at 80 columns every footer key fits only without the palette hint (ctrl+p is in ? help)
-        wide = self.size.width >= 100
+        wide = width >= 100
         if footer.show_command_palette != wide:
             footer.show_command_palette = wide
             footer.refresh(recompose=True)
         if self._applied is not None:       # the path strip breaks between stages for the new width
-            self.w_path.text = PathStrip.build(self._applied, self.size.width)
+            self.w_path.text = PathStrip.build(self._applied, width)
 
     @property
     def compact(self) -> bool:
@@ -252,7 +270,7 @@ class IovApp(App):
 
     def _apply_follow(self, f: Frame) -> None:
         fv = f.follow
-        self.w_follow.display = fv is not None
+        self.w_follow.display = fv is not None and not self.screen_stack[0].has_class("-tiny")
         self.w_follow.text = FollowBar.build(f)
         if fv is None or fv.pkt is None:
             return

@@ -35,6 +35,8 @@ THEMES = ("dark", "light")
 PALETTES = ("default", "colorblind")
 TEXTUAL_THEME = {"dark": "textual-dark", "light": "textual-light"}
 INK = RichColor.parse("#1e1e1e")
+LIGHT_GROUND = RichColor.parse("#e0e0e0")     # textual-light's panel, behind the line-API panes
+DARK_GROUND = RichColor.parse("#1e1e1e")
 _NULL = Style()
 
 #: Okabe & Ito (2008), "Color Universal Design": (hue upper bound, colour)
@@ -59,6 +61,35 @@ def _hls(c: RichColor) -> tuple[float, float, float]:
 def _from_hls(h: float, l: float, s: float) -> RichColor:
     r, g, b = colorsys.hls_to_rgb(h, max(0.0, min(1.0, l)), s)
     return RichColor.from_rgb(r * 255, g * 255, b * 255)
+
+
+def _luminance(c: RichColor) -> float:
+    """WCAG relative luminance."""
+    t = c.get_truecolor()
+
+    def ch(v: int) -> float:
+        x = v / 255
+        return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+    return 0.2126 * ch(t.red) + 0.7152 * ch(t.green) + 0.0722 * ch(t.blue)
+
+
+def _ratio(a: RichColor, b: RichColor) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def _readable(fg: RichColor, bg: RichColor, least: float) -> RichColor:
+    """``fg`` with its hue kept, made lighter (on a dark ``bg``) or darker (on
+    a light one) just until it reaches a contrast ratio of ``least``."""
+    if _ratio(fg, bg) >= least:
+        return fg
+    h, l, s = _hls(fg)
+    up = _luminance(bg) < 0.18                # nearer black: white text has more room
+    for step in range(1, 21):
+        c = _from_hls(h, l + step * 0.05 if up else l - step * 0.05, s)
+        if _ratio(c, bg) >= least:
+            return c
+    return RichColor.parse("#ffffff" if up else "#000000")
 
 
 def _okabe_ito(c: RichColor) -> RichColor:
@@ -98,14 +129,16 @@ class Look(LineFilter):
         # line-API panes leave the background unset (the terminal's own shows
         # through); on the light theme it must be the widget's light one
         ground = background.rich_color if light and background.a > 0 else None
-        key = (ground, light, self.palette == "colorblind", self.contrast)
-        return [Segment(text, (Style(bgcolor=ground) if ground else _NULL) if style is None else restyle(style, *key),
-                        control)
+        base = background.rich_color if background.a > 0 else (LIGHT_GROUND if light else DARK_GROUND)
+        key = (ground, base, light, self.palette == "colorblind", self.contrast)
+        bare = restyle(_NULL, *key)           # an unstyled segment: the terminal's own colours would show through
+        return [Segment(text, bare if style is None else restyle(style, *key), control)
                 for text, style, control in segments]
 
 
 @lru_cache(4096)
-def _restyle(style: Style, ground: RichColor | None, light: bool, colorblind: bool, contrast: bool) -> Style:
+def _restyle(style: Style, ground: RichColor | None, base: RichColor, light: bool, colorblind: bool,
+             contrast: bool) -> Style:
     fg, bg = style.color, style.bgcolor
     if bg is None and ground is not None:
         bg = ground
@@ -133,6 +166,11 @@ def _restyle(style: Style, ground: RichColor | None, light: bool, colorblind: bo
             elif on_dark and l < 0.6:
                 fg = _from_hls(h, 0.7, s)
         style = style + Style(bold=True)
+    least = 4.5 if light or contrast else 3.0  # whatever the rules above did: readable on what is behind it
+    if style.reverse and fg is not None:      # (a cursor) the background colour is the text
+        bg = _readable(bg if bg is not None else base, fg, least)
+    elif fg is not None:
+        fg = _readable(fg, bg if bg is not None else base, least)
     if fg is style.color and bg is style.bgcolor:
         return style
     return style + Style(color=fg, bgcolor=bg)

@@ -20,7 +20,8 @@ class QuestionScreen(ModalScreen):
     the model did.  Enter, space or escape closes it after the
     reveal; before it, they skip the question (the step runs, ungraded)."""
 
-    BINDINGS = [Binding("escape,enter,space", "close", "close", show=False)]
+    BINDINGS = [Binding("escape,enter,space", "close", "close", show=False),
+                Binding("q", "app.quit", "quit", show=False)]
 
     def __init__(self, question: Question, score: tuple[int, int]) -> None:
         super().__init__()
@@ -50,7 +51,8 @@ class QuestionScreen(ModalScreen):
                 mark, style = " ", "grey50"
             t.append_text(Text.assemble((f"  {mark} {key}  ", style), (f"{text}\n", style)))
         if r is None:
-            t.append("\npress a letter to answer · the step runs once you have", style="italic grey62")
+            t.append("\na letter answers, then the step runs · enter/space/escape: skip · q: quit",
+                     style="italic grey62")
             return t
         verdict = ("✓ Right. ", "bold #87d787") if r.right else (f"✗ Not this time: it is ({q.answer}). ", "bold #ff875f")
         t.append_text(Text.assemble("\n", verdict, ("What the model did:\n", "bold")))
