@@ -268,3 +268,31 @@ async def test_a_resize_storm_while_open():
         await pilot.press("escape")
         await pilot.pause(0.1)
         assert a.screen is a.screen_stack[0] and a.driver.running
+
+
+async def test_the_command_palette_offers_what_the_open_screen_can_do():
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        main = {c.title for c in a.get_system_commands(a.screen)}
+        assert "Step one event" in main and "Technique: SR-IOV" in main and "Theme: light ⇄ dark" in main
+        await pilot.press("c")
+        await pilot.pause()
+        scr = a.screen
+        assert isinstance(scr, CompareScreen)
+        await pilot.press("space")                    # pause the compare run
+        await pilot.pause()
+        cmds = {c.title: c for c in a.get_system_commands(scr)}
+        assert "Step one event" not in cmds and "Technique: SR-IOV" not in cmds   # they would act on the hidden run
+        assert "Theme: light ⇄ dark" in cmds
+        t = scr.driver.t_ns
+        main_t = a.driver.sim.engine.now
+        cmds["Compare: step one instant"].callback()
+        await pilot.pause()
+        assert scr.driver.t_ns > t and a.driver.sim.engine.now == main_t
+        cmds["Close the compare view"].callback()
+        await pilot.pause()
+        assert not isinstance(a.screen, CompareScreen)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        helpcmds = {c.title for c in a.get_system_commands(a.screen)}
+        assert "Step one event" not in helpcmds and "Presenter mode on" in helpcmds

@@ -496,7 +496,30 @@ class IovApp(App):
         self.push_screen(HexScreen(title, data, gpa, notes))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette offers what the screen it was opened on can do: the
+        main view everything; the compare view its own run; any other
+        screen (help, hex view, presets, a question) only the look."""
         yield from super().get_system_commands(screen)
+        if isinstance(screen, CompareScreen):
+            yield SystemCommand("Compare: pause / run", "key space", screen.action_toggle_pause)
+            yield SystemCommand("Compare: step one instant", "key n", screen.action_step)
+            yield SystemCommand("Compare: step back", "key b", screen.action_step_back)
+            yield SystemCommand("Compare: faster", "key +", screen.action_faster)
+            yield SystemCommand("Compare: slower", "key -", screen.action_slower)
+            yield SystemCommand("Close the compare view", "key esc", screen.action_close)
+        if screen is self.screen_stack[0]:
+            yield from self._main_commands()
+        yield from self._look_commands()
+
+    def _look_commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand("Theme: light ⇄ dark", "key t", self.action_theme)
+        other = "default" if self.look.palette == "colorblind" else "colorblind"
+        yield SystemCommand(f"Palette: {'colour-blind safe (Okabe–Ito)' if other == 'colorblind' else 'default'}",
+                            "every colour also has a glyph or a word", lambda: self.set_palette(other))
+        yield SystemCommand(f"Presenter mode {'off' if self.presenter else 'on'}",
+                            "one pane at a time, high contrast, bold", lambda: self.set_presenter(not self.presenter))
+
+    def _main_commands(self) -> Iterable[SystemCommand]:
         for key, tech in TECH_KEYS.items():
             yield SystemCommand(f"Technique: {TECH_NAMES[tech]}", f"key {key}",
                                 lambda t=tech: self.action_technique(t))
@@ -513,12 +536,6 @@ class IovApp(App):
         yield SystemCommand("Exit log ⇄ kvm_stat view", "key k", self.action_kvm_stat)
         yield SystemCommand("Follow the next frame", "key f", self.action_follow)
         yield SystemCommand("Predict-then-reveal on/off", "key g", self.action_predict)
-        yield SystemCommand("Theme: light ⇄ dark", "key t", self.action_theme)
-        other = "default" if self.look.palette == "colorblind" else "colorblind"
-        yield SystemCommand(f"Palette: {'colour-blind safe (Okabe–Ito)' if other == 'colorblind' else 'default'}",
-                            "every colour also has a glyph or a word", lambda: self.set_palette(other))
-        yield SystemCommand(f"Presenter mode {'off' if self.presenter else 'on'}",
-                            "one pane at a time, high contrast, bold", lambda: self.set_presenter(not self.presenter))
         yield SystemCommand("Next pane", "key tab", self.action_focus_next_pane)
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
