@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list presets, or validate a preset file")
     pr.add_argument("--validate", metavar="FILE", help="check a preset file and exit")
 
-    sv = sub.add_parser("serve", help="serve the app in a web browser (needs iovtui[serve])")
+    sv = sub.add_parser("serve", help="serve the app in a web browser (needs the serve extra: textual-serve)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     sv.add_argument("--port", type=_int_range(1, 65535, "port"), default=8000, help="TCP port (default 8000)")
     sv.add_argument("--public-url", metavar="URL", default=None,

@@ -5,7 +5,7 @@ gets its own app process, started from a shell command.  That command is this
 same Python running ``-m iovtui`` with the app options given to ``serve``, so
 the served app is exactly the one ``iovtui`` starts in a terminal.
 
-textual-serve is an optional extra (``pip install 'iovtui[serve]'``); it is
+textual-serve is an optional extra (``pip install '.[serve]'`` from a checkout); it is
 imported only here, only when ``serve`` runs.
 """
 
@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-INSTALL_HINT = "textual-serve is not installed; install it with: pip install 'iovtui[serve]'"
+INSTALL_HINT = ("textual-serve is not installed; install it with: pip install 'textual-serve==1.1.3' "
+                "(or, from a checkout, pip install '.[serve]')")
 
 
 def app_command(preset: str, technique: str, seed: int, speed: float,

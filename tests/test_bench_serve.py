@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_serve_without_textual_serve_says_how_to_install(tmp_path):
     p = subprocess.run([sys.executable, "-m", "iovtui", "serve"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert "pip install 'iovtui[serve]'" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "pip install 'textual-serve==1.1.3'" in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
 def _positive_numbers(d, path=""):
@@ -168,3 +169,31 @@ def test_bench_headless_sections_never_import_textual():
             "sys.exit(1 if bad else 0)\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_serve_passes_the_look_options_to_each_session():
+    import shlex
+
+    from iovtui.cli import build_parser, look_args
+    from iovtui.serve import app_command
+
+    args = build_parser().parse_args(["serve", "--theme", "light", "--palette", "colorblind", "--presenter",
+                                      "--predict", "--technique", "sriov"])
+    cmd = shlex.split(app_command(args.preset, args.technique, args.seed, args.speed, extra=look_args(args)))
+    assert cmd[1:3] == ["-m", "iovtui"]
+    session = build_parser().parse_args(cmd[3:])          # what the browser session's app will see
+    assert (session.theme, session.palette, session.presenter, session.predict) == ("light", "colorblind", True, True)
+    assert session.technique == "sriov"
+    plain = build_parser().parse_args(shlex.split(app_command("steady-stream", "virtio", 1, 1.0,
+                                                               extra=look_args(build_parser().parse_args(["serve"]))))[3:])
+    assert (plain.theme, plain.palette, plain.presenter, plain.predict) == ("dark", "default", False, False)
+
+
+def test_the_install_hint_names_the_pinned_serve_extra():
+    import tomllib
+
+    from iovtui.serve import INSTALL_HINT
+
+    extra = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    (pin,) = extra["project"]["optional-dependencies"]["serve"]
+    assert f"pip install '{pin}'" in INSTALL_HINT
