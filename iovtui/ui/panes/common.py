@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from ...sim.driver import Frame
 
-__all__ = ["ROLE_STYLE", "FRESH", "CURSOR", "FOLLOW", "FOLLOW_GLYPH", "STAGE_MARKS", "OWNER_STYLE", "fmt_t", "flow", "TitledPane"]
+__all__ = ["ROLE_STYLE", "FRESH", "FRESH_GLYPH", "CURSOR", "FOLLOW", "FOLLOW_GLYPH", "STAGE_MARKS", "OWNER_STYLE", "fmt_t", "flow", "TitledPane"]
 
 #: glyph, colour and legend for each region role (a glyph as well as a colour, never colour alone)
 ROLE_STYLE = {
@@ -25,7 +25,10 @@ ROLE_STYLE = {
     "tx_buf": ("░", "#8787af", "TX buffers"),
     "free": (" ", "grey23", "free"),
 }
-FRESH = Style(color="black", bgcolor="#ffd75f", bold=True)
+FRESH = Style(color="black", bgcolor="#ffd75f", bold=True, underline=True)
+#: a page just written shows this instead of its buffer / kernel / free glyph
+#: (ring pages keep their letter, underlined), so NO_COLOR still tells it apart
+FRESH_GLYPH = "▓"
 CURSOR = Style(reverse=True)
 #: the followed packet (``f``): a glyph as well as a colour, in every pane
 FOLLOW = Style(color="black", bgcolor="#d787ff", bold=True)

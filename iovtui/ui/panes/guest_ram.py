@@ -9,7 +9,7 @@ from textual.strip import Strip
 
 from ...sim.driver import Frame
 from ...sim.memory import PAGE
-from .common import CURSOR, FOLLOW, FOLLOW_GLYPH, FRESH, ROLE_STYLE, TitledPane, flow
+from .common import CURSOR, FOLLOW, FOLLOW_GLYPH, FRESH, FRESH_GLYPH, ROLE_STYLE, TitledPane, flow
 
 __all__ = ["GuestRamPane"]
 
@@ -115,7 +115,7 @@ class GuestRamPane(TitledPane):
                 if any(r.role == role for r in mv.regions):
                     g, col, name = ROLE_STYLE[role]
                     items.append([Segment(g, Style.parse(col)), Segment(f" {name}", Style(color="grey62"))])
-            items.append([Segment("▒", FRESH), Segment(" just written", Style(color="grey62"))])
+            items.append([Segment(FRESH_GLYPH, FRESH), Segment(" just written", Style(color="grey62"))])
             self._legend_cache = c = (key, flow(items, w, Style(), sep="  "))
         return c[1]
 
@@ -145,7 +145,7 @@ class GuestRamPane(TitledPane):
                 style = Style.parse(color)
                 if gpa // PAGE in fresh_pages:
                     style = FRESH
-                    glyph = "•" if glyph == " " else glyph
+                    glyph = glyph if glyph.isalpha() else FRESH_GLYPH
                 if gpa == followed:
                     style, glyph = FOLLOW, FOLLOW_GLYPH
                 if gpa == sel and self.has_focus:
