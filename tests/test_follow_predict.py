@@ -196,6 +196,13 @@ async def test_f_marks_the_packet_in_every_pane():
     app = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
     async with app.run_test(size=(140, 44)) as pilot:
         assert not app.w_follow.display
+        for _ in range(60):                      # used descriptors and all: ◆ means only the followed packet
+            await pilot.press("n")
+            await pilot.pause()
+            before = app.export_screenshot()
+            if "◐" in before:
+                break
+        assert "◐" in before and "◆" not in before
         await pilot.press("f")
         await pilot.pause()
         assert app.w_follow.display and "waiting for the next frame" in app.w_follow.text.plain

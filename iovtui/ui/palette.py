@@ -10,7 +10,7 @@ the terminal (Textual's LineFilter, the mechanism it uses for NO_COLOR):
 - ``colorblind``: every saturated colour becomes the nearest of the
   Okabe–Ito colours (distinct under deuteranopia, protanopia and
   tritanopia); states never rely on colour alone anyway — each has a glyph
-  or a word as well (▶ ‖ ■, ⌂ kvm / ⇧ user, ● ○ ◆ owners, ✓ ✗, ◀ stage);
+  or a word as well (▶ ‖ ■, ⌂ kvm / ⇧ user, ● ○ ◐ owners, ◆ followed packet, ▓ just written, ✓ ✗, ◀ stage);
 - ``contrast`` (presenter mode): greys become full white (or black on
   light) and all text is bold, for projectors.
 

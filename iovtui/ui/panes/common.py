@@ -34,7 +34,7 @@ CURSOR = Style(reverse=True)
 FOLLOW = Style(color="black", bgcolor="#d787ff", bold=True)
 FOLLOW_GLYPH = "◆"
 STAGE_MARKS = "⓪①②③④⑤⑥"
-OWNER_STYLE = {"device": ("●", "#5fafff"), "driver": ("○", "grey62"), "used": ("◆", "#ffaf5f")}
+OWNER_STYLE = {"device": ("●", "#5fafff"), "driver": ("○", "grey62"), "used": ("◐", "#ffaf5f")}   # ◆ is the followed packet
 
 
 def fmt_t(ns: int) -> str:
