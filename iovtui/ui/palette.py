@@ -115,6 +115,14 @@ class Look(LineFilter):
         self.no_style_safe = no_style_safe
 
     @property
+    def enabled(self) -> bool:                # Textual skips a disabled filter: no per-line cost in the default look
+        return self.no_style_safe or not self.identity
+
+    @enabled.setter
+    def enabled(self, _value: bool) -> None:  # (LineFilter.__init__ sets it; the look decides)
+        pass
+
+    @property
     def identity(self) -> bool:
         return self.theme == "dark" and self.palette == "default" and not self.contrast
 
