@@ -206,7 +206,7 @@ async def test_f_marks_the_packet_in_every_pane():
         await pilot.press("f")
         await pilot.pause()
         assert app.w_follow.display and "waiting for the next frame" in app.w_follow.text.plain
-        for _ in range(8):
+        for _ in range(20):
             await pilot.press("n")
         await pilot.pause()
         fv = app._applied.follow

@@ -139,7 +139,7 @@ def test_the_six_stages_are_narrated_in_order():
     assert ev[0].stage == 1 and "no exit" in ev[0].msg         # buffers posted before any frame
     for pid in (0, 7, 19):
         mine = [e for e in ev if e.data.get("pkt") == pid and e.stage in (2, 3, 5, 6)]
-        assert [e.stage for e in mine] == [2, 3, 5, 6]
+        assert [e.stage for e in mine] == [2, 3, 5, 6, 6] and mine[-1].kind == "deliver"   # read, then delivered
         gpa = mine[1].data["gpa"]
         i3, i5 = ev.index(mine[1]), ev.index(mine[2])
         walk = [e for e in ev[i3:i5] if e.stage == 4 and e.data.get("gpa") == gpa]

@@ -69,6 +69,9 @@ class Frame:
     question: Question | None = None   # asked and not answered yet (the state shown is *before* it)
     reveal: Reveal | None = None       # the last answered question
     score: tuple[int, int] = (0, 0)    # (right, asked)
+    #: (k, n): the narrated event is the k-th of n that one engine action
+    #: emitted at the same instant (n steps through them); (0, 0) otherwise
+    step_pos: tuple[int, int] = (0, 0)
 
 
 EVENTS_PER_FRAME = 200
@@ -108,8 +111,15 @@ class Driver:
         self._seen_events = 0
         self._write_serial = {vm.name: vm.mem.write_serial for vm in self.sim.vms}
         self._last_event: TraceEvent | None = None
-        #: events_run at the start of each step (for step_back)
-        self._marks: list[int] = []
+        #: one entry per step taken (for step_back): (events_run at its start,
+        #: events its action emitted) for a step that ran the engine, or None
+        #: for a step that only narrated the next event of that action
+        self._marks: list[tuple[int, int] | None] = []
+        #: the newest events of the last stepped action not narrated yet: one
+        #: action can do several things at one instant (QEMU pops, copies and
+        #: signals), and ``n`` explains them one at a time
+        self._held = 0
+        self._action_events = 0
 
     def restart(self, make_sim: Callable[[Trace], Simulation] | None = None) -> None:
         """A new run (another technique, preset or seed); keeps speed, pause
@@ -170,8 +180,11 @@ class Driver:
             return None
         self.reveal = self.quiz.grade(q, key) if key is not None else None
         self.question = None
-        self._marks.append(self.sim.engine.events_run)
+        start, before = self.sim.engine.events_run, self.sink.total
         self._run_action(ask=False)
+        # the reveal is about the whole action: all it did is shown at once
+        self._held, self._action_events = 0, self.sink.total - before
+        self._marks.append((start, self._action_events))
         self.publish()
         return self.reveal
 
@@ -197,6 +210,7 @@ class Driver:
     def resume(self) -> None:
         if self.question is not None:          # answer it first
             return
+        self._held = self._action_events = 0   # running shows everything
         self.running = True
         self._wake.set()
         self.publish()
@@ -208,22 +222,40 @@ class Driver:
             self.resume()
 
     def step(self) -> TraceEvent | None:
-        """Pause, run events until one is narrated (at least one event), publish.
-        Returns the newest trace event."""
+        """Pause and narrate the next trace event: the next one the last
+        action emitted if it emitted several, else run engine actions until
+        one emits an event.  Publish; return the narrated event."""
         self.running = False
         self._wake.clear()
         if self.question is not None:          # answer it first
             self.publish()
             return self._last_event
-        self._marks.append(self.sim.engine.events_run)
-        before = self.sink.total
+        if self._held:
+            self._held -= 1
+            self._marks.append(None)
+            self.publish()
+            return self._last_event
+        start = self.sim.engine.events_run
+        sink = self.sink
+        before = sink.total
         for _ in range(1000):
             if not self._run_action(ask=True):
                 break
-            if self.sink.total > before:
+            if sink.total > before:
                 break
+        if self.sink is sink:
+            self._hold(sink.total - before)
+        else:                                  # rewound: a question is posed
+            self._held = self._action_events = 0
+        self._marks.append((start, self._action_events))
         self.publish()
         return self._last_event
+
+    def _hold(self, emitted: int) -> None:
+        """The last action emitted ``emitted`` events: narrate the first now
+        and hold the rest back for the next steps."""
+        self._action_events = emitted
+        self._held = max(0, min(emitted, len(self.sink.events)) - 1)
 
     def step_back(self) -> TraceEvent | None:
         """Undo the last step by deterministic replay: a new run from the same
@@ -232,11 +264,23 @@ class Driver:
         is identical to the one seen before."""
         self.running = False
         self._wake.clear()
-        done = self.sim.engine.events_run
-        target = self._marks.pop() if self._marks else max(0, done - 1)
-        self._replay_to(target)
+        mark = self._marks.pop() if self._marks else (max(0, self.sim.engine.events_run - 1), 0)
+        if mark is None:                       # back one event within the same action
+            self._held += 1
+            self._seen_events = max(0, self.sink.total - self._held - EVENTS_PER_FRAME)
+            self._last_event = None
+        else:
+            self._replay_to(mark[0])
+            self._restore_hold()
         self.publish()
         return self._last_event
+
+    def _restore_hold(self) -> None:
+        """After a replay to the start of a step: the step before it ended on
+        the last event of its action; remember how many that action emitted."""
+        last = next((m for m in reversed(self._marks) if m is not None), None)
+        self._held = 0
+        self._action_events = last[1] if last is not None else 0
 
     def _replay_to(self, target: int) -> None:
         """A new run from the same preset and seed, advanced to exactly
@@ -244,6 +288,7 @@ class Driver:
         marks = self._marks
         self._new(self._make_sim)
         self._marks = marks
+        self._held = self._action_events = 0
         eng = self.sim.engine
         while eng.events_run < target and eng.step():
             pass
@@ -256,11 +301,21 @@ class Driver:
     def frame(self) -> Frame:
         sim = self.sim
         sink = self.sink
-        new = sink.total - self._seen_events
-        self._seen_events = sink.total
-        evs = tuple(list(sink.events)[-min(new, EVENTS_PER_FRAME, len(sink.events)):]) if new else ()
+        held = self._held
+        shown = sink.total - held              # the events narrated so far
+        new = shown - self._seen_events
+        self._seen_events = shown
+        if new > 0:
+            ring = list(sink.events)
+            if held:
+                ring = ring[:-held]
+            evs = tuple(ring[-min(new, EVENTS_PER_FRAME, len(ring)):])
+        else:
+            evs = ()
         if evs:
             self._last_event = evs[-1]
+        elif self._last_event is None and held and len(sink.events) > held:
+            self._last_event = sink.events[-held - 1]
         mem_views = []
         for vm in sim.vms:
             mem = vm.mem
@@ -295,6 +350,8 @@ class Driver:
             question=self.question,
             reveal=self.reveal,
             score=self.quiz.score,
+            step_pos=((self._action_events - held, self._action_events)
+                      if self._action_events > 1 and not self.running else (0, 0)),
         )
 
     def publish(self) -> Frame:

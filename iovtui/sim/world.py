@@ -101,8 +101,10 @@ class Simulation:
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]
-            what = f"{vm.name}'s stack receives" if pkt.direction == "rx" else "the outside host receives"
-            tr.emit(t, "deliver", vm.name, 0,
+            rx = pkt.direction == "rx"
+            what = f"{vm.name}'s stack receives" if rx else "the outside host receives"
+            # a received frame's delivery ends the receive flow's last stage
+            tr.emit(t, "deliver", vm.name, len(self.technique.stages) if rx else 0,
                     f"{what} frame #{pkt.id} ({pkt.size} B) · latency {(t - pkt.t0) / 1000:.2f} µs",
                     pkt=pkt.id, size=pkt.size, latency_ns=t - pkt.t0)
         traffic = self.traffic

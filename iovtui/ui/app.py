@@ -90,7 +90,8 @@ class IovApp(App):
     KEY_HELP = [
         ("1 / 2 / 3", "device emulation · virtio · SR-IOV (same preset and seed)"),
         ("space", "pause / run"),
-        ("n", "step one event (the narration line explains it)"),
+        ("n", "step one event (the narration line explains it; [2/3] marks the 2nd of 3 things "
+              "one action did at the same instant)"),
         ("b", "step back one event (deterministic replay from the seed)"),
         ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
         ("p", "presets: pick a scenario (restarts with the same seed)"),

@@ -97,7 +97,10 @@ class Narration(Bar):
         if ev is None:
             return Text(" press n to step one event, space to run", style="italic grey62")
         mark = STAGE_MARKS[ev.stage] if 0 < ev.stage < len(STAGE_MARKS) else "·"
-        return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(ev.t)}  ", "grey62"), (ev.msg, ""))
+        k, n = frame.step_pos
+        # [k/n]: one engine action did n things at this instant; n shows the next
+        at = (f"[{k}/{n}] ", "#87afd7") if n > 1 else ("", "")
+        return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(ev.t)}  ", "grey62"), at, (ev.msg, ""))
 
 
 class FollowBar(Bar):
