@@ -26,11 +26,12 @@ the time it completed.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .driver import DEFAULT_SPEED_INDEX, Driver
+from .driver import CHECKPOINTS_KEPT, DEFAULT_SPEED_INDEX, Driver
 from .preset import Preset
 from .trace import RingSink, Trace
 from .world import Simulation
@@ -199,10 +200,22 @@ class CompareDriver(Driver):
         self._wake.clear()
         target = self._marks.pop() if self._marks else self.t_ns
         marks = self._marks
-        self._new(self._make_sim)
+        ck = next((c for c in reversed(self._checkpoints) if c[0] <= target), None)
+        if ck is None:
+            self._new(self._make_sim)
+        else:                                  # the newest checkpoint before it (see Driver)
+            self.t_ns, self.runs = ck[0], copy.deepcopy(ck[1])
         self._marks = marks
-        self.advance(target)
+        self.advance(target - self.t_ns)
         return self.publish()
+
+    def _maybe_checkpoint(self) -> None:
+        n = sum(r.sim.engine.events_run for r in self.runs)
+        last = self._checkpoints[-1][2] if self._checkpoints else 0
+        if n - last >= self.checkpoint_every:
+            t_ns, runs = copy.deepcopy((self.t_ns, self.runs))
+            self._checkpoints.append((t_ns, runs, n))
+            del self._checkpoints[:-CHECKPOINTS_KEPT]
 
     # -- frames --------------------------------------------------------------------
     def frame(self) -> CompareFrame:  # type: ignore[override]
@@ -237,4 +250,5 @@ class CompareDriver(Driver):
                 self.publish()
                 continue
             self.advance(int((now - last) * self.speed), deadline=now + period * self.TICK_SHARE)
+            self._maybe_checkpoint()
             self.publish()

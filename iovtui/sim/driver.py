@@ -7,6 +7,7 @@ nothing spins.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -76,13 +77,24 @@ class Frame:
 
 EVENTS_PER_FRAME = 200
 
+#: step back replays from the newest checkpoint at or before its target: a
+#: deep copy of the run taken every CHECKPOINT_EVERY engine actions while it
+#: runs (the copy's continuation is the same run, event for event), the newest
+#: CHECKPOINTS_KEPT kept, so ``b`` costs at most about that many actions
+CHECKPOINT_EVERY = 100_000
+CHECKPOINTS_KEPT = 2
+
 
 class Driver:
     """Runs one :class:`Simulation` in virtual time, in step with the wall clock."""
 
     def __init__(self, make_sim: Callable[[Trace], Simulation], speed_index: int = DEFAULT_SPEED_INDEX,
-                 max_fps: float = 30.0, max_events_per_tick: int = 20000) -> None:
+                 max_fps: float = 30.0, max_events_per_tick: int = 20000,
+                 checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self._make_sim = make_sim
+        self.checkpoint_every = checkpoint_every
+        #: (events_run, deep copy of the run) for step back, oldest first
+        self._checkpoints: list[tuple[int, Any]] = []
         self.speed_index = speed_index
         self.max_fps = max_fps
         self.max_events_per_tick = max_events_per_tick
@@ -125,6 +137,7 @@ class Driver:
         """A new run (another technique, preset or seed); keeps speed, pause
         state, the predict score, and follows the next packet if following."""
         following = self.follower.armed
+        self._checkpoints = []
         self._new(make_sim or self._make_sim)
         if following:
             self.follower.arm()
@@ -283,16 +296,41 @@ class Driver:
         self._action_events = last[1] if last is not None else 0
 
     def _replay_to(self, target: int) -> None:
-        """A new run from the same preset and seed, advanced to exactly
-        ``target`` engine actions: the same state as when the run was there."""
+        """Back to the state after exactly ``target`` engine actions, the same
+        state as when the run was there: the newest checkpoint at or before
+        it (or a new run from the same preset and seed), advanced to it."""
         marks = self._marks
-        self._new(self._make_sim)
+        ck = next((c for c in reversed(self._checkpoints) if c[0] <= target), None)
+        if ck is None:
+            self._new(self._make_sim)
+        else:
+            self._restore(ck[1])
         self._marks = marks
         self._held = self._action_events = 0
         eng = self.sim.engine
         while eng.events_run < target and eng.step():
             pass
         self._seen_events = max(0, self.sink.total - EVENTS_PER_FRAME)
+
+    # -- checkpoints (step back without replaying the whole run) -------------------------
+    def _maybe_checkpoint(self) -> None:
+        n = self.sim.engine.events_run
+        last = self._checkpoints[-1][0] if self._checkpoints else 0
+        if n - last >= self.checkpoint_every:
+            # one deep copy of everything the run's future depends on: the
+            # simulation (engine heap, RNG, guest RAM, devices) and the trace
+            # with its sinks, so the sinks' history comes back with it
+            self._checkpoints.append((n, copy.deepcopy((self.trace, self.sink, self.follower, self.sim))))
+            del self._checkpoints[:-CHECKPOINTS_KEPT]
+
+    def _restore(self, bundle: Any) -> None:
+        trace, sink, follower, sim = copy.deepcopy(bundle)   # the checkpoint stays as it was
+        follower.same_arming_as(self.follower)
+        self.trace, self.sink, self.follower, self.sim = trace, sink, follower, sim
+        self.question = None
+        self._seen_events = 0
+        self._write_serial = {vm.name: vm.mem.write_serial for vm in sim.vms}
+        self._last_event = None
 
     # -- frames ------------------------------------------------------------------
     def subscribe(self, cb: Callable[[Frame], None]) -> None:
@@ -398,6 +436,7 @@ class Driver:
                 self._run_predicting(target)
             else:
                 eng.run_until(target, max_events=self.max_events_per_tick)
+            self._maybe_checkpoint()
             self.publish()
 
     def _run_predicting(self, target: int) -> None:

@@ -94,6 +94,14 @@ class Follower:
         self.armed = False
         self._clear()
 
+    def same_arming_as(self, other: "Follower") -> None:
+        """This follower is a copy from earlier in the run; ``other`` is the
+        live one.  If f was pressed in between, no packet above the live
+        threshold existed yet at this copy's instant: it is waiting."""
+        if (self.armed, self.threshold) != (other.armed, other.threshold):
+            self.armed, self.threshold = other.armed, other.threshold
+            self._clear()
+
     def reset(self) -> None:
         """A replay from the start is about to feed the same events again."""
         self.max_seen = -1
