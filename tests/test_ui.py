@@ -25,6 +25,24 @@ async def test_space_pauses_and_runs():
         assert a.driver.running and a.driver.sim.engine.now > t
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_panes_do_not_jump_while_running(size):
+    """Narrations of one line and of two alternate from frame to frame; the
+    bars only grow, so the panes below move at most once, not every frame."""
+    a = app(paused=False, tech="emulation")
+    async with a.run_test(size=size) as pilot:
+        regions, lines = [], set()
+        for _ in range(40):
+            await pilot.pause(0.05)
+            regions.append(a.query_one("#main").region)
+            lines.add(len(a.w_narration.text.wrap(a.console, a.w_narration.size.width)))
+        changes = sum(1 for x, y in zip(regions, regions[1:]) if x != y)
+        assert changes <= 1, regions
+        await pilot.resize_terminal(size[0] + 30, size[1])   # a new width fits the bars again
+        await pilot.pause(0.2)
+        assert a.w_narration.size.height <= 2
+
+
 async def test_n_steps_and_narrates():
     a = app()
     async with a.run_test(size=(120, 40)) as pilot:

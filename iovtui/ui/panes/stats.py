@@ -13,12 +13,14 @@ __all__ = ["HeaderBar", "PathStrip", "Narration", "StatsBar", "FollowBar", "head
 
 
 class Bar(Widget):
-    """A bar of one or more lines of text.  Its height follows the text
-    (height: auto in app.tcss) but a layout pass happens only when the number
-    of lines changes, not on every frame."""
+    """A bar of one or more lines of text.  Its height follows the text but
+    only grows while the width stays the same: a narration that is one line
+    now and two the next would make every pane below jump (and cost a
+    layout pass per frame).  A new width fits the height to the text again."""
 
     text = reactive(Text(""))
-    _lines = 1
+    _lines = 0
+    _width = 0
 
     def render(self) -> Text:
         return self.text
@@ -27,16 +29,19 @@ class Bar(Widget):
         self._relayout_if_needed()
 
     def on_resize(self) -> None:
+        if self.size.width != self._width:   # (not the resize our own height change causes)
+            self._lines = 0
         self._relayout_if_needed()
 
     def _relayout_if_needed(self) -> None:
         w = self.size.width
         if not w or not self.is_mounted:
             return
-        n = len(self.render().wrap(self.app.console, w))
-        if n != self._lines:
+        self._width = w
+        n = max(1, len(self.render().wrap(self.app.console, w)))
+        if n > self._lines:
             self._lines = n
-            self.refresh(layout=True)
+            self.styles.height = n
 
 
 class HeaderBar(Bar):
