@@ -25,7 +25,6 @@ the time it completed.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from dataclasses import dataclass
@@ -232,23 +231,10 @@ class CompareDriver(Driver):
             events_run=sum(c.events_run for c in cols),
         )
 
-    # -- the loop ------------------------------------------------------------------
-    async def _loop(self) -> None:
-        period = 1.0 / self.max_fps
-        while True:
-            if not self.running:
-                await self._wake.wait()  # paused: sleep until resumed
-                continue
-            last = time.monotonic()
-            await asyncio.sleep(period)
-            if not self.running:
-                continue
-            now = time.monotonic()
-            if self.complete:
-                self.running = False
-                self._wake.clear()
-                self.publish()
-                continue
-            self.advance(int((now - last) * self.speed), deadline=now + period * self.TICK_SHARE)
-            self._maybe_checkpoint()
-            self.publish()
+    # -- the loop (Driver._loop) ----------------------------------------------------
+    def _finished(self) -> bool:
+        return self.complete
+
+    def _tick(self, wall_s: float, now: float) -> None:
+        self.advance(int(wall_s * self.speed), deadline=now + self.TICK_SHARE / self.max_fps)
+

@@ -425,19 +425,28 @@ class Driver:
             if not self.running:
                 continue
             now = time.monotonic()
-            eng = self.sim.engine
-            if eng.halted or not eng.pending:
+            if self._finished():
                 self.running = False
                 self._wake.clear()
                 self.publish()
                 continue
-            target = eng.now + int((now - last) * self.speed)
-            if self.predict:
-                self._run_predicting(target)
-            else:
-                eng.run_until(target, max_events=self.max_events_per_tick)
+            self._tick(now - last, now)
             self._maybe_checkpoint()
             self.publish()
+
+    def _finished(self) -> bool:
+        eng = self.sim.engine
+        return eng.halted or not eng.pending
+
+    def _tick(self, wall_s: float, now: float) -> None:
+        """Advance virtual time by ``wall_s`` of wall clock at the speed
+        (``now``: the wall clock, ``time.monotonic()``)."""
+        eng = self.sim.engine
+        target = eng.now + int(wall_s * self.speed)
+        if self.predict:
+            self._run_predicting(target)
+        else:
+            eng.run_until(target, max_events=self.max_events_per_tick)
 
     def _run_predicting(self, target: int) -> None:
         """Like ``run_until`` but one action at a time, stopping before any
