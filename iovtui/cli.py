@@ -98,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="reopen the app at the run a --trace file recorded")
     rp.add_argument("file", metavar="FILE.jsonl")
+    rp.add_argument("--at", type=_int_range(1, 2**63 - 1, "--at"), default=None, metavar="SEQ",
+                    help="open on the event with this seq (the trace's \"seq\" field), paused; "
+                         "default: the start of the run")
     rp.add_argument("--speed", type=_speed, default=1.0)
+    for opt in ("--theme", "--palette", "--presenter"):
+        act = next(a for a in p._actions if opt in a.option_strings)
+        rp._add_action(act)
 
     pr = sub.add_parser("presets", help="list presets, or validate a preset file")
     pr.add_argument("--validate", metavar="FILE", help="check a preset file and exit")
@@ -397,15 +403,41 @@ def trace_run(path: str) -> dict[str, Any]:
     src = head.get("preset_source") or ""
     name = src if src and Path(src).is_file() else head.get("preset", "")
     preset = _load(name, head.get("overrides") or [])
+    packets = head.get("packets")
     return {"preset": preset, "technique": _check_technique(head.get("technique", "")),
-            "seed": int(head.get("seed", 1))}
+            "seed": int(head.get("seed", 1)),
+            "packets": packets if isinstance(packets, int) and packets > 0 else None}
+
+
+def _last_seq(path: str) -> int:
+    """The seq of the trace file's last event (0 if it has none)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 65536))
+        tail = fh.read().splitlines()
+    for line in reversed(tail):
+        try:
+            ev = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("seq"), int):
+            return ev["seq"]
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     run = trace_run(args.file)
+    if args.at is not None:
+        last = _last_seq(args.file)
+        if args.at > last:
+            raise CliError(f"{args.file}: --at {args.at}: the trace's events are numbered 1..{last}")
     from .ui.app import create_app
 
-    app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed, start_paused=True)
+    _check_terminal_size()
+    app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
+                     packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
+                     presenter=args.presenter, at_event=args.at)
     app.run()
     return getattr(app, "return_code", 0) or 0
 

@@ -105,6 +105,39 @@ def test_replay_reopens_the_traced_run(tmp_path):
     assert r["preset"].sriov["posted_interrupts"] is True
 
 
+async def test_replay_at_opens_on_that_event_of_the_traced_run(tmp_path):
+    """`iovtui replay FILE --at SEQ`: the app, paused, narrating the trace's
+    event SEQ, with the run's packet count; n goes on with SEQ+1."""
+    import json
+
+    from iovtui.cli import trace_run
+    from iovtui.ui.app import create_app
+
+    t = tmp_path / "run.jsonl"
+    run_cli("run", "--technique", "sriov", "--packets", "40", "--trace", str(t), check_rc=0)
+    lines = [json.loads(x) for x in t.read_text().splitlines()]
+    events = {e["seq"]: e for e in lines[1:]}
+    r = trace_run(str(t))
+    assert r["packets"] == 40
+    for seq in (3, 44, max(events)):           # set-up, the middle of an action, the last
+        app = create_app(r["preset"], r["technique"], seed=r["seed"], packets=r["packets"], at_event=seq)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.1)
+            assert not app.driver.running
+            assert events[seq]["msg"] in app.w_narration.text.plain
+            if seq + 1 in events:
+                await pilot.press("n")
+                await pilot.pause(0.05)
+                assert events[seq + 1]["msg"][:60] in app.w_narration.text.plain.replace("\n", "")
+                await pilot.press("b")
+                await pilot.pause(0.05)
+                assert events[seq]["msg"][:60] in app.w_narration.text.plain.replace("\n", "")
+            else:
+                assert app.driver.sim.complete
+    one_line_error(run_cli("replay", str(t), "--at", "999999"), "numbered 1..")
+    one_line_error(run_cli("replay", str(t), "--at", "0"), "--at")
+
+
 def test_replay_bad_input(tmp_path):
     one_line_error(run_cli("replay", str(tmp_path / "missing.jsonl")), "no such trace file")
     junk = tmp_path / "junk.jsonl"

@@ -264,6 +264,28 @@ class Driver:
         self.publish()
         return self._last_event
 
+    def seek_event(self, seq: int) -> TraceEvent | None:
+        """Pause on the trace event numbered ``seq`` (as in a ``--trace``
+        file of the same run): run to the action that emits it and narrate
+        it, the rest of that action's events held for the next steps."""
+        self.running = False
+        self._wake.clear()
+        eng, sink = self.sim.engine, self.sink
+        start, before = eng.events_run, 0          # (seq within the set-up's events)
+        while sink.total < seq:
+            start, before = eng.events_run, sink.total
+            if not eng.step():
+                break
+        if sink.total >= seq:
+            self._action_events = sink.total - before
+            self._held = sink.total - seq
+            if eng.events_run > start:
+                self._marks.append((start, self._action_events))
+                self._marks.extend([None] * (self._action_events - self._held - 1))
+        self._seen_events = max(0, sink.total - self._held - EVENTS_PER_FRAME)
+        self.publish()
+        return self._last_event
+
     def _hold(self, emitted: int) -> None:
         """The last action emitted ``emitted`` events: narrate the first now
         and hold the rest back for the next steps."""

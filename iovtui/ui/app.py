@@ -551,9 +551,15 @@ def _speed_index(speed: float) -> int:
 
 def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
                packets: int | None = None, start_paused: bool = False, theme: str = "dark",
-               palette: str = "default", presenter: bool = False, predict: bool = False) -> IovApp:
-    """The one factory the CLI, `serve` and the tests use."""
+               palette: str = "default", presenter: bool = False, predict: bool = False,
+               at_event: int | None = None) -> IovApp:
+    """The one factory the CLI, `serve` and the tests use.  ``at_event``:
+    open paused on the trace event with that seq (``iovtui replay --at``)."""
     if theme not in THEMES or palette not in PALETTES:
         raise ValueError(f"theme must be one of {THEMES}, palette one of {PALETTES}")
-    return IovApp(preset, technique, seed=seed, speed=speed, packets=packets, start_paused=start_paused,
-                  theme=theme, palette=palette, presenter=presenter, predict=predict)
+    app = IovApp(preset, technique, seed=seed, speed=speed, packets=packets,
+                 start_paused=start_paused or at_event is not None,
+                 theme=theme, palette=palette, presenter=presenter, predict=predict)
+    if at_event is not None:
+        app.driver.seek_event(at_event)
+    return app
