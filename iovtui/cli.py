@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import tomllib
 from pathlib import Path
@@ -432,9 +433,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         last = _last_seq(args.file)
         if args.at > last:
             raise CliError(f"{args.file}: --at {args.at}: the trace's events are numbered 1..{last}")
-    from .ui.app import create_app
+    from .ui.app import create_app, remember_terminal
 
     _check_terminal_size()
+    remember_terminal()
     app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
                      packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
                      presenter=args.presenter, at_event=args.at)
@@ -446,12 +448,13 @@ def cmd_app(args: argparse.Namespace) -> int:
     preset = _load(args.preset)
     tech = _check_technique(args.technique)
     try:
-        from .ui.app import create_app
+        from .ui.app import create_app, remember_terminal
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("iovtui.ui"):
             raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
         raise
     _check_terminal_size()
+    remember_terminal()
     app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
                      palette=args.palette, presenter=args.presenter, predict=args.predict)
     app.run()
@@ -464,8 +467,13 @@ def _check_terminal_size() -> None:
     in the app instead)."""
     from .ui.app import too_small
 
-    if os.environ.get("TEXTUAL_DRIVER") or not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if os.environ.get("TEXTUAL_DRIVER"):
         return
+    for name, stream in (("standard input", sys.stdin), ("standard output", sys.stdout)):
+        if stream is None or not stream.isatty():
+            # (Textual would spin a core reading a closed input for ever)
+            raise CliError(f"the app needs a terminal, and {name} is not one; use 'iovtui run' for a "
+                           "headless run, or 'iovtui serve' for a browser")
     try:
         size = os.get_terminal_size(sys.stdout.fileno())
     except OSError:
@@ -484,9 +492,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import textual_serve.server  # noqa: F401  (the optional extra)
     except ModuleNotFoundError:
         raise CliError(srv.INSTALL_HINT) from None
+    if not args.host.strip():
+        raise CliError("--host is empty; give an address: 127.0.0.1 (this machine only, the default) "
+                       "or 0.0.0.0 (every interface)")
     cmd = srv.app_command(args.preset, tech, args.seed, args.speed, extra=look_args(args))
     try:
         rc = srv.serve(cmd, args.host, args.port, args.public_url)
+    except socket.gaierror as e:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {args.host!r} is not an address "
+                       f"or a known host name ({e.strerror or e})") from None
     except OSError as e:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     print("iovtui: server stopped", file=sys.stderr)

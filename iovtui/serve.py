@@ -12,8 +12,10 @@ imported only here, only when ``serve`` runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +49,19 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def check_address(host: str, port: int) -> None:
+    """Bind (and let go of) the address the server will listen on, so that a
+    bad host or a port in use is one error before anything says "serving".
+    Raises OSError."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, type_, proto, _name, addr in infos:
+        with socket.socket(family, type_, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+
+
 def serve(command: str, host: str, port: int, url: str | None = None) -> int:
     """Serve ``command`` until Ctrl-C (or SIGTERM).  Returns the exit status.
 
@@ -56,6 +71,7 @@ def serve(command: str, host: str, port: int, url: str | None = None) -> int:
     from textual_serve.server import Server
 
     url = url or public_url(host, port)
+    check_address(host, port)
 
     class _Server(Server):
         def on_startup_message(self) -> None:
@@ -63,6 +79,11 @@ def serve(command: str, host: str, port: int, url: str | None = None) -> int:
 
         async def on_startup(self, app) -> None:  # replaces textual-serve's banner
             self.on_startup_message()
+
+        def initialize_logging(self) -> None:
+            super().initialize_logging()
+            # one multi-line log record per HTTP request drowns the address; warnings stay
+            logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
     server = _Server(command, host=host, port=port, title="iovtui", public_url=url)
     # textual-serve asks asyncio for the current loop; give it a fresh one

@@ -95,6 +95,51 @@ def test_serve_port_in_use_is_one_line():
         p = run_cli("serve", "--port", str(port))
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "serving" not in p.stdout           # no claim before the address is bound
+
+
+def test_serve_refuses_an_empty_or_unknown_host():
+    pytest.importorskip("textual_serve")
+    p = run_cli("serve", "--host", "", "--port", str(_free_port()))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--host is empty" in p.stderr, p.stderr
+    assert "serving" not in p.stdout
+    p = run_cli("serve", "--host", "no such host", "--port", str(_free_port()))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not an address" in p.stderr, p.stderr
+
+
+def _web_session(resizes):
+    """The app as textual-serve starts it for a browser tab (its web driver
+    on pipes), sent these resizes and then the quit a closing tab sends, at once."""
+    env = _env()
+    env.update(TEXTUAL_DRIVER="textual.drivers.web_driver:WebDriver", TEXTUAL_FPS="60",
+               TEXTUAL_COLOR_SYSTEM="truecolor", COLUMNS="155", ROWS="42")
+    p = subprocess.Popen([sys.executable, "-m", "iovtui"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    import threading
+    threading.Thread(target=lambda: [None for _ in iter(lambda: p.stdout.read(65536), b"")], daemon=True).start()
+
+    def meta(d):
+        b = json.dumps(d).encode()
+        p.stdin.write(b"M" + len(b).to_bytes(4, "big") + b)
+        p.stdin.flush()
+
+    for h in resizes:
+        meta({"type": "resize", "width": 155, "height": h})
+    meta({"type": "quit"})
+    return p
+
+
+@pytest.mark.parametrize("resizes", [(), (50,)])
+def test_a_browser_tab_closed_while_the_app_starts_ends_its_process(resizes):
+    """A headless browser taking a screenshot resizes the page and closes it
+    while the app is still starting; Textual's shutdown then spins on full
+    repaints (ignoring SIGTERM), so the app ends its own process."""
+    p = _web_session(resizes)
+    try:
+        rc = p.wait(timeout=15)
+    finally:
+        _stop(p)
+    assert rc == 0
 
 
 def test_serve_without_textual_serve_says_how_to_install(tmp_path):

@@ -143,3 +143,12 @@ def test_replay_bad_input(tmp_path):
     junk = tmp_path / "junk.jsonl"
     junk.write_text('{"hello": 1}\n')
     one_line_error(run_cli("replay", str(junk)), "not an iovtui trace")
+
+
+def test_the_app_needs_a_terminal():
+    """Without one (a pipe, /dev/null), Textual would spin a core for ever:
+    one line instead, naming what to use."""
+    p = run_cli()
+    one_line_error(p, "needs a terminal", "iovtui run", "iovtui serve")
+    p = run_cli("replay", "nope.jsonl")
+    one_line_error(p, "no such trace file")

@@ -8,6 +8,9 @@ timer is paused too: no redraw work at all.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +35,8 @@ __all__ = ["IovApp", "create_app", "MAX_FPS", "MIN_W", "MIN_H", "too_small"]
 
 MAX_FPS = 30
 NOTICE_SECONDS = 4.0
+#: after ExitApp, how long Textual's shutdown may take before the process ends itself
+EXIT_GRACE_S = 3.0
 TECH_KEYS = {"1": "emulation", "2": "virtio", "3": "sriov"}
 TECH_NAMES = {"emulation": "device emulation", "virtio": "virtio", "sriov": "SR-IOV"}
 PANE_IDS = ("ram", "ring", "exits", "iommu", "nic")
@@ -199,7 +204,40 @@ class IovApp(App):
         self.driver.start()
 
     async def on_unmount(self) -> None:
+        self._unmounted = True
         await self.driver.stop()
+
+    _unmounted = False
+
+    async def on_exit_app(self) -> None:
+        """Textual's ExitApp (q, Ctrl-C, SIGTERM, a browser tab closing):
+        stop the run and the redraw timer first, and make sure the process
+        ends.  Textual 8.2.8's shutdown can spin for ever on full repaints
+        when a browser session is resized and closed while the app is still
+        starting (a headless browser taking a screenshot does exactly that);
+        such a process ignores SIGTERM and would keep a core busy after
+        `serve` stops.  If the app has not unmounted EXIT_GRACE_S seconds
+        after ExitApp, the process restores the terminal and exits."""
+        if self._timer is not None:
+            self._timer.stop()
+        await self.driver.stop()
+        if not self.is_headless:
+            threading.Thread(target=self._exit_watchdog, daemon=True, name="iovtui-exit").start()
+
+    def _exit_watchdog(self) -> None:
+        time.sleep(EXIT_GRACE_S)
+        if self._unmounted:
+            return
+        try:
+            out = sys.__stdout__
+            if out is not None and out.isatty():     # leave the alternate screen, show the cursor, mouse off
+                out.write("\x1b[?1000l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?25h\x1b[?1049l")
+                out.flush()
+                restore_terminal()
+            sys.__stderr__.write(f"iovtui: the app did not close within {EXIT_GRACE_S:g} s; ended it\n")
+            sys.__stderr__.flush()
+        finally:
+            os._exit(0)
 
     def on_resize(self, event: events.Resize) -> None:
         footer = getattr(self, "w_footer", None)
@@ -547,6 +585,28 @@ class IovApp(App):
 def _speed_index(speed: float) -> int:
     target = speed * SPEEDS[DEFAULT_SPEED_INDEX]
     return min(range(len(SPEEDS)), key=lambda i: abs(math.log(SPEEDS[i]) - math.log(target)))
+
+
+_TERMIOS: list = []
+
+
+def remember_terminal() -> None:
+    """Keep the terminal's settings (the CLI calls this before the app
+    starts) so that a forced exit can put them back."""
+    try:
+        import termios
+        _TERMIOS[:] = [termios.tcgetattr(sys.stdin.fileno())]
+    except Exception:           # no terminal (a browser session), or no termios
+        pass
+
+
+def restore_terminal() -> None:
+    try:
+        import termios
+        if _TERMIOS:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, _TERMIOS[0])
+    except Exception:           # no terminal (a browser session), or no termios
+        pass
 
 
 def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
