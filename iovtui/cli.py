@@ -260,8 +260,8 @@ COMPARE_VARIANTS = (
     ("sriov+posted", "sriov", {"sriov": {"posted_interrupts": True}}),
 )
 COMPARE_COLUMNS = ("variant", "technique", "exits_per_packet", "top_exits", "interrupts_injected",
-                   "interrupts_posted", "copies_per_packet", "throughput_gbps", "p50_ns", "p99_ns",
-                   "iotlb_hit_rate", "delivered", "dropped")
+                   "interrupts_posted", "copies_per_packet", "cpu_ns_per_packet", "throughput_gbps", "p50_ns",
+                   "p99_ns", "iotlb_hit_rate", "iommu_faults", "delivered", "dropped")
 
 
 def compare_rows(preset, packets: int | None, seed: int) -> list[dict[str, Any]]:
@@ -282,13 +282,16 @@ def compare_rows(preset, packets: int | None, seed: int) -> list[dict[str, Any]]
             "variant": label, "technique": tech,
             "exits_per_packet": d["exits"]["per_packet"],
             "exits_by_reason": d["exits"]["by_reason"],
-            "top_exits": " ".join(f"{k}:{v}" for k, v in top) or "-",
+            "top_exits": " ".join(f"{k}:{v}" for k, v in top) or "–",
             "interrupts_injected": d["interrupts"]["injected"],
             "interrupts_posted": d["interrupts"]["posted"],
             "copies_per_packet": d["copies_per_packet"],
+            # vCPU and host-thread time per delivered packet: where the exits' cost shows
+            "cpu_ns_per_packet": d["cpu_ns_per_packet"],
             "throughput_gbps": d["throughput_gbps"],
             "p50_ns": d["latency_ns"]["p50"], "p99_ns": d["latency_ns"]["p99"],
             "iotlb_hit_rate": round(io["iotlb_hits"] / looked, 4) if looked else None,
+            "iommu_faults": io["faults"],
             "delivered": d["packets"]["delivered"], "dropped": d["packets"]["dropped"],
         })
     return rows
@@ -304,33 +307,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps({"preset": preset.name, "seed": args.seed, "results": rows}, indent=2))
         return 0
     if args.format == "csv":
+        # every exit reason any variant saw is a column of its own (0 where none)
+        reasons = sorted({k for r in rows for k in r["exits_by_reason"]})
+        cols = [c for c in COMPARE_COLUMNS if c != "top_exits"] + [f"exits_{k}" for k in reasons]
         buf = _io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COMPARE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r[k] is None else r[k]) for k in COMPARE_COLUMNS})
+            flat = {k: ("" if r[k] is None else r[k]) for k in COMPARE_COLUMNS}
+            flat.update({f"exits_{k}": r["exits_by_reason"].get(k, 0) for k in reasons})
+            w.writerow(flat)
         print(buf.getvalue(), end="")
         return 0
-    heads = ("variant", "exits/pkt", "top exits", "irq inj", "irq posted", "copies/pkt", "Gb/s",
-             "p50 µs", "p99 µs", "IOTLB hits", "delivered", "dropped")
+    heads = ("variant", "exits/pkt", "top exits", "irq inj", "irq posted", "copies/pkt", "CPU µs/pkt", "Gb/s",
+             "p50 µs", "p99 µs", "IOTLB hits", "DMAR faults", "delivered", "dropped")
 
     def cells(r):
         hit = "–" if r["iotlb_hit_rate"] is None else f"{100 * r['iotlb_hit_rate']:.1f} %"
         return (r["variant"], f"{r['exits_per_packet']:.3f}", r["top_exits"], f"{r['interrupts_injected']:,}",
-                f"{r['interrupts_posted']:,}", f"{r['copies_per_packet']:g}", f"{r['throughput_gbps']:.2f}",
-                f"{r['p50_ns'] / 1000:.2f}", f"{r['p99_ns'] / 1000:.2f}", hit, f"{r['delivered']:,}",
-                f"{r['dropped']:,}")
+                f"{r['interrupts_posted']:,}", f"{r['copies_per_packet']:g}", f"{r['cpu_ns_per_packet'] / 1000:.2f}",
+                f"{r['throughput_gbps']:.2f}", f"{r['p50_ns'] / 1000:.2f}", f"{r['p99_ns'] / 1000:.2f}", hit,
+                f"{r['iommu_faults']:,}", f"{r['delivered']:,}", f"{r['dropped']:,}")
     if args.format == "markdown":
         print(f"**{preset.name}** · seed {args.seed}\n")
         print("| " + " | ".join(heads) + " |")
-        print("|" + "|".join(" --- " if i < 1 else " ---: " for i in range(len(heads))) + "|")
+        print("|" + "|".join(" --- " if i in (0, 2) else " ---: " for i in range(len(heads))) + "|")
         for r in rows:
             print("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    short = ("variant", "exits/pkt", "irq inj/posted", "copies", "Gb/s", "p50/p99 µs", "IOTLB", "delivered")
+    faults = any(r["iommu_faults"] for r in rows)
+    short = ("variant", "exits/pkt", "irq inj/posted", "copies", "CPU µs/pkt", "Gb/s", "p50/p99 µs", "IOTLB",
+             *(("DMAR faults",) if faults else ()), "delivered ✗dropped")
     from rich import box
 
     t = Table(title=f"{preset.name} · seed {args.seed}", title_justify="left", pad_edge=False,
@@ -339,11 +349,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
     for r in rows:
         c = cells(r)
-        t.add_row(c[0], c[1], f"{c[3]}/{c[4]}", c[5], c[6], f"{c[7]}/{c[8]}", c[9],
-                  f"{c[10]}" + (f" ✗{c[11]}" if r["dropped"] else ""))
+        t.add_row(c[0], c[1], f"{c[3]}/{c[4]}", c[5], c[6], c[7], f"{c[8]}/{c[9]}", c[10],
+                  *((c[11],) if faults else ()), f"{c[12]}" + (f" ✗{c[13]}" if r["dropped"] else ""))
     con = Console()
-    if con.width < 112:   # a comparison needs its columns: wider than a narrow (or piped) console
-        con = Console(width=112)
+    if con.width < 124:   # a comparison needs its columns: wider than a narrow (or piped) console
+        con = Console(width=124)
     con.print(t)
     con.print("exits by reason:")
     for r in rows:

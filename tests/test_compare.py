@@ -36,3 +36,22 @@ def test_compare_table_and_bad_input():
     assert p.returncode == 2 and "table" in p.stderr and "Traceback" not in p.stderr
     p = run_cli("compare", "--preset", "nope")
     assert p.returncode == 2 and "unknown preset" in p.stderr
+
+
+def test_compare_shows_cpu_cost_faults_and_every_exit_reason_as_columns():
+    j = json.loads(run_cli("compare", "--preset", "rogue-dma", "--packets", "600", "--format", "json",
+                           check_rc=0).stdout)
+    rows = {r["variant"]: r for r in j["results"]}
+    # CPU per packet: SR-IOV best, virtio next, emulation worst (DOMAIN.md), even where exits/packet is close
+    cpu = [rows[v]["cpu_ns_per_packet"] for v in ("emulation", "virtio", "virtio+vhost", "sriov", "sriov+posted")]
+    assert cpu[0] > cpu[1] > cpu[2] > cpu[3] > cpu[4] > 0
+    assert rows["sriov"]["iommu_faults"] == rows["sriov"]["dropped"] > 0 and rows["virtio"]["iommu_faults"] == 0
+    c = list(csv.DictReader(io.StringIO(run_cli("compare", "--preset", "rogue-dma", "--packets", "600",
+                                                "--format", "csv", check_rc=0).stdout)))
+    for r in c:
+        by = rows[r["variant"]]["exits_by_reason"]
+        reasons = {k[len("exits_"):]: int(v) for k, v in r.items() if k.startswith("exits_") and k != "exits_per_packet"}
+        assert {k: v for k, v in reasons.items() if v} == by
+        assert int(r["iommu_faults"]) == rows[r["variant"]]["iommu_faults"]
+    table = run_cli("compare", "--preset", "rogue-dma", "--packets", "600", check_rc=0).stdout
+    assert "DMAR faults" in table and "CPU µs/pkt" in table
