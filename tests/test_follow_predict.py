@@ -265,6 +265,32 @@ async def test_g_asks_then_reveals_and_keeps_score():
         assert "predict 1/1" in app.w_header.render().plain
 
 
+@pytest.mark.parametrize("tech", ["sriov", "emulation"])
+async def test_answering_questions_never_repeats_an_exit_in_the_log(tech):
+    """The question rewinds the run to just before its action; the exits
+    already in the log stay there once, and the answered action's exits
+    are added once."""
+    from iovtui.ui.screens import QuestionScreen
+    app = create_app(load_preset("steady-stream"), tech, start_paused=True, predict=True)
+    async with app.run_test(size=(200, 50)) as pilot:
+        asked = 0
+        for _ in range(60):
+            await pilot.press("n")
+            await pilot.pause()
+            if isinstance(app.screen, QuestionScreen):
+                asked += 1
+                await pilot.press(app.screen.question.answer)
+                await pilot.pause()
+                await pilot.press("enter")
+                await pilot.pause()
+        assert asked >= 3
+        seqs = list(app.w_exits.seqs)
+        assert seqs and len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+        exits = [e.seq for e in app.driver.sink.events if e.kind == "exit"]
+        shown = app._applied.last_event.seq
+        assert seqs == [x for x in exits if x <= shown]      # every exit so far, each once
+
+
 async def test_q_quits_from_a_question_and_other_letters_do_nothing():
     from iovtui.ui.screens import QuestionScreen
     app = create_app(load_preset("steady-stream"), "virtio", start_paused=True, predict=True)

@@ -178,7 +178,11 @@ class Driver:
             evs = [ring[-i] for i in range(min(new, len(ring)), 0, -1)]
             q = self.quiz.consider(evs, self.sim) if evs else None
             if q is not None:
+                # back to just before the action; what was shown stays shown
+                # (the replayed run emits the same events up to here)
+                seen, last = self._seen_events, self._last_event
                 self._replay_to(before_n)
+                self._seen_events, self._last_event = seen, last
                 self.question = q
                 self.running = False
                 self._wake.clear()
