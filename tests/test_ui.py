@@ -238,6 +238,23 @@ async def test_k_switches_the_exit_log_to_a_kvm_stat_view():
         assert not a.w_exits.aggregate
 
 
+async def test_kvm_stat_current_rate_is_steady_on_a_steady_stream():
+    """steady-stream under virtio: one interrupt per packet at ~41 kpps, so
+    EXTERNAL_INTERRUPT's CurAvg/s stays near that from frame to frame."""
+    a = app("virtio", preset="steady-stream")
+    async with a.run_test(size=(120, 40)) as pilot:
+        rates = []
+        for _ in range(60):
+            a.driver.sim.engine.run_until(a.driver.sim.engine.now + 30_000)   # 30 µs of virtual time a frame
+            a.driver.publish()
+            await pilot.pause(0.01)
+            rates.append(dict((r[0], r[3]) for r in a.w_exits.kvm_stat_rows()).get("kvm_exit(EXTERNAL_INTERRUPT)", 0))
+        s = a._applied.summary
+        true_rate = s["exits"]["by_reason"]["EXTERNAL_INTERRUPT"] / (s["virtual_time_ns"] / 1e9)
+        late = rates[35:]
+        assert max(late) < 1.15 * true_rate and min(late) > 0.85 * true_rate, (true_rate, late)
+
+
 async def test_b_steps_back():
     a = app()
     async with a.run_test(size=(120, 40)) as pilot:

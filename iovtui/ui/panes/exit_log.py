@@ -15,6 +15,10 @@ from .common import FOLLOW, FOLLOW_GLYPH, TitledPane, fmt_t as _fmt_t
 __all__ = ["ExitLogPane"]
 
 
+#: kvm_stat's CurAvg/s here: over the last this many frames (about 1 s at 30 frames/s)
+RATE_FRAMES = 30
+
+
 class ExitLogPane(TitledPane):
     """One line per VM exit (bounded: the newest ``maxlen``)."""
 
@@ -25,7 +29,9 @@ class ExitLogPane(TitledPane):
         self._followed: frozenset = frozenset()
         self.border_title = "VMM exit log"
         self.aggregate = False           # kvm_stat-style totals instead of one line per exit
-        self._prev: tuple[int, dict] | None = None
+        #: (virtual time, exits by reason) of the last frames: CurAvg/s is
+        #: taken over them (about a second of wall clock), not one frame
+        self._history: deque[tuple[int, dict]] = deque(maxlen=RATE_FRAMES)
         self._rates: dict[str, float] = {}
 
     def toggle_aggregate(self) -> None:
@@ -36,21 +42,27 @@ class ExitLogPane(TitledPane):
 
     def kvm_stat_rows(self) -> list[tuple[str, int, float, float]]:
         """(event, Total, %Total, CurAvg/s) like kvm_stat; the rate is per
-        second of virtual time over the last frame interval."""
+        second of virtual time over the last RATE_FRAMES frames."""
         f = self.frame
         if f is None:
             return []
         by = f.summary["exits"]["by_reason"]
         total = sum(by.values()) or 1
         rows = [(f"kvm_exit({name})", n, 100.0 * n / total, self._rates.get(name, 0.0)) for name, n in by.items()]
-        return sorted(rows, key=lambda r: -r[1])
+        return sorted(rows, key=lambda r: (-r[1], r[0]))     # ties keep their order
 
     def _track_rates(self, frame: Frame) -> None:
         by = frame.summary["exits"]["by_reason"]
-        if self._prev is not None and frame.t_ns > self._prev[0]:
-            dt = (frame.t_ns - self._prev[0]) / 1e9
-            self._rates = {k: (v - self._prev[1].get(k, 0)) / dt for k, v in by.items()}
-        self._prev = (frame.t_ns, dict(by))
+        h = self._history
+        if h and frame.t_ns < h[-1][0]:          # a run started again (step back replays)
+            h.clear()
+        if h and frame.t_ns == h[-1][0]:
+            return
+        h.append((frame.t_ns, dict(by)))
+        t0, by0 = h[0]
+        if frame.t_ns > t0:
+            dt = (frame.t_ns - t0) / 1e9
+            self._rates = {k: (v - by0.get(k, 0)) / dt for k, v in by.items()}
 
     def content(self, frame: Frame):
         return self.serial
@@ -102,7 +114,7 @@ class ExitLogPane(TitledPane):
             self.refresh()
 
     def clear_rates(self) -> None:
-        self._prev = None
+        self._history.clear()
         self._rates = {}
 
     def render_line(self, y: int) -> Strip:
