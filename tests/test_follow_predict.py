@@ -94,6 +94,29 @@ def test_follow_a_frame_the_iommu_blocks():
     assert "IOMMU blocked" in v.drop_reason and v.hpa is None
 
 
+@pytest.mark.parametrize("tech", ["sriov", "virtio"])
+def test_the_followed_packet_moves_with_the_narration_not_ahead_of_it(tech):
+    """When one action does several things at one instant, n narrates them
+    one at a time; the follow view shows the stage of the narrated event."""
+    d = make_driver("steady-stream", tech)
+    d.follow(True)
+    seen = []
+    for _ in range(40):
+        ev = d.step()
+        fv = d.frame().follow
+        seen.append((ev.seq, fv))
+        if fv.pkt is not None and ev.data.get("pkt") == fv.pkt and ev.stage:
+            assert fv.stage == ev.stage, (ev.msg, fv.stage)
+    assert any(fv is not None and fv.stage for _s, fv in seen)
+    # back and forth: the same views
+    for i in range(39, 30, -1):
+        d.step_back()
+        assert d.frame().follow == seen[i - 1][1]
+    for i in range(31, 40):
+        d.step()
+        assert d.frame().follow == seen[i][1]
+
+
 def test_follow_survives_step_back_identically():
     d = make_driver("steady-stream", "virtio")
     d.follow(True)

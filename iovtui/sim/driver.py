@@ -132,6 +132,7 @@ class Driver:
         #: signals), and ``n`` explains them one at a time
         self._held = 0
         self._action_events = 0
+        self._pre_follow: Follower | None = None
 
     def restart(self, make_sim: Callable[[Trace], Simulation] | None = None) -> None:
         """A new run (another technique, preset or seed); keeps speed, pause
@@ -153,6 +154,7 @@ class Driver:
             self.follower.arm()
         else:
             self.follower.stop()
+        self._pre_follow = None          # (a snapshot from before this is of the old packet)
         self.publish()
         return on
 
@@ -255,6 +257,9 @@ class Driver:
         start = self.sim.engine.events_run
         sink = self.sink
         before = sink.total
+        # the follower as it was before the action, so that while the
+        # action's events are narrated one by one it shows only those
+        self._pre_follow = copy.deepcopy(self.follower) if self.follower.armed else None
         for _ in range(1000):
             if not self._run_action(ask=True):
                 break
@@ -333,9 +338,14 @@ class Driver:
             self._restore(ck[1])
         self._marks = marks
         self._held = self._action_events = 0
+        self._pre_follow = None
         eng = self.sim.engine
-        while eng.events_run < target and eng.step():
-            pass
+        follower = self.follower
+        while eng.events_run < target:
+            if eng.events_run == target - 1 and follower.armed:   # before the step's action (see step)
+                self._pre_follow = copy.deepcopy(follower)
+            if not eng.step():
+                break
         self._seen_events = max(0, self.sink.total - EVENTS_PER_FRAME)
 
     # -- checkpoints (step back without replaying the whole run) -------------------------
@@ -409,7 +419,7 @@ class Driver:
             nic=t.nic_view(),
             complete=sim.complete,
             events_run=sim.engine.events_run,
-            follow=self.follower.view(),
+            follow=self._follow_view(),
             predict=self.predict,
             question=self.question,
             reveal=self.reveal,
@@ -417,6 +427,22 @@ class Driver:
             step_pos=((self._action_events - held, self._action_events)
                       if self._action_events > 1 and not self.running else (0, 0)),
         )
+
+    def _follow_view(self) -> FollowView | None:
+        """The followed packet as of the narrated event: while an action's
+        events are narrated one at a time, a copy of the follower from before
+        the action is fed only those shown so far."""
+        held, pre = self._held, self._pre_follow
+        if not held or pre is None or not self.follower.armed:
+            return self.follower.view()
+        n = self._action_events
+        ring = list(self.sink.events)
+        if n > len(ring):
+            return self.follower.view()
+        f = copy.deepcopy(pre)
+        for ev in ring[len(ring) - n:len(ring) - held]:
+            f(ev)
+        return f.view()
 
     def publish(self) -> Frame:
         f = self.frame()

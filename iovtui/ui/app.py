@@ -405,7 +405,8 @@ class IovApp(App):
         self.w_exits.toggle_aggregate()
 
     def action_follow(self) -> None:
-        fv = self.driver.follower.view()
+        f = self._latest or self._applied          # what the follow bar shows
+        fv = f.follow if f is not None else None
         if fv is not None and fv.state in ("delivered", "dropped"):
             self.driver.follow(True)           # that one is done: follow the next frame
         else:
