@@ -110,6 +110,24 @@ def test_a_miss_walks_the_tables_and_a_hit_reads_nothing():
     assert (m.iommu_translations, m.iotlb_hits, m.iotlb_misses) == (2, 1, 1)
 
 
+def test_the_context_cache_makes_a_later_miss_the_4_read_page_walk():
+    """DOMAIN.md: a miss costs a page walk (4 reads).  The root and context
+    entries are read the first time a device is seen, then the context cache
+    answers, until the host rewrites the context entry."""
+    io, m = one_vm()
+    reads = CountingReads(io)
+    io.translate(VF0, 0x1234, True)
+    assert reads.n == 6
+    _hpa, cost, hit = io.translate(VF0, 0x5000, True)        # another page: an IOTLB miss
+    assert not hit and cost == 4 * WALK_NS and reads.n == 10
+    io.domain(2, "other")
+    io.map(2, 0, HPA0 + RAM, RAM)
+    io.attach(VF0, 2)                                          # invalidates the device's context entry
+    reads.n = 0
+    hpa, cost, hit = io.translate(VF0, 0x5000, True)
+    assert hpa == HPA0 + RAM + 0x5000 and cost == 6 * WALK_NS and reads.n == 6
+
+
 def test_iotlb_lru_eviction_at_its_configured_size():
     io, m = one_vm(entries=3)
     for page in (1, 2, 3):
@@ -250,8 +268,11 @@ def test_the_iommu_pane():
     assert v.columns[:3] == ("RID", "device", "dom")
     assert v.rows[0] == ("02:10.0", "VF0 → vm0", "1", f"0x0-0x{RAM - 1:x}", f"0x{HPA0:x}", "RW")
     assert v.rows[1][-1] == "R-"
-    assert v.lines[0].startswith("IOTLB 1/4 entries") and "hits 1 · misses 2" in v.lines[0] and "hit rate 33.3 %" in v.lines[0]
-    assert v.lines[-1].startswith("DMAR: [DMA Write NO_PASID] Request device [02:10.0] fault addr 0x7f000000")
+    assert v.head[0].startswith("IOTLB 1/4 ") and "hits 1 · misses 2" in v.head[0] and "33.3 %" in v.head[0]
+    # the newest fault comes above the table, where a short pane still shows it
+    assert v.head[1].startswith("DMAR: [DMA Write NO_PASID] Request device [02:10.0] fault addr 0x7f000000")
+    # what the IOTLB holds: the translation the two DMAs to GPA 0x1000 used
+    assert v.lines[0] == f"IOTLB newest: dom 1 0x1000→0x{HPA0 + 0x1000:x} RW"
 
 
 @settings(max_examples=40, deadline=None)

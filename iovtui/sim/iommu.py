@@ -14,9 +14,11 @@ not-present entry; Linux prints them as "PTE Write access is not set" and
 "PTE Read access is not set").  An address above the 48-bit adjusted guest
 address width faults with reason 0x04 (Access beyond MGAW).
 
-Costs: an IOTLB miss reads the root entry, the context entry and the four
-second-level entries, each ``iotlb_walk_read_ns`` (no context-entry cache is
-modelled, so a miss costs 6 reads: 2 + the 4-level page walk).
+Costs: an IOTLB miss is the 4-level page walk, four reads of
+``iotlb_walk_read_ns`` each.  The root and context entries are read too (two
+more reads) only the first time a device is seen: like the hardware's
+context cache, the device's context entry (domain id, page-table pointer) is
+kept after it, until the host changes it (``attach``).
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class Iommu:
         self.metrics = metrics
         self.faults: deque[str] = deque(maxlen=8)
         self.last: str = ""
+        #: the context cache: rid -> (did, second-level page-table pointer)
+        self.context_cache: dict[int, tuple[int, int]] = {}
 
     # -- programming (what the host's intel-iommu driver does) -------------------
     def domain(self, did: int, name: str) -> Domain:
@@ -140,6 +144,7 @@ class Iommu:
         # context entry: lo = SLPTPTR | TT=00 | P ; hi = DID << 8 | AW=2 (48-bit)
         self.mem.write_qq(ctx + 16 * devfn, d.pgd | 1, (did << 8) | 2)
         self.devices[rid] = did
+        self.context_cache.pop(rid, None)     # (a context-cache invalidation)
 
     def map(self, did: int, iova: int, hpa: int, size: int, read: bool = True, write: bool = True) -> None:
         d = self.domains[did]
@@ -192,17 +197,19 @@ class Iommu:
         try:
             if iova >> 48:
                 raise DmaFault(rid, iova, write, 0x04)
-            bus, devfn = rid >> 8, rid & 0xFF
-            lo, _hi = self.mem.read(self.root + 16 * bus, _QQ)
-            cost += self.walk_read_ns
-            if not lo & 1:
-                raise DmaFault(rid, iova, write, 0x01)
-            clo, chi = self.mem.read((lo & ~0xFFF) + 16 * devfn, _QQ)
-            cost += self.walk_read_ns
-            if not clo & 1:
-                raise DmaFault(rid, iova, write, 0x02)
-            table = clo & ~0xFFF
-            did = (chi >> 8) & 0xFFFF
+            ctx = self.context_cache.get(rid)
+            if ctx is None:                       # root and context entries: read once per device
+                bus, devfn = rid >> 8, rid & 0xFF
+                lo, _hi = self.mem.read(self.root + 16 * bus, _QQ)
+                cost += self.walk_read_ns
+                if not lo & 1:
+                    raise DmaFault(rid, iova, write, 0x01)
+                clo, chi = self.mem.read((lo & ~0xFFF) + 16 * devfn, _QQ)
+                cost += self.walk_read_ns
+                if not clo & 1:
+                    raise DmaFault(rid, iova, write, 0x02)
+                ctx = self.context_cache[rid] = ((chi >> 8) & 0xFFFF, clo & ~0xFFF)
+            did, table = ctx
             v = 0
             for idx in walk_indices(iova):       # the page walk: 4 reads
                 (v,) = self.mem.read(table + 8 * idx)
@@ -234,9 +241,16 @@ class Iommu:
         m = self.metrics
         total = m.iotlb_hits + m.iotlb_misses
         rate = f"{100 * m.iotlb_hits / total:.1f} %" if total else "–"
-        lines = [f"IOTLB {len(self.iotlb)}/{self.iotlb_entries} entries · hits {m.iotlb_hits:,} · "
-                 f"misses {m.iotlb_misses:,} (4-read page walk each) · hit rate {rate}",
-                 f"translations {m.iommu_translations:,} · faults {m.iommu_faults:,}"]
-        lines += list(self.faults)[-3:]
+        head = [f"IOTLB {len(self.iotlb)}/{self.iotlb_entries} · hits {m.iotlb_hits:,} · misses {m.iotlb_misses:,} "
+                f"(a 4-read page walk each) · {rate} · translations {m.iommu_translations:,} · "
+                f"faults {m.iommu_faults:,}"]
+        faults = list(self.faults)
+        head += faults[-1:]                       # the newest fault, in full, above the table
+        # the IOTLB's newest entries: (domain, guest page) → host page, and R/W
+        newest = list(self.iotlb.items())[-4:][::-1]
+        lines = (["IOTLB newest: " + " · ".join(
+                    f"dom {did} 0x{gfn << 12:x}→0x{page:x} {'R' if perms & PTE_R else '-'}{'W' if perms & PTE_W else '-'}"
+                    for (did, gfn), (page, perms) in newest)] if newest else [])
+        lines += faults[-3:-1][::-1]              # earlier faults, newest first
         return TableView("IOMMU (VT-d)", ("RID", "device", "dom", "IOVA (GPA)", "HPA", "perm"),
-                         tuple(rows), tuple(lines))
+                         tuple(rows), tuple(lines), head=tuple(head))

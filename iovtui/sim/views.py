@@ -59,3 +59,4 @@ class TableView:
     rows: tuple[tuple[str, ...], ...]
     lines: tuple[str, ...] = ()    # e.g. IOTLB summary, last DMAR faults, switch decisions
     idle_reason: str = ""          # set when the pane does not apply to the technique
+    head: tuple[str, ...] = ()     # lines that matter most (a DMAR fault): shown above the table

@@ -74,9 +74,11 @@ class TablePane(TitledPane):
                 table.add_row(*(row[k] for k in group), style="bold black on #d787ff" if i == marked else None)
             parts.append(table)
         from rich.console import Group
+
+        def text(line: str) -> Text:
+            return Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70", overflow="fold")
         extra = [Text(followed[1], style="#d787ff", overflow="fold")] if followed is not None else []
-        return Group(*parts, *extra, *(Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70",
-                                            overflow="fold") for line in tv.lines))
+        return Group(*(text(line) for line in tv.head), *parts, *extra, *(text(line) for line in tv.lines))
 
     def on_resize(self) -> None:
         self.refresh()
