@@ -167,6 +167,19 @@ async def test_c_opens_the_compare_view_and_pauses_the_main_run():
         assert "compare" in scr.w_header.render().plain and "seed 1" in scr.w_header.render().plain
 
 
+async def test_the_main_views_keys_do_nothing_inside():
+    a = app(paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("c")
+        await pilot.pause(0.2)
+        for key in ("g", "f", "k", "1", "3", "e", "v", "i"):
+            await pilot.press(key)
+        await pilot.pause(0.1)
+        assert isinstance(a.screen, CompareScreen)
+        assert not a.driver.predict and not a.driver.follower.armed and not a.w_exits.aggregate
+        assert a.technique == "virtio"
+
+
 async def test_space_n_and_plus_work_inside():
     a = app(paused=True)
     async with a.run_test(size=(120, 40)) as pilot:

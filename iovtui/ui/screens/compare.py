@@ -460,7 +460,7 @@ class CompareScreen(Screen):
         Binding("c", "close", "close", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         # the main view's keys do nothing here (they would act on the paused main run)
-        Binding("1,2,3,p,e,v,i,r,m,k,f,enter,left,right,up,down", "main_only", show=False),
+        Binding("1,2,3,p,e,v,i,r,m,k,f,g,enter,left,right,up,down", "main_only", show=False),
     ]
 
     def __init__(self, preset: Preset, seed: int = 1, packets: int | None = None,
