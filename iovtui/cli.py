@@ -129,19 +129,19 @@ def _load(preset: str, overrides: Sequence[str] = ()):
 
     try:
         p = load_preset(preset)
-        if overrides:
-            sections: dict[str, dict[str, Any]] = {}
-            for item in overrides:
-                if "=" not in item or "." not in item.split("=", 1)[0]:
-                    raise CliError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. virtio.vhost=true")
-                key, val = item.split("=", 1)
-                sec, k = key.split(".", 1)
-                try:
-                    v = tomllib.loads(f"v = {val}")["v"]
-                except tomllib.TOMLDecodeError:
-                    v = val  # a bare word: take it as a string
-                sections.setdefault(sec, {})[k] = v
-            p = p.with_options(**sections)
+        for item in overrides:               # each checked on its own, so an error names it
+            if "=" not in item or "." not in item.split("=", 1)[0]:
+                raise CliError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. virtio.vhost=true")
+            key, val = item.split("=", 1)
+            sec, k = key.split(".", 1)
+            try:
+                v = tomllib.loads(f"v = {val}")["v"]
+            except tomllib.TOMLDecodeError:
+                v = val  # a bare word: take it as a string
+            if sec == "vm":
+                raise CliError(f"--set {item}: [[vm]] tables cannot be set from the command line; "
+                               "write a preset file")
+            p = p.with_options(via=f"--set {item}", **{sec: {k: v}})
         return p
     except PresetError as e:
         raise CliError(str(e)) from None

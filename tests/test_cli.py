@@ -49,7 +49,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     rng = tmp_path / "range.toml"
     rng.write_text('name = "r"\ndescription = "d"\n[virtio]\nqueue_size = 3\n')
     one_line_error(run_cli("run", "--preset", str(rng)), "virtio.queue_size = 3", "power of two")
-    one_line_error(run_cli("run", "--set", "virtio.vhots=true"), '"vhost"')
+    one_line_error(run_cli("run", "--set", "virtio.vhots=true"), '"vhost"', "--set virtio.vhots=true:")
+    # a bad --set names the --set, not the preset file it changes
+    p = run_cli("run", "--set", "virtio.event_idx=true", "--set", "virtio.queue_size=3")
+    one_line_error(p, "--set virtio.queue_size=3:", "power of two")
+    assert "steady-stream.toml" not in p.stderr
+    one_line_error(run_cli("run", "--set", "vm.name=x"), "--set vm.name=x:", "preset file")
     one_line_error(run_cli("run", "--trace", str(tmp_path / "no" / "dir" / "t.jsonl")), "does not exist")
     existing = tmp_path / "t.jsonl"
     existing.write_text("keep")

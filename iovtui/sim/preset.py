@@ -7,6 +7,8 @@ keep tomllib's line and column.
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import os
 import re
@@ -280,16 +282,20 @@ class Preset:
     costs: dict[str, float]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def with_options(self, **sections: Any) -> "Preset":
-        """A copy with some section keys changed (used by the app's toggles),
-        validated like a file."""
+    def with_options(self, *, via: str | None = None, **sections: Any) -> "Preset":
+        """A copy with some section keys changed (used by the app's toggles
+        and ``--set``), validated like a file.  ``via`` names where the change
+        came from in an error (e.g. ``--set virtio.queue_size=3``); the copy
+        keeps this preset's source."""
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.raw.items()}
         for sec, kv in sections.items():
             if isinstance(kv, list):
                 raw[sec] = kv           # e.g. vm=[...] replaces the [[vm]] tables
             else:
                 raw.setdefault(sec, {}).update(kv)
-        return preset_from_dict(raw, self.source)
+        if via is None:
+            return preset_from_dict(raw, self.source)
+        return dataclasses.replace(preset_from_dict(raw, via), source=self.source)
 
 
 def _nearest(key: str, allowed) -> str:
