@@ -199,7 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if fh is not None:
             packets = args.packets if args.packets is not None else preset.traffic["count"]
-            trace.add_sink(JsonlSink(fh, {"preset": preset.name, "preset_source": preset.source,
+            src, digest = _preset_file(preset.source)
+            trace.add_sink(JsonlSink(fh, {"preset": preset.name, "preset_source": src,
+                                          "preset_sha256": digest,
                                           "seed": args.seed, "technique": tech, "packets": packets,
                                           "overrides": list(args.set)}))
         sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
@@ -392,6 +394,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset_file(source: str) -> tuple[str, str | None]:
+    """A preset's file as an absolute path, and the SHA-256 of its bytes
+    (so a replay can tell whether it is still the same preset)."""
+    import hashlib
+
+    p = Path(source)
+    if not p.is_file():
+        return source, None
+    return str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()
+
+
 def trace_run(path: str) -> dict[str, Any]:
     """The run a trace file's header describes: preset (with overrides), technique, seed."""
     from .sim.trace import TRACE_FORMAT_VERSION
@@ -412,12 +425,35 @@ def trace_run(path: str) -> dict[str, Any]:
     if head.get("version") != TRACE_FORMAT_VERSION:
         raise CliError(f"{path}: trace format version {head.get('version')!r}; this iovtui reads version {TRACE_FORMAT_VERSION}")
     src = head.get("preset_source") or ""
-    name = src if src and Path(src).is_file() else head.get("preset", "")
+    digest = head.get("preset_sha256")
+    name = head.get("preset", "")
+    if src and Path(src).is_file():
+        if digest and _preset_file(src)[1] != digest:
+            raise CliError(f"{path}: the preset file {src} has changed since the trace was recorded, "
+                           "so the replay would be another run; restore it, or record the trace again")
+        name = src
+    elif src and not _is_shipped(src):
+        raise CliError(f"{path}: the trace was recorded with the preset file {src}, which is gone")
     preset = _load(name, head.get("overrides") or [])
+    if digest and _preset_file(preset.source)[1] != digest:
+        raise CliError(f"{path}: the preset {name!r} is not the one the trace was recorded with "
+                       "(another iovtui version?), so the replay would be another run; record the trace again")
     packets = head.get("packets")
     return {"preset": preset, "technique": _check_technique(head.get("technique", "")),
             "seed": int(head.get("seed", 1)),
             "packets": packets if isinstance(packets, int) and packets > 0 else None}
+
+
+def _is_shipped(source: str) -> bool:
+    """Whether a recorded preset path was one of iovtui's own presets (which
+    another installation keeps elsewhere: its name finds it there)."""
+    from .sim.preset import preset_dirs
+
+    here = Path(source).resolve().parent
+    shipped = [d.resolve() for origin, d in preset_dirs() if origin == "shipped"]
+    # this installation's presets, or another installation's (…/iovtui/presets, a checkout's presets/)
+    return here in shipped or (here.name == "presets" and (here.parent.name == "iovtui"
+                                                            or (here.parent / "iovtui").is_dir()))
 
 
 def _last_seq(path: str) -> int:

@@ -3,7 +3,7 @@ import struct
 
 from iovtui.sim.packet import parse_frame
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 KEYS = {"technique", "preset", "seed", "packets", "exits", "interrupts", "copies_per_packet",
         "throughput_gbps", "latency_ns", "iommu"}
@@ -157,3 +157,26 @@ def test_the_app_needs_a_terminal():
     one_line_error(p, "needs a terminal", "iovtui run", "iovtui serve")
     p = run_cli("replay", "nope.jsonl")
     one_line_error(p, "no such trace file")
+
+
+def test_replay_refuses_a_preset_that_changed_or_is_gone(tmp_path):
+    """The header keeps the preset file's absolute path and SHA-256: a replay
+    of another run than the one recorded is refused with one line."""
+    import json
+    import shutil
+
+    from iovtui.cli import trace_run
+
+    mine = tmp_path / "my.toml"
+    shutil.copy(ROOT / "presets" / "steady-stream.toml", mine)
+    t = tmp_path / "t.jsonl"
+    run_cli("run", "--preset", "my.toml", "--packets", "20", "--trace", str(t), cwd=tmp_path, check_rc=0)
+    head = json.loads(t.read_text().splitlines()[0])
+    assert head["preset_source"] == str(mine.resolve()) and len(head["preset_sha256"]) == 64
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    assert trace_run(str(t))["preset"].source == str(mine.resolve())   # found from any directory
+    mine.write_text(mine.read_text().replace("count = ", "count = 1"))
+    one_line_error(run_cli("replay", str(t), cwd=elsewhere), "has changed since the trace was recorded")
+    mine.unlink()
+    one_line_error(run_cli("replay", str(t), cwd=elsewhere), "which is gone")
