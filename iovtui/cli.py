@@ -91,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dump-ram", metavar="DIR", help="write DIR/<vm>.ram and DIR/layout.json")
     r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram files")
 
-    c = sub.add_parser("compare", help="run one preset through every technique, side by side")
-    c.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
-    c.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None)
-    c.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
-    c.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table")
+    c = sub.add_parser("compare", help="run one preset through every technique, side by side",
+                       description="Run the same seeded traffic through emulation, virtio (vhost off and on) "
+                                   "and SR-IOV (posted interrupts off and on), headless, and print one row each.")
+    c.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
+    c.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
+                   help="packets per variant (default: the preset's traffic.count)")
+    c.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
+    c.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table",
+                   help="table (rich), json, csv (one column per exit reason) or markdown")
 
     rp = sub.add_parser("replay", help="reopen the app at the run a --trace file recorded")
     rp.add_argument("file", metavar="FILE.jsonl")

@@ -169,7 +169,7 @@ class SrIov(Technique):
                         reason=f.reason)
             raise
         if tr.on and what:
-            how = "IOTLB hit" if hit else f"IOTLB miss → 4-level page walk ({cost} ns)"
+            how = "IOTLB hit" if hit else f"IOTLB miss: page walk, {cost} ns"
             tr.emit(self.engine.now, "iommu", port.vm.name, 4,
                     f"IOMMU: {vf.bdf} {what} GPA 0x{gpa:x} → HPA 0x{hpa:x} ({how})",
                     rid=vf.bdf, gpa=gpa, hpa=hpa, hit=hit)
@@ -306,7 +306,7 @@ class SrIov(Technique):
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "ring", port.vm.name, 1,
-                    f"{port.vm.name} refills {n} RX buffers and writes the tail ({rx.tail}) straight to "
+                    f"{port.vm.name} refills {n} RX buffer{'s' if n != 1 else ''} and writes the tail ({rx.tail}) straight to "
                     f"{port.vf.name}'s BAR — no exit", queue="rx", added=n)
         return port.vm.vcpu.reserve(at, int(self.costs["guest_refill_ns"]) * n)
 

@@ -318,7 +318,7 @@ class Virtio(Technique):
         tr = self.engine.trace
         if tr.on:
             tr.emit(now, "ring", vm.name, 1,
-                    f"{vm.name}'s driver refills {added} RX buffers · avail.idx = {q.avail_idx_shadow}",
+                    f"{vm.name}'s driver refills {added} RX buffer{'s' if added != 1 else ''} · avail.idx = {q.avail_idx_shadow}",
                     queue="rx", added=added)
         if q.kick_prepare():
             t = self._kick(nic, "RX", t)

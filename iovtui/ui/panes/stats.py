@@ -131,7 +131,7 @@ class FollowBar(Bar):
         elif fv.stage:
             parts += [sep, (f"{STAGE_MARKS[fv.stage]} {frame.stages[fv.stage - 1]}", "bold")]
         if fv.desc is not None:
-            parts += [sep, (f"{fv.queue} desc {fv.desc}", "")]
+            parts += [sep, (f"{fv.queue} desc {fv.desc}".lstrip(), "")]
         if fv.gpa is not None:
             parts += [sep, (f"GPA 0x{fv.gpa:x}" + (f" → HPA 0x{fv.hpa:x}" if fv.hpa is not None else ""), "")]
         if fv.vf:
