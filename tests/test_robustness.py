@@ -314,6 +314,28 @@ async def test_shrinking_below_the_minimum_says_so_and_growing_brings_the_panes_
         assert [pid for pid, p in a.panes.items() if p.region.area] == ["ram"]
 
 
+@pytest.mark.parametrize("kind", ["help", "compare"])
+async def test_shrinking_with_a_screen_open_says_so_over_it_and_growing_returns_to_it(kind):
+    from iovtui.ui.screens import TooSmallScreen
+    keys, screen_type = _opener(kind)
+    a = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        for k in keys:
+            await pilot.press(k)
+        await pilot.pause(0.05)
+        await pilot.resize_terminal(50, 14)
+        await pilot.pause(0.1)
+        assert isinstance(a.screen, TooSmallScreen)
+        text = str(a.screen.query_one("#too-small-msg").render())
+        assert "50×14" in text and "60×16" in text
+        await pilot.press("c")                   # keys behind it do nothing
+        await pilot.pause(0.05)
+        assert isinstance(a.screen, TooSmallScreen)
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause(0.1)
+        assert isinstance(a.screen, screen_type)
+
+
 def _storm_sizes(n: int = 24) -> list[tuple[int, int]]:
     import random
     rng = random.Random(8)

@@ -29,7 +29,7 @@ from ..sim.world import Simulation
 from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
                     StatsBar, header_text)
 from .palette import PALETTES, TEXTUAL_THEME, THEMES, Look
-from .screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen, annotate_page
+from .screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen, TooSmallScreen, annotate_page
 
 __all__ = ["IovApp", "create_app", "MAX_FPS", "MIN_W", "MIN_H", "too_small"]
 
@@ -246,8 +246,17 @@ class IovApp(App):
         width = event.size.width          # (self.size may still be the old one here)
         small = too_small(width, event.size.height)
         self.screen_stack[0].set_class(small is not None, "-tiny")
+        message = f"{small}.\n\nEnlarge the window to go on · q quits" if small is not None else ""
         if small is not None:            # the run goes on; the keys still work
-            self.w_too_small.update(f"{small}.\n\nEnlarge the window to go on · q quits")
+            self.w_too_small.update(message)
+        top = self.screen_stack[-1] if self.screen_stack else None
+        if isinstance(top, TooSmallScreen):
+            if small is None:
+                self.pop_screen()        # back to the modal or the compare view, as it was
+            else:
+                top.update(message)
+        elif small is not None and top is not None and top is not self.screen_stack[0]:
+            self.push_screen(TooSmallScreen(message))     # over a modal, which cannot be shrunk usefully
         # at 80 columns every footer key fits only without the palette hint (ctrl+p is in ? help)
         wide = width >= 100
         if footer.show_command_palette != wide:

@@ -5,5 +5,6 @@ from .help import HelpScreen
 from .hexview import HexScreen, annotate_page, hex_text
 from .predict import QuestionScreen
 from .presets import PresetScreen
+from .toosmall import TooSmallScreen
 
-__all__ = ["CompareScreen", "HelpScreen", "HexScreen", "PresetScreen", "QuestionScreen", "annotate_page", "hex_text"]
+__all__ = ["CompareScreen", "HelpScreen", "HexScreen", "PresetScreen", "QuestionScreen", "TooSmallScreen", "annotate_page", "hex_text"]
