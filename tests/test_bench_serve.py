@@ -197,7 +197,15 @@ def test_bench_ctrl_c_is_one_line_exit_130():
     p = subprocess.Popen([sys.executable, "-m", "iovtui", "bench", "--quick"], cwd=ROOT, env=_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        # interrupt it while it waits for one of its measuring children (as a
+        # Ctrl-C mostly would): poll until it has one, rather than guess a delay
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and p.poll() is None:
+            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+            if kids.exists() and kids.read_text().split():
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=10)
     finally:

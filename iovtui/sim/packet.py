@@ -48,7 +48,7 @@ def ipv4_checksum(header: bytes | bytearray) -> int:
 class Packet:
     """One frame in flight: the bytes plus what the metrics need."""
 
-    __slots__ = ("id", "t0", "size", "vm", "direction", "frame", "dst", "src", "vlan", "t_done")
+    __slots__ = ("id", "t0", "size", "vm", "direction", "frame", "dst", "src", "vlan", "t_done", "copies")
 
     def __init__(self, pid: int, t0: int, vm: int, direction: str, frame: bytes,
                  dst: str, src: str, vlan: int) -> None:
@@ -61,6 +61,7 @@ class Packet:
         self.dst = dst
         self.src = src
         self.vlan = vlan
+        self.copies = 0      # data copies the host made of this packet (copies/packet counts delivered ones)
         self.t_done = -1
 
     def __repr__(self) -> str:  # pragma: no cover

@@ -97,7 +97,7 @@ class Simulation:
     def delivered(self, pkt: Packet, t: int) -> None:
         pkt.t_done = t
         m = self.metrics
-        m.deliver(self.vms[pkt.vm].name, pkt.size, pkt.t0, t)
+        m.deliver(self.vms[pkt.vm].name, pkt.size, pkt.t0, t, pkt.copies)
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]

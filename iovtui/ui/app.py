@@ -264,6 +264,7 @@ class IovApp(App):
             footer.refresh(recompose=True)
         if self._applied is not None:       # the path strip breaks between stages for the new width
             self.w_path.text = PathStrip.build(self._applied, width)
+            self.w_stats.text = StatsBar.build(self._applied, width)
 
     @property
     def compact(self) -> bool:
@@ -299,7 +300,7 @@ class IovApp(App):
         self.w_header.variants = (header_text(f, self.preset.name), header_text(f, self.preset.name, compact=True),
                                   header_text(f, self.preset.name, compact="two-lines"))
         self.w_path.text = PathStrip.build(f, self.w_path.size.width or self.size.width)
-        self.w_stats.text = StatsBar.build(f)
+        self.w_stats.text = StatsBar.build(f, self.w_stats.size.width or self.size.width)
         self._apply_follow(f)
         narr = Narration.build(f)
         if self.notice_text and time.monotonic() < self.notice_until:

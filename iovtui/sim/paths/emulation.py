@@ -195,6 +195,7 @@ class Emulation(Technique):
         # copy 1: the tap's frame into QEMU's buffer; copy 2: into guest RAM (pci_dma_write)
         m.copies += 2
         m.copy_bytes += 2 * pkt.size
+        pkt.copies += 2
         vm.mem.write(gpa, pkt.frame, "QEMU e1000")
         rx.hw_done_rx(slot, pkt.size)
         nic.regs.regs[REG["RDH"]] = rx.head
@@ -325,6 +326,7 @@ class Emulation(Technique):
                 self.metrics.corrupt += 1
             self.metrics.copies += 2   # guest RAM → QEMU buffer → tap
             self.metrics.copy_bytes += 2 * length
+            p.copies += 2
             tx.hw_done_tx(s)
             work += self.model_ns + 2 * self.vmm.copy_cost(length)
             sent.append(p)

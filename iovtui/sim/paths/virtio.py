@@ -199,6 +199,7 @@ class Virtio(Technique):
             m = self.metrics
             m.copies += 1
             m.copy_bytes += n
+            pkt.copies += 1
             q.push(head, n)
             nic.rx_filled[gpa] = pkt
             if tr.on:
@@ -439,6 +440,7 @@ class Virtio(Technique):
         cost = self.pkt_ns + self.vmm.copy_cost(length)
         end = nic.backend.reserve(now, cost)
         self.metrics.copy(length - VIRTIO_NET_HDR_LEN)
+        pkt.copies += 1
         if frame != pkt.frame:
             self.metrics.corrupt += 1
         q.push(head, 0)

@@ -148,24 +148,41 @@ class FollowBar(Bar):
 
 
 class StatsBar(Bar):
+    """The counters; at a narrow width they break between items (never
+    inside one), and no line starts with a separator."""
+
     @staticmethod
-    def build(frame: Frame) -> Text:
+    def build(frame: Frame, width: int = 10_000) -> Text:
         s = frame.summary
         pk = s["packets"]
         lat = s["latency_ns"]
         irq = s["interrupts"]
-        sep = (" │ ", "grey42")
-        return Text.assemble(
-            (" exits/pkt ", "grey62"), (f"{s['exits']['per_packet']:.2f}", "bold"), sep,
-            ("copies/pkt ", "grey62"), (f"{s['copies_per_packet']:.2f}".rstrip("0").rstrip("."), "bold"), sep,
-            ("irq ", "grey62"), (f"{irq['injected']:,}", "bold"),
-            (f" +{irq['posted']:,} posted" if irq["posted"] else "", "grey62"), sep,
-            (f"{s['throughput_gbps']:.2f} Gb/s", "bold"), sep,
-            ("p50 ", "grey62"), (_fmt_t(lat["p50"]), "bold"), (" p99 ", "grey62"), (_fmt_t(lat["p99"]), "bold"), sep,
-            ("pkts ", "grey62"), (f"{pk['delivered']:,}/{pk['offered']:,}", "bold"),
-            (f" ✗{pk['dropped']:,}" if pk["dropped"] else "", "bold #ff875f"), sep,
-            ("t = ", "grey62"), (_fmt_t(frame.t_ns), "bold"),
-        )
+        items = [
+            Text.assemble(("exits/pkt ", "grey62"), (f"{s['exits']['per_packet']:.2f}", "bold")),
+            Text.assemble(("copies/pkt ", "grey62"),
+                          (f"{s['copies_per_packet']:.2f}".rstrip("0").rstrip("."), "bold")),
+            Text.assemble(("irq ", "grey62"), (f"{irq['injected']:,}", "bold"),
+                          (f" +{irq['posted']:,} posted" if irq["posted"] else "", "grey62")),
+            Text(f"{s['throughput_gbps']:.2f} Gb/s", style="bold"),
+            Text.assemble(("p50 ", "grey62"), (_fmt_t(lat["p50"]), "bold"), (" p99 ", "grey62"),
+                          (_fmt_t(lat["p99"]), "bold")),
+            Text.assemble(("pkts ", "grey62"), (f"{pk['delivered']:,}/{pk['offered']:,}", "bold"),
+                          (f" ✗{pk['dropped']:,}" if pk["dropped"] else "", "bold #ff875f")),
+            Text.assemble(("t = ", "grey62"), (_fmt_t(frame.t_ns), "bold")),
+        ]
+        out = Text(" ")
+        col = 1
+        for i, item in enumerate(items):
+            n = item.cell_len
+            if i and col + 3 + n > width:
+                out.append("\n ")
+                col = 1
+            elif i:
+                out.append(" │ ", style="grey42")
+                col += 3
+            out.append_text(item)
+            col += n
+        return out
 
 
 def header_text(frame: Frame, preset: str, compact: bool | str = False) -> Text:
