@@ -99,6 +99,9 @@ async def test_help_opens_and_closes():
     async with a.run_test(size=(120, 40)) as pilot:
         await pilot.press("question_mark")
         assert isinstance(a.screen, HelpScreen)
+        await pilot.pause(0.05)
+        text = "\n".join(str(w.render()) for w in a.screen.query("Static"))
+        assert "What the model simplifies" in text and "no HLT exits" in text and "[k/n]" in text
         await pilot.press("escape")
         assert not isinstance(a.screen, HelpScreen)
 

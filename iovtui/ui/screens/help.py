@@ -11,7 +11,21 @@ from textual.widgets import Static
 
 from rich.table import Table
 
-__all__ = ["HelpScreen"]
+__all__ = ["HelpScreen", "SIMPLIFIED"]
+
+#: said plainly, so nobody mistakes a simplification for the real thing
+SIMPLIFIED = (
+    "The guest is busy: an application keeps its vCPU running, so there are no HLT exits and an "
+    "interrupt kicks the vCPU out (EXTERNAL_INTERRUPT) before it is injected.",
+    "Costs are order-of-magnitude defaults from the literature (any preset's [costs] overrides them); "
+    "exits, copies and interrupts per packet come from the mechanics, not from those numbers.",
+    "One engine action can do several things at one virtual instant; n narrates them one by one "
+    "([k/n]) while the panes show the state after all of them.",
+    "The IOMMU maps guest RAM with 4 KiB pages (VFIO often uses huge pages), so the IOTLB misses once "
+    "per 4 KiB of buffers; a device's context entry is cached after its first DMA.",
+    "One vCPU and one queue per VM; the e1000 is the legacy descriptor format; virtio uses split "
+    "rings in the legacy contiguous layout.",
+)
 
 
 class HelpScreen(ModalScreen):
@@ -45,6 +59,8 @@ class HelpScreen(ModalScreen):
                     st.add_row(marks[i + 1] if i + 1 < len(marks) else str(i + 1),
                                *(s[i] if i < len(s) else "" for _n, s in self.stages))
                 yield Static(st)
+            yield Static(Text("\nWhat the model simplifies", style="bold"))
+            yield Static(Text("\n".join("· " + line for line in SIMPLIFIED), style="grey70"))
             yield Static(Text("All actions are also in the command palette (ctrl+p). escape closes.",
                               style="italic grey62"))
 
