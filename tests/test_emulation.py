@@ -56,6 +56,19 @@ def test_one_isolated_packet_costs_7_to_8_exits(steady):
     assert order[0] == "EXTERNAL_INTERRUPT"               # the interrupt comes first, then the handler's exits
 
 
+def test_each_exit_is_stamped_when_its_vcpu_takes_it(steady):
+    """The interrupt handler's register accesses are emitted together but run
+    one after another on the vCPU: each exit's start_ns is the end of the one
+    before (the exit log and the narration show that time)."""
+    _s, _d, ev = run(steady, packets=1, trace=True)
+    ex = [e for e in exits(ev) if e.t > 0]
+    handler = [e for e in ex if e.data["cause"].split(" (")[0] in ("ICR read", "IMC write", "STATUS read")][:3]
+    assert len(handler) == 3 and len({e.t for e in handler}) == 1          # one action emitted them
+    for a, b in zip(handler, handler[1:]):
+        assert b.data["start_ns"] == a.data["start_ns"] + a.data["cost_ns"]
+    assert all(e.data["start_ns"] >= e.t for e in ex)
+
+
 def test_x2apic_eoi_is_an_msr_write(steady):
     _s, d, _ev = run(steady.with_options(sriov={"x2apic": True}), packets=1)
     by = d["exits"]["by_reason"]

@@ -126,6 +126,7 @@ class Vmm:
         now = self.engine.now if at is None else at
         cost = (self.exit_user_cost if user else self.exit_kernel_cost) + extra_ns
         end = vm.vcpu.reserve(now, cost)
+        start = end - cost          # the vCPU takes the exit when it gets to it (after earlier work)
         m = self.metrics
         m.exits_total += 1
         m.exit_ns += cost
@@ -139,7 +140,8 @@ class Vmm:
             where = "userspace" if user else "kernel"
             tr.emit(self.engine.now, "exit", vm.name, stage,
                     f"{vm.name} exits: {reason} ({num}) · {cause} · {where} · {cost / 1000:.2f} µs",
-                    reason=reason, number=num, cause=cause, where=where, cost_ns=cost, pkt=pkt)
+                    reason=reason, number=num, cause=cause, where=where, cost_ns=cost, pkt=pkt,
+                    start_ns=start)
         return end
 
     def deliver_irq(self, vm: Vm, vector: str, source: str, mode: str, eoi: str = "APIC_WRITE",

@@ -77,7 +77,7 @@ class ExitLogPane(TitledPane):
             where = d.get("where", "")
             user = where == "userspace"
             t = Text.assemble(
-                (f"{_fmt_t(ev.t):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
+                (f"{_fmt_t(d.get('start_ns', ev.t)):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
                 (f"{d.get('reason', '')} {d.get('number', '')}", "bold #ffaf5f" if user else "bold #87d787"),
                 (f" {'⇧ user' if user else '⌂ kvm'}", "#ffaf5f" if user else "#87d787"),
                 (f" {d.get('cost_ns', 0) / 1000:.2f}µs", "grey62"),

@@ -105,7 +105,8 @@ class Narration(Bar):
         k, n = frame.step_pos
         # [k/n]: one engine action did n things at this instant; n shows the next
         at = (f"[{k}/{n}] ", "#87afd7") if n > 1 else ("", "")
-        return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(ev.t)}  ", "grey62"), at, (ev.msg, ""))
+        t = ev.data.get("start_ns", ev.t)      # an exit: when its vCPU takes it
+        return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(t)}  ", "grey62"), at, (ev.msg, ""))
 
 
 class FollowBar(Bar):
