@@ -258,7 +258,7 @@ class Emulation(Technique):
             _v, t = self._mmio(nic, "IMC", 0xFFFFFFFF, "mask interrupts while polling", at=t)
             _v, t = self._mmio(nic, "STATUS", None, "flush posted writes", at=t)
         t = vm.vcpu.reserve(t, int(self.costs["guest_irq_ns"]))
-        t = self.vmm.ack_irq(vm, "e1000", "kick", self.eoi, stage=5, at=t)
+        t = self.vmm.ack_irq(vm, "e1000", "kick", self.eoi, stage=6, at=t)   # the ISR ends with it (stage ⑥)
         nic.in_isr = False
         if icr and not nic.napi:
             nic.napi = True
