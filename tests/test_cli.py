@@ -130,6 +130,10 @@ async def test_replay_at_opens_on_that_event_of_the_traced_run(tmp_path):
             await pilot.pause(0.1)
             assert not app.driver.running
             assert events[seq]["msg"] in app.w_narration.text.plain
+            # the exit log holds the run's exits up to that event
+            want = [e["seq"] for e in lines[1:] if e["kind"] == "exit" and e["seq"] <= seq]
+            assert list(app.w_exits.seqs) == want[-len(app.w_exits.seqs):] if want else not app.w_exits.seqs
+            assert bool(app.w_exits.seqs) == bool(want)
             if seq + 1 in events:
                 await pilot.press("n")
                 await pilot.pause(0.05)

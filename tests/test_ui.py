@@ -43,6 +43,22 @@ async def test_the_panes_do_not_jump_while_running(size):
         assert a.w_narration.size.height <= 2
 
 
+async def test_every_exit_reaches_the_log_even_when_frames_are_skipped():
+    """The app draws only the newest frame; the exits of frames it skipped
+    (a tick and a pause published between two redraws) are still logged."""
+    a = app("sriov")
+    async with a.run_test(size=(200, 50)) as pilot:
+        await pilot.pause(0.1)
+        for _ in range(5):
+            for _ in range(12):                  # twelve frames published between two redraws
+                a.driver.sim.engine.run(max_events=7)
+                a.driver.publish()
+            await pilot.pause(0.05)
+        exits = [e.seq for e in a.driver.sink.events if e.kind == "exit"]
+        assert len(exits) > 10 and list(a.w_exits.seqs) == exits[-len(a.w_exits.seqs):]
+        assert list(a.w_exits.seqs)[-1] == exits[-1]
+
+
 async def test_n_steps_and_narrates():
     a = app()
     async with a.run_test(size=(120, 40)) as pilot:

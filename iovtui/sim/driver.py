@@ -295,6 +295,11 @@ class Driver:
         self.publish()
         return self._last_event
 
+    def resend_history(self) -> None:
+        """The next frame carries the most recent events already shown (up to
+        EVENTS_PER_FRAME), for a subscriber that starts late or starts over."""
+        self._seen_events = max(0, self.sink.total - self._held - EVENTS_PER_FRAME)
+
     def _hold(self, emitted: int) -> None:
         """The last action emitted ``emitted`` events: narrate the first now
         and hold the rest back for the next steps."""

@@ -135,6 +135,8 @@ class IovApp(App):
         self.packets = packets if packets is not None else 10**9
         self.start_paused = start_paused
         self.driver = Driver(self._factory(), speed_index=_speed_index(speed), max_fps=MAX_FPS)
+        from collections import deque
+        self._pending_events: deque = deque(maxlen=2000)   # events of frames not drawn yet
         self.driver.predict = predict
         self._latest: Frame | None = None
         self._applied: Frame | None = None
@@ -152,6 +154,9 @@ class IovApp(App):
         return lambda trace: Simulation(preset, tech, seed=seed, packets=packets, trace=trace)
 
     def _on_frame(self, frame: Frame) -> None:
+        # only the newest frame is drawn, but every frame's events reach the
+        # exit log (two frames between redraws, e.g. a tick and a pause, lost exits)
+        self._pending_events.extend(frame.events)
         self._latest = frame
         if self._timer is not None:
             self._timer.resume()
@@ -194,6 +199,7 @@ class IovApp(App):
     def on_mount(self) -> None:
         self._timer = None
         self.driver.subscribe(self._on_frame)
+        self.driver.resend_history()     # (replay --at ran the run before the app subscribed)
         self._timer = self.set_interval(1 / MAX_FPS, self._apply_latest)
         self._mark_active()
         self.w_ram.focus()
@@ -309,7 +315,8 @@ class IovApp(App):
         self.w_narration.text = narr
         for pane in self.panes.values():
             pane.update_frame(f)
-        self.w_exits.add_events(f)
+        self.w_exits.add_events(self._pending_events)
+        self._pending_events.clear()
         if f.question is not None and not self._asking:
             # asked while running: the run goes on once the answer is seen
             self._resume_after_question = self._was_running
@@ -359,14 +366,19 @@ class IovApp(App):
         self.notice_until = time.monotonic() + NOTICE_SECONDS
         self.driver.publish()
 
+    def _reset_exit_log(self) -> None:
+        """A new run or a replay: the next frame brings the recent exits again."""
+        self._pending_events.clear()
+        self.w_exits.clear_log()
+        self.w_exits.clear_rates()
+
     # -- actions -----------------------------------------------------------------------
     def action_technique(self, name: str) -> None:
         if name not in available():
             self.notice(f"{name} is not built in this version; available: {', '.join(available())}")
             return
         self.technique = name
-        self.w_exits.clear_log()
-        self.w_exits.clear_rates()
+        self._reset_exit_log()
         self.driver.restart(self._factory())
 
     def action_toggle_pause(self) -> None:
@@ -378,8 +390,7 @@ class IovApp(App):
 
     def action_step_back(self) -> None:
         self.notice_until = 0.0
-        self.w_exits.clear_log()
-        self.w_exits.clear_rates()
+        self._reset_exit_log()
         self.driver.step_back()
 
     def action_faster(self) -> None:
@@ -405,7 +416,7 @@ class IovApp(App):
                 self.notice("posted interrupts apply to SR-IOV (press 3)")
                 return
             self.preset = p.with_options(sriov={"posted_interrupts": not p.sriov["posted_interrupts"]})
-        self.w_exits.clear_log()
+        self._reset_exit_log()
         self.driver.restart(self._factory())
 
     def action_next_ring(self) -> None:
@@ -505,7 +516,7 @@ class IovApp(App):
         except PresetError as e:
             self.notice(str(e))
             return
-        self.w_exits.clear_log()
+        self._reset_exit_log()
         self.w_ram.vm_index = self.w_ring.vm_index = 0
         self.driver.restart(self._factory())
 

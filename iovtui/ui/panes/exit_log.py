@@ -9,7 +9,10 @@ from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
 
+from typing import Iterable
+
 from ...sim.driver import Frame
+from ...sim.trace import TraceEvent
 from .common import FOLLOW, FOLLOW_GLYPH, TitledPane, fmt_t as _fmt_t
 
 __all__ = ["ExitLogPane"]
@@ -69,8 +72,10 @@ class ExitLogPane(TitledPane):
 
     serial = 0
 
-    def add_events(self, frame: Frame) -> None:
-        for ev in frame.events:
+    def add_events(self, events: Iterable[TraceEvent]) -> None:
+        """Add the exits among ``events`` (every event published since the
+        last frame drawn: frames the app skipped still bring their exits)."""
+        for ev in events:
             if ev.kind != "exit":
                 continue
             d = ev.data

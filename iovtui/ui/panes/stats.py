@@ -158,10 +158,11 @@ class StatsBar(Bar):
         pk = s["packets"]
         lat = s["latency_ns"]
         irq = s["interrupts"]
+        some = pk["delivered"] > 0        # per packet means per delivered packet: none yet, no figure
         items = [
-            Text.assemble(("exits/pkt ", "grey62"), (f"{s['exits']['per_packet']:.2f}", "bold")),
+            Text.assemble(("exits/pkt ", "grey62"), (f"{s['exits']['per_packet']:.2f}" if some else "–", "bold")),
             Text.assemble(("copies/pkt ", "grey62"),
-                          (f"{s['copies_per_packet']:.2f}".rstrip("0").rstrip("."), "bold")),
+                          (f"{s['copies_per_packet']:.2f}".rstrip("0").rstrip(".") if some else "–", "bold")),
             Text.assemble(("irq ", "grey62"), (f"{irq['injected']:,}", "bold"),
                           (f" +{irq['posted']:,} posted" if irq["posted"] else "", "grey62")),
             Text(f"{s['throughput_gbps']:.2f} Gb/s", style="bold"),
