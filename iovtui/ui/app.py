@@ -262,7 +262,10 @@ class IovApp(App):
             else:
                 top.update(message)
         elif small is not None and top is not None and top is not self.screen_stack[0]:
-            self.push_screen(TooSmallScreen(message))     # over a modal, which cannot be shrunk usefully
+            # over a modal, which cannot be shrunk usefully; pushed a moment
+            # after Textual has resized the screens (pushed during the resize,
+            # neither it nor the modal is drawn again until the next key)
+            self.set_timer(0.1, lambda: self._cover_too_small(message))
         # at 80 columns every footer key fits only without the palette hint (ctrl+p is in ? help)
         wide = width >= 100
         if footer.show_command_palette != wide:
@@ -271,6 +274,16 @@ class IovApp(App):
         if self._applied is not None:       # the path strip breaks between stages for the new width
             self.w_path.text = PathStrip.build(self._applied, width)
             self.w_stats.text = StatsBar.build(self._applied, width)
+
+    def _cover_too_small(self, message: str) -> None:
+        top = self.screen_stack[-1] if self.screen_stack else None
+        if top is None or top is self.screen_stack[0] or too_small(*self.size) is None:
+            return
+        if isinstance(top, TooSmallScreen):
+            top.update(message)
+        else:
+            self.push_screen(TooSmallScreen(message))
+        self.refresh(layout=True)
 
     @property
     def compact(self) -> bool:
