@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.console import Group
+from rich.padding import Padding
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -29,8 +31,9 @@ class PresetScreen(ModalScreen):
         options = []
         for name, desc, origin in self.presets:
             mark = "● " if name == self.current else "  "
-            label = Text.assemble((mark, "#ffd75f"), (name, "bold"), (" (user)" if origin == "user" else "", "grey62"),
-                                  ("\n    " + desc, "grey70"))
+            head = Text.assemble((mark, "#ffd75f"), (name, "bold"), (" (user)" if origin == "user" else "", "grey62"))
+            # the description wraps under itself (a hanging indent), not at the left edge
+            label = Group(head, Padding(Text(desc, style="grey70"), (0, 0, 0, 4)))
             options.append(Option(label, id=name))
         with VerticalScroll(id="preset-box"):
             yield Static(Text("Presets — enter restarts the run with the chosen one (same seed); escape closes",
