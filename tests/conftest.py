@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,13 @@ from iovtui.sim.preset import load_preset, preset_from_dict
 from iovtui.sim.world import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Several tests press Ctrl-C (SIGINT) on the programs they start, as a user's
+# terminal would.  A test run started in the background by a non-interactive
+# shell has SIGINT ignored, and an ignored signal stays ignored across exec:
+# give this process (and so its children) the ordinary Ctrl-C behaviour.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 TECHNIQUES = ("emulation", "virtio", "sriov")
 
 

@@ -1,4 +1,5 @@
 """The app, driven with Pilot as a user would drive it."""
+import re
 import pytest
 
 from iovtui.sim.preset import load_preset
@@ -57,6 +58,21 @@ async def test_every_exit_reaches_the_log_even_when_frames_are_skipped():
         exits = [e.seq for e in a.driver.sink.events if e.kind == "exit"]
         assert len(exits) > 10 and list(a.w_exits.seqs) == exits[-len(a.w_exits.seqs):]
         assert list(a.w_exits.seqs)[-1] == exits[-1]
+
+
+async def test_a_wrapped_narration_continues_under_its_message():
+    a = app("sriov")
+    async with a.run_test(size=(80, 24)) as pilot:
+        for _ in range(40):
+            await pilot.press("n")
+            await pilot.pause(0.02)
+            lines = a.w_narration.render().plain.split("\n")
+            if len(lines) > 1:
+                break
+        assert len(lines) > 1
+        head = re.match(r"^ \S [\d,.]+ \S+  (\[\d+/\d+\] )?", lines[0]).end()
+        assert all(line.startswith(" " * head) and line[head] != " " for line in lines[1:]), lines
+        assert all(len(line) <= 80 for line in lines)
 
 
 async def test_n_steps_and_narrates():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -95,7 +97,29 @@ class PathStrip(Bar):
         return t
 
 
+#: " ⑤ 3,609.4 µs  [1/3] ": the stage mark, the time and the [k/n] before the message
+_NARRATION_HEAD = re.compile(r"^ \S [\d,.]+ \S+  (\[\d+/\d+\] )?")
+
+
 class Narration(Bar):
+    """The step's one line; when it wraps, the message continues under
+    itself, not under the stage mark and the time."""
+
+    def render(self) -> Text:
+        t = self.text
+        w = self.size.width
+        m = _NARRATION_HEAD.match(t.plain)
+        if not w or m is None or t.cell_len <= w:
+            return t
+        p = m.end()
+        head, body = t.divide([p])
+        out = head.copy()
+        for i, line in enumerate(body.wrap(self.app.console, max(12, w - p))):
+            if i:
+                out.append("\n" + " " * p)
+            out.append_text(line)
+        return out
+
     @staticmethod
     def build(frame: Frame) -> Text:
         ev = frame.last_event
