@@ -252,6 +252,14 @@ async def test_p_picks_a_preset_and_restarts_deterministically():
 async def test_k_switches_the_exit_log_to_a_kvm_stat_view():
     a = app("emulation", preset="steady-stream")
     async with a.run_test(size=(120, 40)) as pilot:
+        a.driver.sim.engine.run(max_events=300)
+        a.driver.publish()
+        await pilot.pause(0.04)
+        await pilot.press("k")
+        await pilot.pause(0.04)
+        assert all(r[3] is None for r in a.w_exits.kvm_stat_rows())    # one frame says no rate yet
+        assert "–" in "".join(a.w_exits.render_line(y).text for y in range(3))
+        await pilot.press("k")
         for _ in range(6):
             a.driver.sim.engine.run(max_events=300)
             a.driver.publish()

@@ -20,6 +20,8 @@ __all__ = ["ExitLogPane"]
 
 #: kvm_stat's CurAvg/s here: over the last this many frames (about 1 s at 30 frames/s)
 RATE_FRAMES = 30
+#: and not before this many (a first interval of one or two frames says nothing)
+MIN_RATE_FRAMES = 5
 
 
 class ExitLogPane(TitledPane):
@@ -51,7 +53,7 @@ class ExitLogPane(TitledPane):
             return []
         by = f.summary["exits"]["by_reason"]
         total = sum(by.values()) or 1
-        rows = [(f"kvm_exit({name})", n, 100.0 * n / total, self._rates.get(name, 0.0)) for name, n in by.items()]
+        rows = [(f"kvm_exit({name})", n, 100.0 * n / total, self._rates.get(name)) for name, n in by.items()]
         return sorted(rows, key=lambda r: (-r[1], r[0]))     # ties keep their order
 
     def _track_rates(self, frame: Frame) -> None:
@@ -63,7 +65,9 @@ class ExitLogPane(TitledPane):
             return
         h.append((frame.t_ns, dict(by)))
         t0, by0 = h[0]
-        if frame.t_ns > t0:
+        if len(h) < MIN_RATE_FRAMES:             # too short an interval to say a rate
+            self._rates = {}
+        elif frame.t_ns > t0:
             dt = (frame.t_ns - t0) / 1e9
             self._rates = {k: (v - by0.get(k, 0)) / dt for k, v in by.items()}
 
@@ -139,7 +143,8 @@ class ExitLogPane(TitledPane):
             for name, n, pct, rate in rows[: max(0, h - 1)]:
                 if not full:
                     name = name[len("kvm_exit("):-1]
-                out.append(Strip([Segment(f" {name:<{name_w}}{n:>9,}{pct:>7.1f}{rate:>10,.0f}")]).crop_extend(0, w, None))
+                shown = f"{rate:>10,.0f}" if rate is not None else f"{'–':>10}"
+                out.append(Strip([Segment(f" {name:<{name_w}}{n:>9,}{pct:>7.1f}{shown}")]).crop_extend(0, w, None))
             if len(out) == 1:
                 out.append(Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None))
             return out
