@@ -225,3 +225,11 @@ def test_unknown_unicast_and_disabled_links_in_a_run():
     d = s.summary()
     assert d["packets"]["delivered"] == 0 and d["packets"]["dropped"] == 20
     assert s.technique.nic.vfs[0].dropped == 20
+
+
+def test_the_same_switch_decision_counts_up_instead_of_repeating():
+    s = sim_for(make_preset(), "sriov", packets=40)
+    s.run()
+    d = s.technique.nic.decisions
+    assert len(d) == len(set(d))                       # no line twice in a row
+    assert any(line.endswith(tuple(f"×{n}" for n in range(2, 100))) for line in d), d

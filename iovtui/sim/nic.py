@@ -67,7 +67,7 @@ class Nic:
             f.mac, f.vlan, f.vm, f.vm_name = vm.mac, vm.vlan, vm.index, vm.name
             f.spoof_check, f.trust, f.link_state = cfg.spoof_check, cfg.trust, cfg.link_state
         self.by_mac = {f.mac: f for f in self.vfs if f.vm is not None}
-        self.decisions: deque[str] = deque(maxlen=6)
+        self._decisions: deque[tuple[str, int]] = deque(maxlen=6)    # (decision, times in a row)
         self.spoofed_total = 0
 
     # -- the embedded switch ---------------------------------------------------------
@@ -118,7 +118,7 @@ class Nic:
                 return None, f"NIC switch: {f.name} link-state is disable"
             if f.vlan != vf.vlan:
                 vf.dropped += 1
-                self._log(f"{vf.name} → {f.name}: different port VLANs ({vf.vlan or '-'} vs {f.vlan or '-'}), isolated")
+                self._log(f"{vf.name} → {f.name}: different port VLANs ({vf.vlan or '–'} vs {f.vlan or '–'}), isolated")
                 return None, f"NIC switch: {f.name} is in another VLAN"
             self._log(f"{vf.name} → {f.name}: VM-to-VM, switched inside the NIC")
             return f, ""
@@ -137,8 +137,18 @@ class Nic:
                   f"{', '.join(f.name for f in outs) or 'no other function'}")
         return outs
 
+    @property
+    def decisions(self) -> list[str]:
+        return [line if n == 1 else f"{line} ×{n:,}" for line, n in self._decisions]
+
     def _log(self, line: str) -> None:
-        self.decisions.append(line)
+        """The switch's recent decisions; the same decision again counts up
+        (``… ×5``) instead of filling the pane with copies of one line."""
+        d = self._decisions
+        if d and d[-1][0] == line:
+            d[-1] = (line, d[-1][1] + 1)
+        else:
+            d.append((line, 1))
 
     # -- the pane -----------------------------------------------------------------------
     def view(self) -> TableView:
