@@ -76,7 +76,7 @@ class Nic:
         functions and, when none, the reason it is dropped."""
         if is_group(dst):
             outs = [f for f in self.vfs if f.vm is not None and f.vlan == vlan and f.link_up]
-            self._log(f"wire → {dst} vlan {vlan or '–'}: broadcast/multicast, replicated to "
+            self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: broadcast/multicast, replicated to "
                       f"{', '.join(f.name for f in outs) or 'nobody'}")
             return outs, "" if outs else "no function in this VLAN"
         f = self.by_mac.get(dst)
@@ -89,13 +89,13 @@ class Nic:
             return [], "NIC switch: unknown unicast (no function owns this MAC)"
         if f.vlan != vlan:
             f.dropped += 1
-            self._log(f"wire → {dst} vlan {vlan or '–'}: {f.name} is on port VLAN {f.vlan or '–'}, dropped")
+            self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: {f.name} is on port VLAN {f.vlan or '–'}, dropped")
             return [], f"NIC switch: VLAN {vlan or 'untagged'} frame cannot reach {f.name} (port VLAN {f.vlan or 'none'})"
         if not f.link_up:
             f.dropped += 1
             self._log(f"wire → {dst}: {f.name} link-state disable, dropped")
             return [], f"NIC switch: {f.name} link-state is disable"
-        self._log(f"wire → {dst} vlan {vlan or '–'}: destination MAC owned by {f.name} ({f.bdf}) → {f.vm_name}")
+        self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: destination MAC owned by {f.name} ({f.bdf}) → {f.vm_name}")
         return [f], ""
 
     def from_vf(self, vf: Function, src: str, dst: str) -> tuple[Function | None, str]:
