@@ -432,14 +432,14 @@ def trace_run(path: str) -> dict[str, Any]:
     digest = head.get("preset_sha256")
     name = head.get("preset", "")
     if src and Path(src).is_file():
-        if digest and _preset_file(src)[1] != digest:
-            raise CliError(f"{path}: the preset file {src} has changed since the trace was recorded, "
-                           "so the replay would be another run; restore it, or record the trace again")
         name = src
     elif src and not _is_shipped(src):
         raise CliError(f"{path}: the trace was recorded with the preset file {src}, which is gone")
     preset = _load(name, head.get("overrides") or [])
     if digest and _preset_file(preset.source)[1] != digest:
+        if name == src:
+            raise CliError(f"{path}: the preset file {src} has changed since the trace was recorded, "
+                           "so the replay would be another run; restore it, or record the trace again")
         raise CliError(f"{path}: the preset {name!r} is not the one the trace was recorded with "
                        "(another iovtui version?), so the replay would be another run; record the trace again")
     packets = head.get("packets")

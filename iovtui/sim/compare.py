@@ -199,7 +199,7 @@ class CompareDriver(Driver):
         self._wake.clear()
         target = self._marks.pop() if self._marks else self.t_ns
         marks = self._marks
-        ck = next((c for c in reversed(self._checkpoints) if c[0] <= target), None)
+        ck = self._checkpoint_at(target)
         if ck is None:
             self._new(self._make_sim)
         else:                                  # the newest checkpoint before it (see Driver)

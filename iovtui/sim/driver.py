@@ -291,7 +291,7 @@ class Driver:
             if eng.events_run > start:
                 self._marks.append((start, self._action_events))
                 self._marks.extend([None] * (self._action_events - self._held - 1))
-        self._seen_events = max(0, sink.total - self._held - EVENTS_PER_FRAME)
+        self.resend_history()
         self.publish()
         return self._last_event
 
@@ -316,8 +316,7 @@ class Driver:
         mark = self._marks.pop() if self._marks else (max(0, self.sim.engine.events_run - 1), 0)
         if mark is None:                       # back one event within the same action
             self._held += 1
-            self._seen_events = max(0, self.sink.total - self._held - EVENTS_PER_FRAME)
-            self._last_event = None
+            self.resend_history()
         else:
             self._replay_to(mark[0])
             self._restore_hold()
@@ -336,7 +335,7 @@ class Driver:
         state as when the run was there: the newest checkpoint at or before
         it (or a new run from the same preset and seed), advanced to it."""
         marks = self._marks
-        ck = next((c for c in reversed(self._checkpoints) if c[0] <= target), None)
+        ck = self._checkpoint_at(target)
         if ck is None:
             self._new(self._make_sim)
         else:
@@ -351,9 +350,14 @@ class Driver:
                 self._pre_follow = copy.deepcopy(follower)
             if not eng.step():
                 break
-        self._seen_events = max(0, self.sink.total - EVENTS_PER_FRAME)
+        self.resend_history()
 
     # -- checkpoints (step back without replaying the whole run) -------------------------
+    def _checkpoint_at(self, target):
+        """The newest checkpoint whose first field (where it was taken) is at
+        or before ``target``, or None."""
+        return next((c for c in reversed(self._checkpoints) if c[0] <= target), None)
+
     def _maybe_checkpoint(self) -> None:
         n = self.sim.engine.events_run
         last = self._checkpoints[-1][0] if self._checkpoints else 0
@@ -393,8 +397,6 @@ class Driver:
             evs = ()
         if evs:
             self._last_event = evs[-1]
-        elif self._last_event is None and held and len(sink.events) > held:
-            self._last_event = sink.events[-held - 1]
         mem_views = []
         for vm in sim.vms:
             mem = vm.mem

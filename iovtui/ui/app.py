@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Iterable
 
@@ -45,6 +46,10 @@ PANE_NAMES = {"ram": "Guest RAM", "ring": "Ring", "exits": "Exits", "iommu": "IO
 WIDE_W, WIDE_H = 110, 32
 #: below this nothing useful fits: the main screen says so until the terminal grows
 MIN_W, MIN_H = 60, 16
+
+
+def _too_small_message(small: str) -> str:
+    return f"{small}.\n\nEnlarge the window to go on · q quits"
 
 
 def too_small(width: int, height: int) -> str | None:
@@ -135,7 +140,6 @@ class IovApp(App):
         self.packets = packets if packets is not None else 10**9
         self.start_paused = start_paused
         self.driver = Driver(self._factory(), speed_index=_speed_index(speed), max_fps=MAX_FPS)
-        from collections import deque
         self._pending_events: deque = deque(maxlen=2000)   # events of frames not drawn yet
         self.driver.predict = predict
         self._latest: Frame | None = None
@@ -252,20 +256,16 @@ class IovApp(App):
         width = event.size.width          # (self.size may still be the old one here)
         small = too_small(width, event.size.height)
         self.screen_stack[0].set_class(small is not None, "-tiny")
-        message = f"{small}.\n\nEnlarge the window to go on · q quits" if small is not None else ""
         if small is not None:            # the run goes on; the keys still work
-            self.w_too_small.update(message)
+            self.w_too_small.update(_too_small_message(small))
         top = self.screen_stack[-1] if self.screen_stack else None
-        if isinstance(top, TooSmallScreen):
-            if small is None:
-                self.pop_screen()        # back to the modal or the compare view, as it was
-            else:
-                top.update(message)
+        if small is None and isinstance(top, TooSmallScreen):
+            self.pop_screen()            # back to the modal or the compare view, as it was
         elif small is not None and top is not None and top is not self.screen_stack[0]:
-            # over a modal, which cannot be shrunk usefully; pushed a moment
-            # after Textual has resized the screens (pushed during the resize,
+            # over a modal, which cannot be shrunk usefully; a moment after
+            # Textual has resized the screens (pushed during the resize,
             # neither it nor the modal is drawn again until the next key)
-            self.set_timer(0.1, lambda: self._cover_too_small(message))
+            self.set_timer(0.1, self._cover_too_small)
         # at 80 columns every footer key fits only without the palette hint (ctrl+p is in ? help)
         wide = width >= 100
         if footer.show_command_palette != wide:
@@ -275,14 +275,17 @@ class IovApp(App):
             self.w_path.text = PathStrip.build(self._applied, width)
             self.w_stats.text = StatsBar.build(self._applied, width)
 
-    def _cover_too_small(self, message: str) -> None:
+    def _cover_too_small(self) -> None:
+        """Say the terminal is too small over the screen on top (for the size
+        it is now: resizes may have come since this was asked for)."""
+        small = too_small(*self.size)
         top = self.screen_stack[-1] if self.screen_stack else None
-        if top is None or top is self.screen_stack[0] or too_small(*self.size) is None:
+        if small is None or top is None or top is self.screen_stack[0]:
             return
         if isinstance(top, TooSmallScreen):
-            top.update(message)
+            top.update(_too_small_message(small))
         else:
-            self.push_screen(TooSmallScreen(message))
+            self.push_screen(TooSmallScreen(_too_small_message(small)))
         self.refresh(layout=True)
 
     @property

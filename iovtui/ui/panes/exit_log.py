@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Iterable
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
-
-from typing import Iterable
 
 from ...sim.driver import Frame
 from ...sim.trace import TraceEvent

@@ -19,9 +19,6 @@ class TooSmallScreen(Screen):
         Binding("1,2,3,space,n,b,plus,equals_sign,minus,p,c,e,v,i,k,f,g,t,r,m,enter,escape,question_mark,"
                 "left,right,up,down,a,d,s", "ignore", show=False),
     ]
-
-    def action_ignore(self) -> None:
-        pass
     DEFAULT_CSS = """
     TooSmallScreen { align: center middle; }
     TooSmallScreen > Static {
@@ -36,6 +33,9 @@ class TooSmallScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(self.message, id="too-small-msg")
+
+    def action_ignore(self) -> None:
+        pass
 
     def update(self, message: str) -> None:
         self.message = message
