@@ -78,6 +78,8 @@ class Metrics:
         self.irq_injected = 0
         self.irq_posted = 0
         self.irq_coalesced = 0
+        self.irq_host = 0            # host interrupts an assigned VF's MSI-X caused (no VT-d PI)
+        self.halts = 0               # HLT exits: the guest ran out of work and idled
         self.notify_sent = 0         # device → driver notifications raised (before coalescing)
         self.notify_suppressed = 0   # device → driver notifications the ring rules suppressed
         self.kicks = 0               # driver → device notifications (doorbells) that were sent
@@ -156,8 +158,12 @@ class Metrics:
                 "total": self.exits_total,
                 "per_packet": round(self.per_packet(self.exits_total), 4),
                 "by_reason": dict(sorted(self.exits_by_reason.items())),
+                # where each exit was handled: inside KVM, or out in userspace QEMU
+                "kernel": self.exits_total - self.exits_user,
+                "userspace": self.exits_user,
             },
-            "interrupts": {"injected": self.irq_injected, "posted": self.irq_posted},
+            "interrupts": {"injected": self.irq_injected, "posted": self.irq_posted,
+                           "host": self.irq_host},
             # the copies of the packets delivered so far: exact mid-run too
             # (copies are made before delivery, so a count of all copies runs ahead)
             "copies_per_packet": round(self.per_packet(self.copies_delivered), 4),

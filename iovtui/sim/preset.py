@@ -221,9 +221,22 @@ _EMULATION = {
     "ring_size": F(_int(8, 4096, mult=8), 256),
 }
 
+#: the host platform: how KVM delivers interrupts and takes EOIs, for every technique
+_HOST = {
+    "apicv": F(_bool, False),                    # APIC virtualization (KVM's enable_apicv, on every CPU that has it)
+    "x2apic": F(_bool, False),                   # the guest's local APIC in x2APIC mode (EOI is WRMSR 0x80B)
+    "vtd_posted_interrupts": F(_bool, False),    # VT-d posted interrupts (SR-IOV only; needs apicv)
+}
+
+#: old keys that now live in [host]: key -> what it meant
+_SRIOV_DEPRECATED = {
+    "posted_interrupts": "use [host] apicv = true and vtd_posted_interrupts = true",
+    "x2apic": "use [host] x2apic",
+}
+
 _SRIOV = {
-    "posted_interrupts": F(_bool, False),
-    "x2apic": F(_bool, False),
+    "posted_interrupts": F(_bool, None),         # deprecated: [host] apicv + vtd_posted_interrupts
+    "x2apic": F(_bool, None),                    # deprecated: [host] x2apic
     "iotlb_entries": F(_int(1, 4096), 64),
     "itr_us": F(_float(0, 10000), 20.0),     # VF interrupt moderation (ixgbevf-like dynamic ITR under load)
     "ring_size": F(_int(8, 4096, mult=8), 256),
@@ -245,6 +258,7 @@ SCHEMA: dict[str, Any] = {
     "description": F(_str(), required=True),
     "traffic": _TRAFFIC,
     "vm": [_VM],
+    "host": _HOST,
     "nic": _NIC,
     "virtio": _VIRTIO,
     "emulation": _EMULATION,
@@ -280,7 +294,10 @@ class Preset:
     sriov: dict[str, Any]
     faults: dict[str, Any]
     costs: dict[str, float]
+    host: dict[str, Any] = field(default_factory=lambda: {k: f.default for k, f in _HOST.items()})
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: one line per deprecated key the file used (the CLI prints them on stderr)
+    warnings: list[str] = field(default_factory=list, repr=False)
 
     def with_options(self, *, via: str | None = None, **sections: Any) -> "Preset":
         """A copy with some section keys changed (used by the app's toggles
@@ -347,8 +364,9 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
         except ValueError as e:
             raise PresetError(f"{src}: {key} = {_fmt(data[key])} is not allowed; expected {e}") from None
     sections = {}
-    for sec in ("traffic", "nic", "virtio", "emulation", "sriov", "faults", "costs"):
+    for sec in ("traffic", "host", "nic", "virtio", "emulation", "sriov", "faults", "costs"):
         sections[sec] = _check_table(src, sec, data.get(sec, {}), SCHEMA[sec])
+    warnings = _host_from_old_keys(src, data, sections)
 
     vm_tables = data.get("vm", [{}])
     if not isinstance(vm_tables, list) or not vm_tables:
@@ -387,7 +405,34 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
                 raise PresetError(f"{src}: traffic.targets names {_fmt(t)}, which is not a VM; "
                                   f"allowed: {', '.join(names)}{_nearest(t, names)}")
     return Preset(name=top["name"], description=top["description"], source=src, vms=vms,
-                  raw=data, **sections)
+                  raw=data, warnings=warnings, **sections)
+
+
+def _host_from_old_keys(src: str, data: dict[str, Any], sections: dict[str, dict]) -> list[str]:
+    """Map the old [sriov] keys onto [host] (explicit [host] keys win) and
+    check the host profile; returns one warning line per old key used."""
+    host, sriov = sections["host"], sections["sriov"]
+    given = data.get("host", {}) if isinstance(data.get("host"), dict) else {}
+    warnings = []
+    for key, hint in _SRIOV_DEPRECATED.items():
+        v = sriov.pop(key)
+        if v is None:
+            continue
+        warnings.append(f"{src}: sriov.{key} is deprecated; {hint}")
+        if key == "x2apic":
+            if "x2apic" not in given:
+                host["x2apic"] = v
+        elif v:
+            if "apicv" not in given:
+                host["apicv"] = True
+            if "vtd_posted_interrupts" not in given:
+                host["vtd_posted_interrupts"] = True
+        elif "vtd_posted_interrupts" not in given:
+            host["vtd_posted_interrupts"] = False
+    if host["vtd_posted_interrupts"] and not host["apicv"]:
+        raise PresetError(f"{src}: host.vtd_posted_interrupts = true needs host.apicv = true "
+                          f"(VT-d posts into the virtual APIC's posted-interrupt descriptor)")
+    return warnings
 
 
 # -- finding presets ---------------------------------------------------------

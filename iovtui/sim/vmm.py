@@ -15,7 +15,8 @@ from .engine import Engine, Resource
 if TYPE_CHECKING:  # pragma: no cover
     from .metrics import Metrics
 
-__all__ = ["EXIT_REASONS", "EXIT_NUMBERS", "DEFAULT_COSTS", "COST_HELP", "Vm", "Vmm"]
+__all__ = ["EXIT_REASONS", "EXIT_NUMBERS", "DEFAULT_COSTS", "COST_HELP", "HostProfile", "Vm", "Vmm",
+           "HOST_PROFILES"]
 
 #: name -> number, from asm/vmx.h (the subset this model can produce)
 EXIT_REASONS: dict[str, int] = {
@@ -81,10 +82,56 @@ COST_HELP: dict[str, str] = {
 }
 
 
-class Vm:
-    """A guest: its memory, its vCPU (a :class:`Resource`), its identity."""
+class HostProfile:
+    """The host platform, a property of the VM rather than of the NIC: it
+    decides how KVM delivers an interrupt and what the guest's EOI costs
+    (DOMAIN.md, "Interrupt delivery and EOI")."""
 
-    __slots__ = ("index", "name", "mac", "vlan", "ip", "mem", "vcpu", "irq_pending", "extra")
+    __slots__ = ("apicv", "x2apic", "vtd_pi")
+
+    def __init__(self, apicv: bool = False, x2apic: bool = False, vtd_pi: bool = False) -> None:
+        if vtd_pi and not apicv:
+            raise ValueError("VT-d posted interrupts need APICv")
+        self.apicv = apicv
+        self.x2apic = x2apic
+        self.vtd_pi = vtd_pi
+
+    @classmethod
+    def from_preset(cls, host: dict) -> "HostProfile":
+        return cls(host["apicv"], host["x2apic"], host["vtd_posted_interrupts"])
+
+    @property
+    def profile(self) -> str:
+        """``none`` | ``apicv`` | ``apicv+pi``: the three the app's ``a`` key cycles."""
+        return "apicv+pi" if self.vtd_pi else "apicv" if self.apicv else "none"
+
+    def label(self) -> str:
+        """A few words for the header, e.g. ``host: no APICv · xAPIC``."""
+        apic = "APICv + VT-d PI" if self.vtd_pi else "APICv" if self.apicv else "no APICv"
+        return f"host: {apic} · {'x2APIC' if self.x2apic else 'xAPIC'}"
+
+    def options(self) -> dict:
+        return {"apicv": self.apicv, "x2apic": self.x2apic, "vtd_posted_interrupts": self.vtd_pi}
+
+
+#: the profiles the app's ``a`` key cycles, as [host] keys (x2apic is left as it is)
+HOST_PROFILES: dict[str, dict[str, bool]] = {
+    "none": {"apicv": False, "vtd_posted_interrupts": False},
+    "apicv": {"apicv": True, "vtd_posted_interrupts": False},
+    "apicv+pi": {"apicv": True, "vtd_posted_interrupts": True},
+}
+
+
+class Vm:
+    """A guest: its memory, its vCPU (a :class:`Resource`), its identity.
+
+    The vCPU's state at an instant follows from its timeline: inside the
+    newest exit (``exit_start <= t < exit_end``), running guest code
+    (reserved work ahead of ``t``), or halted (no work since ``busy_until``:
+    an idle Linux guest executes HLT)."""
+
+    __slots__ = ("index", "name", "mac", "vlan", "ip", "mem", "vcpu", "irq_pending", "extra",
+                 "exit_start", "exit_end")
 
     def __init__(self, index: int, name: str, mac: str, vlan: int, ip: str, mem) -> None:
         self.index = index
@@ -97,15 +144,20 @@ class Vm:
         #: vectors raised but not yet injected (KVM coalesces a second raise)
         self.irq_pending: set[str] = set()
         self.extra: dict = {}
+        #: the newest exit's interval on the vCPU's timeline
+        self.exit_start = -1
+        self.exit_end = -1
 
 
 class Vmm:
     """Charges exits and delivers interrupts, all through one cost table."""
 
-    def __init__(self, engine: Engine, metrics: "Metrics", costs: dict[str, float]) -> None:
+    def __init__(self, engine: Engine, metrics: "Metrics", costs: dict[str, float],
+                 host: HostProfile | None = None) -> None:
         self.engine = engine
         self.metrics = metrics
         self.costs = costs
+        self.host = host if host is not None else HostProfile()
         c = costs
         self.exit_kernel_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"])
         self.exit_user_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"] + c["exit_user_ns"])
@@ -127,6 +179,8 @@ class Vmm:
         cost = (self.exit_user_cost if user else self.exit_kernel_cost) + extra_ns
         end = vm.vcpu.reserve(now, cost)
         start = end - cost          # the vCPU takes the exit when it gets to it (after earlier work)
+        vm.exit_start = start
+        vm.exit_end = end
         m = self.metrics
         m.exits_total += 1
         m.exit_ns += cost
@@ -144,16 +198,53 @@ class Vmm:
                     start_ns=start)
         return end
 
-    def deliver_irq(self, vm: Vm, vector: str, source: str, mode: str, eoi: str = "APIC_WRITE",
-                    stage: int = 0, at: int | None = None) -> int | None:
+    # -- the vCPU's state --------------------------------------------------------
+    def halted(self, vm: Vm, t: int) -> bool:
+        """No guest work left at ``t``: the guest ran out of work and executed HLT."""
+        return vm.vcpu.busy_until < t
+
+    def wake(self, vm: Vm, why: str, stage: int = 0, at: int | None = None) -> int:
+        """Work arrives for a halted vCPU (an interrupt, or the guest's own
+        timer for an application that sends): the HLT exit it took when it
+        went idle is recorded, and KVM's wake-up (``kvm_vcpu_block`` returns,
+        VM entry) is charged now.  Returns when the vCPU runs again."""
+        now = self.engine.now if at is None else at
+        vcpu = vm.vcpu
+        idle_from = vcpu.busy_until
+        cost = self.exit_kernel_cost
+        m = self.metrics
+        m.exits_total += 1
+        m.exit_ns += cost
+        m.halts += 1
+        by = m.exits_by_reason
+        by["HLT"] = by.get("HLT", 0) + 1
+        end = vcpu.reserve(now, cost)
+        vm.exit_start, vm.exit_end = idle_from, end
+        tr = self.engine.trace
+        if tr.on:
+            tr.emit(self.engine.now, "exit", vm.name, stage,
+                    f"{vm.name} exits: HLT (12) · guest idle since {idle_from / 1000:,.3f} µs, "
+                    f"woken by {why} · kernel · {cost / 1000:.2f} µs",
+                    reason="HLT", number=12, cause=f"guest idle (woken by {why})", where="kernel",
+                    cost_ns=cost, pkt=None, start_ns=idle_from)
+        return end
+
+    def deliver_irq(self, vm: Vm, vector: str, source: str, *, level: bool = False,
+                    assigned: bool = False, stage: int = 0, at: int | None = None) -> int | None:
         """Raise interrupt ``vector`` for ``vm`` at ``at`` (default now).
 
-        ``mode``:
-          - ``"kick"``: KVM injects (irqfd / KVM_IRQ_LINE / an assigned
-            device's MSI that lands on the host): the running vCPU is kicked out
-            (EXTERNAL_INTERRUPT), the interrupt is injected on entry, and the
-            guest's EOI exits (``eoi``: APIC_WRITE, or MSR_WRITE with x2APIC).
-          - ``"posted"``: posted interrupt + virtualized APIC: no exit at all.
+        ``level``: a level-triggered IOAPIC vector (the e1000's INTx), else an
+        edge MSI/MSI-X.  ``assigned``: the MSI-X of a device assigned with
+        VFIO, which without VT-d posted interrupts is first a host interrupt
+        (``vfio_msihandler`` → irqfd).  What it costs follows the host
+        profile and the vCPU's state at that instant
+        (``kvm_vcpu_kick`` / ``vmx_deliver_posted_interrupt``):
+
+        - halted: KVM wakes it (the HLT exit is recorded), no EXTERNAL_INTERRUPT;
+        - inside an exit: injected at the next VM entry, no extra exit;
+        - in guest mode without APICv: the kick IPI exits as EXTERNAL_INTERRUPT;
+        - in guest mode with APICv (or VT-d posting an assigned device's
+          MSI-X): a posted interrupt, no exit.
 
         Returns the time the guest's handler may start, or ``None`` when the
         vector was already pending and KVM coalesced this raise.
@@ -169,35 +260,79 @@ class Vmm:
                         vector=vector, source=source, mode="coalesced")
             return None
         vm.irq_pending.add(vector)
-        if mode == "posted":
+        h = self.host
+        posted = h.apicv
+        how = ""
+        if assigned:
+            if h.vtd_pi:
+                how = "VT-d posts the MSI-X into the vCPU's posted-interrupt descriptor (no host interrupt)"
+            else:
+                m.irq_host += 1
+                how = "the MSI-X lands on the host (vfio_msihandler → irqfd); "
+        inject = int(self.costs["irq_inject_ns"])
+        if self.halted(vm, now):
+            start = self.wake(vm, f"the {source} interrupt", stage, now)
+            if posted:
+                m.irq_posted += 1
+                mode, what = "posted", f"posted interrupt wakes {vm.name} from HLT — no EXTERNAL_INTERRUPT"
+            else:
+                m.irq_injected += 1
+                start = vm.vcpu.reserve(start, inject)
+                mode, what = "injected", f"KVM wakes {vm.name} from HLT and injects it on entry — no EXTERNAL_INTERRUPT"
+        elif vm.exit_start <= now < vm.exit_end:
+            # outside guest mode: pending until the next VM entry (vcpu_enter_guest)
+            if posted:
+                m.irq_posted += 1
+                start = vm.vcpu.reserve(now, 0)
+                mode, what = "posted", f"{vm.name} is inside an exit: the PIR is synced on VM entry — no extra exit"
+            else:
+                m.irq_injected += 1
+                start = vm.vcpu.reserve(now, inject)
+                mode, what = "injected", f"{vm.name} is inside an exit: KVM injects it on VM entry — no extra exit"
+        elif posted:
             m.irq_posted += 1
             start = vm.vcpu.reserve(now, 0)
-            if tr.on:
-                tr.emit(self.engine.now, "irq", vm.name, stage,
-                        f"{source}: posted interrupt → {vm.name} directly, no VM exit",
-                        vector=vector, source=source, mode="posted")
-            return start
-        m.irq_injected += 1
-        end = self.exit(vm, "EXTERNAL_INTERRUPT", f"{source} interrupt kicks the vCPU", user=False,
-                        at=now, stage=stage, extra_ns=int(self.costs["irq_inject_ns"]))
+            mode, what = "posted", f"posted interrupt → {vm.name} directly, no VM exit"
+        else:
+            m.irq_injected += 1
+            start = self.exit(vm, "EXTERNAL_INTERRUPT", f"{source} interrupt kicks the vCPU", user=False,
+                              at=now, stage=stage, extra_ns=inject)
+            mode, what = "injected", f"KVM injects the {source} interrupt into {vm.name} on VM entry"
         if tr.on:
-            tr.emit(self.engine.now, "irq", vm.name, stage,
-                    f"KVM injects the {source} interrupt into {vm.name} on VM entry",
-                    vector=vector, source=source, mode="injected")
-        return end
+            if how.endswith("; "):
+                what = how + what
+            elif how:
+                what = f"{how}; {what}"
+            tr.emit(self.engine.now, "irq", vm.name, stage, f"{source}: {what}",
+                    vector=vector, source=source, mode=mode, level=level)
+        return start
 
-    def ack_irq(self, vm: Vm, vector: str, mode: str, eoi: str = "APIC_WRITE",
-                stage: int = 0, at: int | None = None) -> int:
-        """The guest's handler ran; it writes EOI.  Returns when the vCPU is back."""
+    def ack_irq(self, vm: Vm, vector: str, *, level: bool = False, stage: int = 0,
+                at: int | None = None) -> int:
+        """The guest's handler writes EOI.  Returns when the vCPU is back.
+
+        No APICv: xAPIC → APIC_ACCESS (``handle_apic_access`` → ``kvm_lapic_set_eoi``
+        on KVM's fast path), x2APIC → MSR_WRITE (WRMSR 0x80B).  APICv: the
+        EOI is virtualized — no exit for an edge vector; a level-triggered
+        vector is in the EOI-exit bitmap and exits as EOI_INDUCED so the
+        in-kernel IOAPIC sees it (``handle_apic_eoi_induced``)."""
         vm.irq_pending.discard(vector)
         now = self.engine.now if at is None else at
-        if mode == "posted":
+        h = self.host
+        if h.apicv:
+            if level:
+                return self.exit(vm, "EOI_INDUCED", "EOI of a level-triggered vector (EOI-exit bitmap → IOAPIC)",
+                                 user=False, at=now, stage=stage)
             tr = self.engine.trace
             if tr.on:
-                tr.emit(self.engine.now, "irq", vm.name, stage, f"{vm.name} EOI handled by the virtual APIC — no exit",
-                        vector=vector, mode="posted")
+                tr.emit(self.engine.now, "irq", vm.name, stage,
+                        f"{vm.name} EOI handled by the virtual APIC — no exit", vector=vector, mode="posted")
             return vm.vcpu.reserve(now, 0)
-        return self.exit(vm, eoi, "guest writes EOI", user=False, at=now, stage=stage)
+        if h.x2apic:
+            return self.exit(vm, "MSR_WRITE", "guest writes EOI (WRMSR 0x80B, x2APIC)", user=False,
+                             at=now, stage=stage)
+        return self.exit(vm, "APIC_ACCESS", "guest writes EOI (APIC page offset 0xB0)", user=False,
+                         at=now, stage=stage)
 
     def copy_cost(self, nbytes: int) -> int:
         cost = self._copy_cache.get(nbytes)

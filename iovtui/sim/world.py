@@ -16,7 +16,7 @@ from .packet import WIRE_OVERHEAD, FrameFactory, Packet, parse_frame
 from .preset import Preset
 from .trace import Trace
 from .traffic import Traffic
-from .vmm import DEFAULT_COSTS, Vm, Vmm
+from .vmm import DEFAULT_COSTS, HostProfile, Vm, Vmm
 
 __all__ = ["Simulation", "HPA_STRIDE"]
 
@@ -38,7 +38,8 @@ class Simulation:
         costs.update(preset.costs)
         costs["line_rate_gbps"] = preset.nic["line_rate_gbps"]
         self.costs = costs
-        self.vmm = Vmm(self.engine, self.metrics, costs)
+        self.host = HostProfile.from_preset(preset.host)
+        self.vmm = Vmm(self.engine, self.metrics, costs, self.host)
         self.vms: list[Vm] = []
         for i, cfg in enumerate(preset.vms):
             mem = GuestMemory(cfg.name, cfg.ram, HPA_BASE + i * HPA_STRIDE)
@@ -158,6 +159,7 @@ class Simulation:
         return self.metrics.summary(
             t.name, self.preset.name, self.seed,
             options=t.options(),
+            host=self.host.options(),
             in_flight=self.in_flight(),
             virtual_time_ns=self.engine.now,
             cpu_ns_per_packet=round(self.cpu_ns_per_packet(), 1),

@@ -113,7 +113,13 @@ class Technique:
     def schedule_xmit(self, port: Any, pkt: "Packet") -> None:
         """The guest stack spends its per-frame time, then the driver's
         ``_xmit`` runs on the vCPU."""
-        end = port.vm.vcpu.reserve(self.engine.now, int(self.costs["guest_tx_ns"]))
+        vm = port.vm
+        now = self.engine.now
+        if self.vmm.halted(vm, now):
+            # the application's timer wakes the idle guest (no exit for a timer
+            # that fires while the vCPU is blocked in KVM)
+            now = self.vmm.wake(vm, "its timer (the application sends)", 0, now)
+        end = vm.vcpu.reserve(now, int(self.costs["guest_tx_ns"]))
         port.tx_to_xmit += 1
         self.engine.at(end, self._xmit, port, pkt)
 

@@ -76,7 +76,6 @@ class Emulation(Technique):
         self.model_ns = int(c["qemu_e1000_pkt_ns"])
         self.wakeup_ns = int(c["wakeup_ns"])
         self.host_stack_ns = int(c["host_stack_ns"])
-        self.eoi = "MSR_WRITE" if self.preset.sriov["x2apic"] else "APIC_WRITE"
         self.budget = self.preset.virtio["napi_budget"]
         self.host_rx = Resource("host rx softirq")
         self.host_tx = Resource("host tx")
@@ -241,7 +240,7 @@ class Emulation(Technique):
             tr.emit(now, "irq", nic.vm.name, 5,
                     f"QEMU e1000 raises INTx: ICR = 0x{nic.regs.icr:02x} & IMS = 0x{nic.regs.ims:02x}",
                     icr=nic.regs.icr)
-        start = self.vmm.deliver_irq(nic.vm, "e1000", "e1000", "kick", self.eoi, stage=5)
+        start = self.vmm.deliver_irq(nic.vm, "e1000", "e1000 INTx", level=True, stage=5)
         if start is not None:
             self.engine.at(start, self._isr, nic)
 
@@ -258,7 +257,7 @@ class Emulation(Technique):
             _v, t = self._mmio(nic, "IMC", 0xFFFFFFFF, "mask interrupts while polling", at=t)
             _v, t = self._mmio(nic, "STATUS", None, "flush posted writes", at=t)
         t = vm.vcpu.reserve(t, int(self.costs["guest_irq_ns"]))
-        t = self.vmm.ack_irq(vm, "e1000", "kick", self.eoi, stage=6, at=t)   # the ISR ends with it (stage ⑥)
+        t = self.vmm.ack_irq(vm, "e1000", level=True, stage=6, at=t)   # the ISR ends with it (stage ⑥)
         nic.in_isr = False
         if icr and not nic.napi:
             nic.napi = True

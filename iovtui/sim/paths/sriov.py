@@ -9,9 +9,11 @@ Receive flow (DOMAIN.md's six steps, the stage numbers of every event):
   4. the IOMMU translates GPA → HPA (IOTLB hit, or a page walk; fault if unmapped)
   5. the NIC writes the frame to the HPA and marks the descriptor done (DD)
   6. the guest reads the frame through the same GPA
-Interrupts are the only exits: the VF's MSI-X lands on the host
-(EXTERNAL_INTERRUPT), KVM injects it, and the guest's EOI exits (APIC_WRITE,
-or MSR_WRITE with x2APIC) — unless posted interrupts deliver it directly.
+Interrupts are the only exits, and the host profile decides them (see
+``Vmm.deliver_irq``): without APICv the VF's MSI-X costs an EXTERNAL_INTERRUPT
+on a running vCPU and the guest's EOI exits (APIC_ACCESS, or MSR_WRITE with
+x2APIC); with APICv both are exitless; with VT-d posted interrupts the host
+takes no interrupt at all.
 """
 
 from __future__ import annotations
@@ -75,8 +77,7 @@ class SrIov(Technique):
         super().__init__(sim)
         o = self.preset.sriov
         self.ring_size = o["ring_size"]
-        self.posted = o["posted_interrupts"]
-        self.eoi = "MSR_WRITE" if o["x2apic"] else "APIC_WRITE"
+        self.host = sim.host
         self.itr_ns = int(o["itr_us"] * 1000)
         self.budget = self.preset.virtio["napi_budget"]
         c = self.costs
@@ -90,14 +91,12 @@ class SrIov(Technique):
 
     # -- description -------------------------------------------------------------------
     def options(self) -> dict:
-        return {"posted_interrupts": self.posted, "x2apic": self.eoi == "MSR_WRITE",
-                "iotlb_entries": self.iommu.iotlb_entries, "vfs": len(self.nic.vfs),
+        return {"iotlb_entries": self.iommu.iotlb_entries, "vfs": len(self.nic.vfs),
                 "itr_us": self.itr_ns / 1000}
 
     def label(self) -> str:
         first = self.nic.vfs[0].bdf if self.nic.vfs else "-"
-        return (f"SR-IOV (VF {first}{'…' if len(self.vms) > 1 else ''}, posted interrupts "
-                f"{'on' if self.posted else 'off'})")
+        return f"SR-IOV (VF {first}{'…' if len(self.vms) > 1 else ''})"
 
     def host_busy_ns(self) -> int:
         return 0  # the host is not on the data path
@@ -269,8 +268,7 @@ class SrIov(Technique):
         port.irq_armed_at = now + self.itr_ns
         self.metrics.notify_sent += 1
         vec = f"{port.vf.name}-TxRx-0"
-        start = self.vmm.deliver_irq(port.vm, vec, f"{port.vf.name} MSI-X",
-                                     "posted" if self.posted else "kick", self.eoi, stage=5)
+        start = self.vmm.deliver_irq(port.vm, vec, f"{port.vf.name} MSI-X", assigned=True, stage=5)
         if start is not None:
             self.engine.at(start, self._isr, port)
 
@@ -281,8 +279,7 @@ class SrIov(Technique):
     def _isr(self, port: VfPort) -> None:
         vm = port.vm
         t = vm.vcpu.reserve(self.engine.now, int(self.costs["guest_irq_ns"]))
-        t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", "posted" if self.posted else "kick",
-                             self.eoi, stage=5, at=t)
+        t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
         if not port.napi:
             port.napi = True
             self.engine.at(t, self.legacy_napi, port, 0, 0)

@@ -90,7 +90,6 @@ class Virtio(Technique):
         self.backend_name = "vhost" if o["vhost"] else "QEMU"
         self.kick_reason = "EPT_MISCONFIG" if o["notify"] == "mmio" else "IO_INSTRUCTION"
         self.kick_user = not o["ioeventfd"]
-        self.eoi = "MSR_WRITE" if self.preset.sriov["x2apic"] else "APIC_WRITE"
         self.budget = o["napi_budget"]
         self.host_rx = Resource("host rx softirq")
         self.host_tx = Resource("host tx")
@@ -240,7 +239,7 @@ class Virtio(Technique):
             tr.emit(self.engine.now, "irq", vm.name, 5,
                     f"{self.backend_name} signals the {which} irqfd (virtio_notify)",
                     queue=which, qemu_event="virtio_notify", notified=True)
-        start = self.vmm.deliver_irq(vm, which, f"virtio-net {which}", "kick", self.eoi, stage=5)
+        start = self.vmm.deliver_irq(vm, which, f"virtio-net {which}", stage=5)
         if start is not None:
             self.engine.at(start, self._guest_irq, nic, which)
 
@@ -254,7 +253,7 @@ class Virtio(Technique):
 
     def _guest_eoi(self, nic: VirtioNic, which: str) -> None:
         """The handler returns and writes EOI; NAPI (or TX clean-up) runs next."""
-        end = self.vmm.ack_irq(nic.vm, which, "kick", self.eoi, stage=5)
+        end = self.vmm.ack_irq(nic.vm, which, stage=5)
         if which == "rx":
             if not nic.napi_active:
                 nic.napi_active = True
