@@ -122,13 +122,25 @@ def candidates(events: Sequence[TraceEvent], sim: Any) -> list[Question]:
             out.append(Question("register", f"{ev.vm}'s e1000 driver {what}. What happens?",
                                 ch, ans, (ev.msg, ex.msg), ev.stage))
         elif k == "irq" and d.get("mode") in ("injected", "posted", "coalesced") and d.get("source"):
+            # Vmm.deliver_irq: the answer depends on the vCPU's state and the host profile
             ch = _choices(("a VM exit (EXTERNAL_INTERRUPT); KVM injects it on the next entry",
                            "no exit — a posted interrupt goes straight to the guest",
+                           "no EXTERNAL_INTERRUPT — it is taken at the vCPU's next VM entry or wake-up",
                            "nothing new — the same vector is already pending (coalesced)"))
-            ans = {"injected": ch[0][0], "posted": ch[1][0], "coalesced": ch[2][0]}[d["mode"]]
+            state = d.get("state", "running")
+            if d["mode"] == "coalesced":
+                ans = ch[3][0]
+            elif state in ("halted", "in_exit"):
+                ans = ch[2][0]
+            else:
+                ans = ch[1][0] if d["mode"] == "posted" else ch[0][0]
+            where = {"halted": "is halted (the guest ran out of work and executed HLT)",
+                     "in_exit": "is inside a VM exit",
+                     "running": "is running guest code"}.get(state, "is running guest code")
+            host = sim.host.label() if getattr(sim, "host", None) is not None else ""
             exits = [e.msg for e in evs[:i] if e.kind == "exit"][-1:]
-            out.append(Question("interrupt", f"{d['source']} raises an interrupt for {ev.vm} while its "
-                                             f"vCPU is running. What happens?",
+            out.append(Question("interrupt", f"{d['source']} raises an interrupt for {ev.vm}; its vCPU "
+                                             f"{where} ({host}). What happens?",
                                 ch, ans, tuple(exits + [ev.msg]), ev.stage))
     return out
 

@@ -140,9 +140,15 @@ class Traffic:
         sim = self.sim
         vm = sim.vms[pkt.vm]
         first = "rx" if self.direction != "tx" else "tx"
+        # the outside host's own stack takes its time to turn what it received
+        # into the next frame it sends (netperf's request/response loop)
+        peer = int(sim.costs["peer_turnaround_ns"])
         if delivered and pkt.direction == first and not self.done:
-            other = "tx" if first == "rx" else "rx"
-            self._offer(other, vm, pkt.size)
+            if first == "rx":
+                self._offer("tx", vm, pkt.size)     # the guest answers at once
+            else:
+                sim.engine.at(sim.engine.now + peer, self._offer, "rx", vm, pkt.size)
         elif not self.done:
-            self._t = sim.engine.now
-            sim.engine.at(sim.engine.now, self._tick)
+            t = sim.engine.now + (peer if delivered and first == "rx" else 0)
+            self._t = t
+            sim.engine.at(t, self._tick)

@@ -57,6 +57,7 @@ DEFAULT_COSTS: dict[str, float] = {
     "nic_pkt_ns": 50,             # NIC (PF or VF) per-frame processing
     "pcie_dma_ns": 500,           # PCIe DMA write latency into host memory
     "iotlb_walk_read_ns": 100,    # one memory read of an IOMMU page walk (4 per IOTLB miss)
+    "peer_turnaround_ns": 5000,   # the outside host turning a received frame into its next one (pingpong)
 }
 
 COST_HELP: dict[str, str] = {
@@ -79,6 +80,7 @@ COST_HELP: dict[str, str] = {
     "nic_pkt_ns": "NIC per-frame processing",
     "pcie_dma_ns": "PCIe DMA write latency",
     "iotlb_walk_read_ns": "one read of an IOMMU page walk",
+    "peer_turnaround_ns": "outside host's reply turnaround (pingpong)",
 }
 
 
@@ -271,6 +273,7 @@ class Vmm:
                 how = "the MSI-X lands on the host (vfio_msihandler → irqfd); "
         inject = int(self.costs["irq_inject_ns"])
         if self.halted(vm, now):
+            state = "halted"
             start = self.wake(vm, f"the {source} interrupt", stage, now)
             if posted:
                 m.irq_posted += 1
@@ -280,6 +283,7 @@ class Vmm:
                 start = vm.vcpu.reserve(start, inject)
                 mode, what = "injected", f"KVM wakes {vm.name} from HLT and injects it on entry — no EXTERNAL_INTERRUPT"
         elif vm.exit_start <= now < vm.exit_end:
+            state = "in_exit"
             # outside guest mode: pending until the next VM entry (vcpu_enter_guest)
             if posted:
                 m.irq_posted += 1
@@ -290,10 +294,12 @@ class Vmm:
                 start = vm.vcpu.reserve(now, inject)
                 mode, what = "injected", f"{vm.name} is inside an exit: KVM injects it on VM entry — no extra exit"
         elif posted:
+            state = "running"
             m.irq_posted += 1
             start = vm.vcpu.reserve(now, 0)
             mode, what = "posted", f"posted interrupt → {vm.name} directly, no VM exit"
         else:
+            state = "running"
             m.irq_injected += 1
             start = self.exit(vm, "EXTERNAL_INTERRUPT", f"{source} interrupt kicks the vCPU", user=False,
                               at=now, stage=stage, extra_ns=inject)
@@ -304,7 +310,7 @@ class Vmm:
             elif how:
                 what = f"{how}; {what}"
             tr.emit(self.engine.now, "irq", vm.name, stage, f"{source}: {what}",
-                    vector=vector, source=source, mode=mode, level=level)
+                    vector=vector, source=source, mode=mode, level=level, state=state)
         return start
 
     def ack_irq(self, vm: Vm, vector: str, *, level: bool = False, stage: int = 0,
