@@ -1,6 +1,8 @@
 """Guest memory: real bytes addressed by guest-physical address (GPA).
 
-Each VM owns one ``bytearray`` that starts at GPA 0.  The host backs it with
+Each VM owns one anonymous memory mapping that starts at GPA 0: like a real
+guest's RAM, a page costs the host nothing until it is first written, so a run's
+set-up does not depend on the configured RAM size.  The host backs it with
 host-physical memory starting at ``hpa_base`` (the model keeps the backing
 contiguous; the IOMMU still translates page by page through its own tables).
 Regions record what each range is for, so the RAM view can colour it, and a
@@ -9,11 +11,13 @@ bounded write log lets the UI flash the bytes a DMA or a copy just wrote.
 
 from __future__ import annotations
 
+import copy
+import mmap
 import struct
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["GuestMemory", "Region", "PAGE", "ROLES"]
+__all__ = ["GuestMemory", "Region", "RamShortage", "PAGE", "ROLES"]
 
 PAGE = 4096
 
@@ -23,6 +27,18 @@ ROLES = ("kernel", "desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+
+
+class RamShortage(MemoryError):
+    """A layout does not fit in the guest's RAM (``str()`` is one line)."""
+
+    def __init__(self, vm: str, size: int, label: str, need: int) -> None:
+        super().__init__(f"{vm}: guest RAM of {size // 1024:,} KiB is too small for {label} "
+                         f"(needs at least {need // 1024:,} KiB)")
+        self.vm = vm
+        self.size = size
+        self.label = label
+        self.need = need
 
 
 @dataclass(frozen=True)
@@ -49,26 +65,44 @@ class GuestMemory:
         self.name = name
         self.size = size
         self.hpa_base = hpa_base
-        self.ram = bytearray(size)
+        #: zero-filled and lazily backed (mmap's anonymous mapping)
+        self.ram = mmap.mmap(-1, size)
         self.regions: list[Region] = [Region(0, min(self.FIRST_FREE, size), "kernel", "guest kernel")]
         self._brk = min(self.FIRST_FREE, size)
         #: (serial, gpa, length, who) of recent writes by a device or the VMM
         self.write_log: deque[tuple[int, int, int, str]] = deque(maxlen=log_len)
         self.write_serial = 0
         self.bytes_written = 0
+        #: the highest address a device or copy has written (a checkpoint copies up to here)
+        self.high_water = 0
 
     # -- layout -----------------------------------------------------------
     def alloc(self, size: int, align: int, role: str, label: str) -> int:
         """Reserve ``size`` bytes at the next ``align``-aligned GPA."""
         gpa = (self._brk + align - 1) & ~(align - 1)
         if gpa + size > self.size:
-            raise MemoryError(
-                f"{self.name}: guest RAM of {self.size // 1024} KiB is too small for {label} "
-                f"({size} bytes at 0x{gpa:x})"
-            )
+            raise RamShortage(self.name, self.size, label, gpa + size)
         self.regions.append(Region(gpa, size, role, label))
         self._brk = gpa + size
         return gpa
+
+    @property
+    def used(self) -> int:
+        """Bytes from GPA 0 to the end of the last allocation."""
+        return self._brk
+
+    def __deepcopy__(self, memo: dict) -> "GuestMemory":
+        """A checkpoint's copy: only what a layout reached can hold bytes
+        (devices and copies write inside allocations; blocked DMA writes nothing)."""
+        new = GuestMemory.__new__(GuestMemory)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k != "ram":
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        new.ram = mmap.mmap(-1, self.size)
+        n = max(self._brk, self.high_water)
+        new.ram[:n] = self.ram[:n]
+        return new
 
     def role_at(self, gpa: int) -> str:
         for r in reversed(self.regions):
@@ -94,6 +128,8 @@ class GuestMemory:
         """A device (DMA) or the VMM (a copy) writes guest RAM."""
         n = len(data)
         self.ram[gpa:gpa + n] = data
+        if gpa + n > self.high_water:
+            self.high_water = gpa + n
         self.write_serial += 1
         self.bytes_written += n
         self.write_log.append((self.write_serial, gpa, n, who))

@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import Engine, Resource
-from .memory import GuestMemory
+from .memory import GuestMemory, RamShortage
 from .metrics import Metrics
 from .packet import WIRE_OVERHEAD, FrameFactory, Packet, parse_frame
-from .preset import Preset
+from .preset import Preset, PresetError
 from .trace import Trace
 from .traffic import Traffic
 from .vmm import DEFAULT_COSTS, HostProfile, Vm, Vmm
 
-__all__ = ["Simulation", "HPA_STRIDE"]
+__all__ = ["Simulation", "HPA_STRIDE", "check_runnable"]
 
 #: host-physical placement of each VM's RAM (VM i at 4 GiB + i GiB)
 HPA_BASE = 0x1_0000_0000
@@ -56,9 +56,12 @@ class Simulation:
         #: [faults] link_down_us: the physical link goes down at this virtual time
         down = preset.faults["link_down_us"]
         self.link_down_at = int(down * 1000) if down > 0 else None
-        self.technique = make_technique(technique, self)
-        self.traffic = Traffic(self)
-        self.technique.setup()
+        try:
+            self.technique = make_technique(technique, self)
+            self.traffic = Traffic(self)
+            self.technique.setup()
+        except RamShortage as e:
+            raise PresetError(_ram_message(preset, technique, e)) from None
         self.metrics.reset_setup()
         self.traffic.start()
 
@@ -173,3 +176,46 @@ class Simulation:
     @staticmethod
     def decode(frame: bytes) -> dict:
         return parse_frame(frame)
+
+
+#: the preset key that sizes each technique's rings (and so its buffers)
+_RING_KEY = {"emulation": ("emulation", "ring_size"), "virtio": ("virtio", "queue_size"),
+             "sriov": ("sriov", "ring_size")}
+_MAX_RAM = 1 << 30
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB".replace(".0 MiB", " MiB")
+
+
+def _ram_message(preset: Preset, technique: str, e: RamShortage) -> str:
+    """One line: which VM's RAM is too small, for what, what it needs, what is allowed."""
+    i = next((k for k, v in enumerate(preset.vms) if v.name == e.vm), 0)
+    need = e.need
+    if preset.vms[i].ram < _MAX_RAM:
+        # measure the whole layout on RAM of the largest size (lazily backed, so free)
+        raw_vms = [dict(t) for t in (preset.raw.get("vm") or [{}] * len(preset.vms))]
+        for t in raw_vms:
+            t["ram"] = _MAX_RAM
+        try:
+            probe = Simulation(preset.with_options(vm=raw_vms), technique, packets=1)
+            need = max(need, probe.vms[i].mem.used)
+        except PresetError:
+            need = _MAX_RAM + 1
+    sec, key = _RING_KEY.get(technique, ("", ""))
+    ring = f" with {sec}.{key} = {getattr(preset, sec)[key]:,}" if sec else ""
+    if need > _MAX_RAM:
+        allowed = f"a smaller {sec}.{key} (vm.ram is at most 1 GiB)"
+    else:
+        allowed = f"vm[{i}].ram of at least {_mib(-(-need // (1 << 20)) << 20)} (up to 1 GiB), or a smaller {sec}.{key}"
+    return (f"{preset.source}: vm[{i}].ram = {_mib(preset.vms[i].ram)} is too small for {technique}{ring}: "
+            f"{e.label} and the rest need {_mib(need)}; allowed: {allowed}")
+
+
+def check_runnable(preset: Preset) -> None:
+    """Raise PresetError if some technique cannot lay out its rings and
+    buffers in a VM's RAM (what ``presets --validate`` checks)."""
+    from .paths import available
+
+    for tech in available():
+        Simulation(preset, tech, packets=1)
