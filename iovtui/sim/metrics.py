@@ -1,7 +1,8 @@
 """Counters every technique fills in the same way, and the JSON summary.
 
-Latency percentiles come from a log-linear histogram (about 1 % precision),
-so memory stays flat however many packets a run has.
+Latency percentiles are exact (nearest rank) while a run's latencies take
+fewer than 8,192 distinct values, then ±0.4 % buckets, so memory stays flat
+however many packets a run has.
 """
 
 from __future__ import annotations
@@ -12,51 +13,79 @@ __all__ = ["Metrics", "LatencyHistogram"]
 
 
 class LatencyHistogram:
-    """Buckets of ~1 % width: values below 128 ns exact, above that the top 7
-    significant bits are kept."""
+    """Latencies with exact percentiles while memory allows.
 
-    __slots__ = ("counts", "n", "total", "max")
+    Each distinct value is counted exactly (a run's latencies take far fewer
+    distinct values than packets) until ``EXACT_LIMIT`` distinct values are
+    seen; then the counts fold into buckets that keep the top
+    ``BUCKET_BITS`` significant bits (±0.4 %), so memory stays flat over any
+    number of packets.  A percentile is the nearest-rank sample (exact), or
+    its bucket's middle clamped to [min, max] (folded), and the summary says
+    which."""
+
+    __slots__ = ("counts", "n", "total", "max", "min", "folded")
+
+    EXACT_LIMIT = 8192
+    BUCKET_BITS = 8
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.n = 0
         self.total = 0
         self.max = 0
+        self.min = -1
+        self.folded = False
 
     def add(self, v: int) -> None:
         if v < 0:
             v = 0
-        b = v.bit_length()
-        if b > 7:
-            s = b - 7
-            key = (s << 8) | (v >> s)
-        else:
-            key = v
         c = self.counts
-        c[key] = c.get(key, 0) + 1
+        if self.folded:
+            v2 = self.bucket(v)
+            c[v2] = c.get(v2, 0) + 1
+        else:
+            c[v] = c.get(v, 0) + 1
+            if len(c) > self.EXACT_LIMIT:
+                self.fold()
         self.n += 1
         self.total += v
         if v > self.max:
             self.max = v
+        if self.min < 0 or v < self.min:
+            self.min = v
 
-    @staticmethod
-    def _value(key: int) -> int:
-        s = key >> 8
-        if s == 0:
-            return key
-        m = key & 0xFF
-        return (m << s) + (1 << (s - 1))
+    @classmethod
+    def bucket(cls, v: int) -> int:
+        """The lowest value of ``v``'s bucket (the top BUCKET_BITS bits kept)."""
+        s = v.bit_length() - cls.BUCKET_BITS
+        return (v >> s) << s if s > 0 else v
+
+    def fold(self) -> None:
+        out: dict[int, int] = {}
+        for v, k in self.counts.items():
+            b = self.bucket(v)
+            out[b] = out.get(b, 0) + k
+        self.counts = out
+        self.folded = True
 
     def percentile(self, p: float) -> int:
+        """Nearest-rank percentile (never outside [min, max])."""
         if not self.n:
             return 0
-        rank = max(1, int(round(p / 100.0 * self.n + 0.4999999)))
+        rank = max(1, -(-int(p * self.n) // 100))   # ceil(p/100 · n)
         seen = 0
-        for key in sorted(self.counts, key=self._value):
-            seen += self.counts[key]
+        for v in sorted(self.counts):
+            seen += self.counts[v]
             if seen >= rank:
-                return min(self._value(key), self.max)
+                if self.folded:
+                    s = v.bit_length() - self.BUCKET_BITS
+                    v += (1 << (s - 1)) if s > 0 else 0
+                return min(max(v, self.min), self.max)
         return self.max
+
+    @property
+    def precision(self) -> str:
+        return "±0.4 %" if self.folded else "exact"
 
 
 class Metrics:
@@ -115,19 +144,7 @@ class Metrics:
         self.delivered += 1
         self.copies_delivered += copies
         self.bytes_delivered += size
-        # LatencyHistogram.add, inlined: this runs once per packet
-        h = self.latency
-        v = t - t0
-        if v < 0:
-            v = 0
-        b = v.bit_length()
-        key = (((b - 7) << 8) | (v >> (b - 7))) if b > 7 else v
-        c = h.counts
-        c[key] = c.get(key, 0) + 1
-        h.n += 1
-        h.total += v
-        if v > h.max:
-            h.max = v
+        self.latency.add(t - t0)
         if t > self.last_deliver_t:
             self.last_deliver_t = t
         d = self.delivered_by_vm
@@ -168,7 +185,9 @@ class Metrics:
             # (copies are made before delivery, so a count of all copies runs ahead)
             "copies_per_packet": round(self.per_packet(self.copies_delivered), 4),
             "throughput_gbps": round(self.throughput_gbps(), 4),
-            "latency_ns": {"p50": self.latency.percentile(50), "p99": self.latency.percentile(99)},
+            "latency_ns": {"p50": self.latency.percentile(50), "p99": self.latency.percentile(99),
+                           "min": max(self.latency.min, 0), "max": self.latency.max,
+                           "precision": self.latency.precision},
             "iommu": {
                 "translations": self.iommu_translations,
                 "iotlb_hits": self.iotlb_hits,
