@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 import difflib
+import errno
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +258,8 @@ _COSTS = {k: F(_float(0, 1e9), float(v)) for k, v in DEFAULT_COSTS.items()}
 SCHEMA: dict[str, Any] = {
     "name": F(_str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a name of letters, digits, '-', '_' or '.'"), required=True),
     "description": F(_str(), required=True),
+    # the technique the scenario is about (the app and `run` open on it; --technique wins)
+    "technique": F(_choice("emulation", "virtio", "sriov"), None),
     "traffic": _TRAFFIC,
     "vm": [_VM],
     "host": _HOST,
@@ -286,6 +290,8 @@ class Preset:
     name: str
     description: str
     source: str
+    #: the technique the scenario is about (None: every technique alike)
+    technique: str | None
     traffic: dict[str, Any]
     vms: list[VmCfg]
     nic: dict[str, Any]
@@ -355,9 +361,12 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
             raise PresetError(f"{src}: unknown key {key}{_nearest(key, SCHEMA)}; "
                               f"allowed at the top level: {', '.join(SCHEMA)}")
     top = {}
-    for key in ("name", "description"):
+    for key in ("name", "description", "technique"):
         f: F = SCHEMA[key]
         if key not in data:
+            if not f.required:
+                top[key] = f.default
+                continue
             raise PresetError(f"{src}: missing required key {key}")
         try:
             top[key] = f.check(data[key])
@@ -404,7 +413,8 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
             if t not in names:
                 raise PresetError(f"{src}: traffic.targets names {_fmt(t)}, which is not a VM; "
                                   f"allowed: {', '.join(names)}{_nearest(t, names)}")
-    return Preset(name=top["name"], description=top["description"], source=src, vms=vms,
+    return Preset(name=top["name"], description=top["description"], technique=top["technique"],
+                  source=src, vms=vms,
                   raw=data, warnings=warnings, **sections)
 
 
@@ -449,18 +459,58 @@ def preset_dirs() -> list[tuple[str, Path]]:
     return dirs
 
 
-def list_presets() -> list[tuple[str, Path, str]]:
-    """``(name, path, origin)`` of every preset file found, one per name."""
+def _warn(on_warning: Callable[[str], None] | None, msg: str) -> None:
+    if on_warning is not None:
+        on_warning(msg)
+
+
+def list_presets(on_warning: Callable[[str], None] | None = None) -> list[tuple[str, Path, str]]:
+    """``(name, path, origin)`` of every preset file found, one per name.  A
+    presets directory that cannot be read (e.g. another user's, under an
+    inherited HOME) is skipped, with one line to ``on_warning``."""
     seen: dict[str, tuple[str, Path, str]] = {}
     for origin, d in preset_dirs():
-        if not d.is_dir():
+        try:
+            if not d.is_dir():
+                continue
+            files = sorted(d.glob("*.toml"))
+        except OSError as e:
+            _warn(on_warning, f"skipping {origin} presets in {d}: {e.strerror or e}")
             continue
-        for p in sorted(d.glob("*.toml")):
+        for p in files:
             seen.setdefault(p.stem, (p.stem, p, origin))
     return sorted(seen.values())
 
 
+def _file_problem(p: Path) -> str | None:
+    """Why ``p`` cannot be a preset file (None if it is a readable regular file)."""
+    try:
+        st = p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symlink loop, not a preset file"
+        if e.errno == errno.ENOENT:
+            return "no such preset file" if not p.is_symlink() else "is a dangling symlink, not a preset file"
+        if e.errno == errno.EACCES:
+            return "cannot be read (permission denied)"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a preset file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a preset is a TOML file)"
+    if st.st_size > _MAX_PRESET_BYTES:
+        return f"is {st.st_size:,} bytes; a preset file is at most {_MAX_PRESET_BYTES:,}"
+    return None
+
+
+#: a preset is a few hundred bytes of TOML; anything far larger is not one
+_MAX_PRESET_BYTES = 1 << 20
+
+
 def _load_file(path: Path) -> Preset:
+    problem = _file_problem(path)
+    if problem is not None:
+        raise PresetError(f"{path}: {problem}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -474,17 +524,28 @@ def _load_file(path: Path) -> Preset:
     return preset_from_dict(data, str(path))
 
 
-def load_preset(name_or_path: str) -> Preset:
+def load_preset(name_or_path: str, on_warning: Callable[[str], None] | None = None) -> Preset:
     """A shipped or user preset by name, or a file by path."""
     p = Path(name_or_path)
-    if name_or_path.endswith(".toml") or os.sep in name_or_path or p.is_file():
-        if not p.is_file():
-            raise PresetError(f"{name_or_path}: no such preset file")
+    looks_like_path = name_or_path.endswith(".toml") or os.sep in name_or_path
+    if looks_like_path or _exists(p):
         return _load_file(p)
     for origin, d in preset_dirs():
         cand = d / f"{name_or_path}.toml"
-        if cand.is_file():
+        try:
+            found = cand.is_file()
+        except OSError as e:
+            _warn(on_warning, f"skipping {origin} presets in {d}: {e.strerror or e}")
+            continue
+        if found:
             return _load_file(cand)
-    names = [n for n, _, _ in list_presets()]
+    names = [n for n, _, _ in list_presets(on_warning)]
     raise PresetError(f"unknown preset \"{name_or_path}\"{_nearest(name_or_path, names)}; "
                       f"available: {', '.join(names) or '(none found)'}")
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists() or p.is_symlink()
+    except OSError:
+        return True      # e.g. a symlink loop: it is there, _load_file says what it is

@@ -57,6 +57,7 @@ DEFAULT_COSTS: dict[str, float] = {
     "nic_pkt_ns": 50,             # NIC (PF or VF) per-frame processing
     "pcie_dma_ns": 500,           # PCIe DMA write latency into host memory
     "iotlb_walk_read_ns": 100,    # one memory read of an IOMMU page walk (4 per IOTLB miss)
+    "host_irq_ns": 1000,          # an assigned device's MSI-X on the host: vfio_msihandler → irqfd → KVM
     "peer_turnaround_ns": 5000,   # the outside host turning a received frame into its next one (pingpong)
 }
 
@@ -80,6 +81,7 @@ COST_HELP: dict[str, str] = {
     "nic_pkt_ns": "NIC per-frame processing",
     "pcie_dma_ns": "PCIe DMA write latency",
     "iotlb_walk_read_ns": "one read of an IOMMU page walk",
+    "host_irq_ns": "host interrupt of an assigned VF (no VT-d PI)",
     "peer_turnaround_ns": "outside host's reply turnaround (pingpong)",
 }
 
@@ -269,7 +271,9 @@ class Vmm:
             if h.vtd_pi:
                 how = "VT-d posts the MSI-X into the vCPU's posted-interrupt descriptor (no host interrupt)"
             else:
+                # the host takes the interrupt first and forwards it through irqfd
                 m.irq_host += 1
+                now += int(self.costs["host_irq_ns"])
                 how = "the MSI-X lands on the host (vfio_msihandler → irqfd); "
         inject = int(self.costs["irq_inject_ns"])
         if self.halted(vm, now):
