@@ -47,6 +47,34 @@ def _speed(s: str) -> float:
     return v
 
 
+#: --until: the units it takes (ns per unit) and the longest run it allows
+TIME_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+MAX_UNTIL_NS = 60 * 1_000_000_000
+UNTIL_FORMS = "nanoseconds (750000) or a number with ns, us (µs), ms or s: 750us, 2ms, 1.5s"
+
+
+def parse_time(s: str) -> int:
+    """A virtual time as ``--until`` takes it, in ns: ``750us``, ``2ms``,
+    ``1.5s``, ``100ns`` or a bare number of nanoseconds."""
+    text = s.strip().replace(" ", "").replace("_", "").replace(",", "")
+    num, unit = text, "ns"
+    for u in sorted(TIME_UNITS, key=len, reverse=True):
+        if text.lower().endswith(u) and text[:-len(u)]:
+            num, unit = text[:-len(u)], u
+            break
+    try:
+        v = float(num)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a time; give {UNTIL_FORMS}") from None
+    ns = v * TIME_UNITS[unit]
+    if not ns > 0 or ns != ns:
+        raise argparse.ArgumentTypeError(f"{s!r}: the time must be more than 0; give {UNTIL_FORMS}")
+    if ns > MAX_UNTIL_NS:
+        raise argparse.ArgumentTypeError(f"{s!r}: at most {MAX_UNTIL_NS // 10**9} s of virtual time; "
+                                         f"give {UNTIL_FORMS}")
+    return max(1, round(ns))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -78,11 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_app_options(p)
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run a preset headless and print the results")
+    r = sub.add_parser("run", help="run a preset headless and print the results",
+                       description="Run a preset headless and print the results. The run ends when every "
+                                   "offered packet is delivered or dropped, or at --until if that comes first.")
     r.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
     r.add_argument("--technique", default="virtio", help="emulation | virtio | sriov")
     r.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
                    help="packets to offer (default: the preset's traffic.count)")
+    r.add_argument("--until", type=parse_time, default=None, metavar="TIME",
+                   help="stop at this virtual time (750us, 2ms, 1.5s, or nanoseconds), or when the "
+                        "packets are done, whichever comes first; the summary, --trace and --dump-ram "
+                        "are that instant's (in_flight: packets still on their way)")
     r.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help='override a preset key, e.g. --set virtio.vhost=true (TOML value)')
@@ -207,15 +241,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             trace.add_sink(JsonlSink(fh, {"preset": preset.name, "preset_source": src,
                                           "preset_sha256": digest,
                                           "seed": args.seed, "technique": tech, "packets": packets,
-                                          "overrides": list(args.set)}))
+                                          "overrides": list(args.set),
+                                          **({"until_ns": args.until} if args.until else {})}))
         sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
-        sim.run()
+        sim.run(until_ns=args.until)
     except MemoryError as e:
         raise CliError(str(e)) from None
     finally:
         if fh is not None:
             fh.close()
     summary = sim.summary()
+    if args.until is not None:
+        # where the run ended: at --until, or complete before it
+        summary["until_ns"] = args.until
+        summary["complete"] = sim.complete
     if dump_dir is not None:
         write_ram_dump(sim, dump_dir)
     if args.json:
@@ -247,13 +286,17 @@ def human_summary(s: dict[str, Any], label: str) -> str:
         f"  VM exits    {ex['total']:,} ({ex['per_packet']:.3f} per packet): {reasons}",
         f"  interrupts  injected {s['interrupts']['injected']:,}  posted {s['interrupts']['posted']:,}",
         f"  copies      {s['copies_per_packet']:.2f} per packet",
-        f"  throughput  {s['throughput_gbps']:.2f} Gb/s   latency p50 {lat['p50'] / 1000:.2f} µs  p99 {lat['p99'] / 1000:.2f} µs",
+        f"  throughput  {s['throughput_gbps']:.2f} Gb/s   latency p50 {lat['p50'] / 1000:,.2f} µs  p99 {lat['p99'] / 1000:,.2f} µs",
     ]
     if io["translations"] or io["faults"]:
         lines.append(f"  IOMMU       {io['translations']:,} translations, IOTLB hits {io['iotlb_hits']:,} "
                      f"misses {io['iotlb_misses']:,}, faults {io['faults']:,}")
     if s.get("drops_by_reason"):
         lines.append("  drops       " + "; ".join(f"{k}: {v}" for k, v in s["drops_by_reason"].items()))
+    if "until_ns" in s:
+        t = s["virtual_time_ns"] / 1000
+        how = "complete" if s["complete"] else f"stopped by --until, {s['in_flight']:,} in flight"
+        lines.append(f"  ended       t = {t:,.3f} µs ({how})")
     return "\n".join(lines)
 
 
