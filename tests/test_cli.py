@@ -251,3 +251,45 @@ def test_until_bad_values_exit_2_with_one_line():
     for bad in ("5 parsecs", "-3", "0", "0us", "100s", "ms", "nan"):
         p = run_cli("run", "--until", bad)
         one_line_error(p, "--until", repr(bad), "750us", "2ms", "1.5s")
+
+
+# -- [host] and the old sriov keys -------------------------------------------------------------
+OLD_KEYS = 'name = "old"\ndescription = "old keys"\n[sriov]\nposted_interrupts = true\nx2apic = true\n'
+
+
+def warnings_in(stderr):
+    return [line for line in stderr.splitlines() if "is deprecated" in line]
+
+
+def test_old_sriov_keys_still_work_with_one_warning_each(tmp_path):
+    p = run_cli("run", "--technique", "sriov", "--packets", "300", "--json",
+                "--set", "sriov.posted_interrupts=true", check_rc=0)
+    assert warnings_in(p.stderr) == [
+        "iovtui: warning: --set sriov.posted_interrupts=true: sriov.posted_interrupts is deprecated; "
+        "use [host] apicv = true and vtd_posted_interrupts = true"]
+    d = json.loads(p.stdout)
+    assert d["host"] == {"apicv": True, "x2apic": False, "vtd_posted_interrupts": True}
+    assert d["interrupts"]["host"] == 0 and "EXTERNAL_INTERRUPT" not in d["exits"]["by_reason"]
+    old = tmp_path / "old.toml"
+    old.write_text(OLD_KEYS)
+    for args in (("run", "--preset", str(old), "--packets", "50", "--set", "virtio.vhost=true"),
+                 ("compare", "--preset", str(old), "--packets", "50", "--format", "json"),
+                 ("presets", "--validate", str(old))):
+        w = warnings_in(run_cli(*args, check_rc=0).stderr)
+        assert len(w) == 2, (args, w)                 # once each, under the file's name
+        assert all(str(old) in line for line in w) and "[host] x2apic" in w[1]
+    # the app says it before it starts (here it cannot: no terminal)
+    p = run_cli("--preset", str(old))
+    assert len(warnings_in(p.stderr)) == 2 and p.returncode == 2
+    # a file in the new terms says nothing
+    assert not warnings_in(run_cli("run", "--preset", "posted-interrupts", "--packets", "50", check_rc=0).stderr)
+
+
+def test_host_keys_can_be_set_in_any_order():
+    d = json.loads(run_cli("run", "--preset", "modern-host", "--technique", "virtio", "--packets", "300", "--json",
+                           "--set", "host.apicv=false", "--set", "host.vtd_posted_interrupts=false",
+                           check_rc=0).stdout)
+    assert d["host"] == {"apicv": False, "x2apic": True, "vtd_posted_interrupts": False}
+    assert d["exits"]["by_reason"].get("MSR_WRITE", 0) > 0          # x2APIC without APICv: the EOI is a WRMSR
+    one_line_error(run_cli("run", "--set", "host.vtd_posted_interrupts=true"),
+                   "--set host.vtd_posted_interrupts=true", "host.apicv = true")

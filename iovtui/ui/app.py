@@ -611,6 +611,8 @@ class IovApp(App):
             yield SystemCommand("Compare: step back", "key b", screen.action_step_back)
             yield SystemCommand("Compare: faster", "key +", screen.action_faster)
             yield SystemCommand("Compare: slower", "key -", screen.action_slower)
+            yield SystemCommand("Compare: next host profile (no APICv → APICv → APICv + VT-d PI)", "key a",
+                                screen.action_host_profile)
             yield SystemCommand("Close the compare view", "key esc", screen.action_close)
         if screen is self.screen_stack[0]:
             yield from self._main_commands()
