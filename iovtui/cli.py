@@ -19,8 +19,7 @@ from . import __version__
 
 EXIT_BAD_INPUT = 2
 
-#: compare --host (sim.compare.HOST_CHOICES, repeated so --help needs no model import)
-HOST_CHOICES = ("all", "preset", "none", "apicv", "apicv+pi")
+#: the compare table's short names of the host profiles (sim.vmm.HOST_PROFILES)
 HOST_SHORT = {"none": "no APICv", "apicv": "APICv", "apicv+pi": "APICv+PI"}
 
 
@@ -112,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a preset headless and print the results",
                        description="Run a preset headless and print the results. The run ends when every "
-                                   "offered packet is delivered or dropped, or at --until if that comes first.")
+                                   "offered packet (--packets, or the preset's traffic.count) is delivered or "
+                                   "dropped, or at --until, whichever comes first.")
     r.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
     r.add_argument("--technique", default="virtio", help="emulation | virtio | sriov")
     r.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
     c.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table",
                    help="table (rich), json, csv (one column per exit reason) or markdown")
-    c.add_argument("--host", choices=HOST_CHOICES, default="all",
+    from .sim.vmm import HOST_PROFILES      # the choices of sim.compare.HOST_CHOICES
+
+    c.add_argument("--host", choices=("all", "preset", *HOST_PROFILES), default="all",
                    help="host profile for every technique: all (each variant under none, apicv and apicv+pi; "
                         "the default), preset (the preset's own [host]), none (no APICv), apicv, apicv+pi "
                         "(APICv + VT-d posted interrupts: changes SR-IOV only); x2APIC stays the preset's")
