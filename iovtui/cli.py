@@ -19,6 +19,9 @@ from . import __version__
 
 EXIT_BAD_INPUT = 2
 
+#: the compare table's short names of the host profiles (sim.vmm.HOST_PROFILES)
+HOST_SHORT = {"none": "no APICv", "apicv": "APICv", "apicv+pi": "APICv+PI"}
+
 
 class CliError(Exception):
     """Bad input: the message is the one line to print."""
@@ -45,6 +48,34 @@ def _speed(s: str) -> float:
     if not 0.001 <= v <= 1000:
         raise argparse.ArgumentTypeError(f"speed must be 0.001..1000 (×1 = 1 µs per wall ms), got {v:g}")
     return v
+
+
+#: --until: the units it takes (ns per unit) and the longest run it allows
+TIME_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+MAX_UNTIL_NS = 60 * 1_000_000_000
+UNTIL_FORMS = "nanoseconds (750000) or a number with ns, us (µs), ms or s: 750us, 2ms, 1.5s"
+
+
+def parse_time(s: str) -> int:
+    """A virtual time as ``--until`` takes it, in ns: ``750us``, ``2ms``,
+    ``1.5s``, ``100ns`` or a bare number of nanoseconds."""
+    text = s.strip().replace(" ", "").replace("_", "").replace(",", "")
+    num, unit = text, "ns"
+    for u in sorted(TIME_UNITS, key=len, reverse=True):
+        if text.lower().endswith(u) and text[:-len(u)]:
+            num, unit = text[:-len(u)], u
+            break
+    try:
+        v = float(num)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a time; give {UNTIL_FORMS}") from None
+    ns = v * TIME_UNITS[unit]
+    if not ns > 0 or ns != ns:
+        raise argparse.ArgumentTypeError(f"{s!r}: the time must be more than 0; give {UNTIL_FORMS}")
+    if ns > MAX_UNTIL_NS:
+        raise argparse.ArgumentTypeError(f"{s!r}: at most {MAX_UNTIL_NS // 10**9} s of virtual time; "
+                                         f"give {UNTIL_FORMS}")
+    return max(1, round(ns))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,11 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_app_options(p)
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run a preset headless and print the results")
+    r = sub.add_parser("run", help="run a preset headless and print the results",
+                       description="Run a preset headless and print the results. The run ends when every "
+                                   "offered packet (--packets, or the preset's traffic.count) is delivered or "
+                                   "dropped, or at --until, whichever comes first.")
     r.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
     r.add_argument("--technique", default="virtio", help="emulation | virtio | sriov")
     r.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
                    help="packets to offer (default: the preset's traffic.count)")
+    r.add_argument("--until", type=parse_time, default=None, metavar="TIME",
+                   help="stop at this virtual time (750us, 2ms, 1.5s, or nanoseconds), or when the "
+                        "packets are done, whichever comes first; the summary, --trace and --dump-ram "
+                        "are that instant's (in_flight: packets still on their way)")
     r.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help='override a preset key, e.g. --set virtio.vhost=true (TOML value)')
@@ -93,13 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="run one preset through every technique, side by side",
                        description="Run the same seeded traffic through emulation, virtio (vhost off and on) "
-                                   "and SR-IOV (posted interrupts off and on), headless, and print one row each.")
+                                   "and SR-IOV, headless, under each host profile (no APICv, APICv, APICv + "
+                                   "VT-d posted interrupts), and print one row each.")
     c.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
     c.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
                    help="packets per variant (default: the preset's traffic.count)")
     c.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
     c.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table",
                    help="table (rich), json, csv (one column per exit reason) or markdown")
+    from .sim.vmm import HOST_PROFILES      # the choices of sim.compare.HOST_CHOICES
+
+    c.add_argument("--host", choices=("all", "preset", *HOST_PROFILES), default="all",
+                   help="host profile for every technique: all (each variant under none, apicv and apicv+pi; "
+                        "the default), preset (the preset's own [host]), none (no APICv), apicv, apicv+pi "
+                        "(APICv + VT-d posted interrupts: changes SR-IOV only); x2APIC stays the preset's")
 
     rp = sub.add_parser("replay", help="reopen the app at the run a --trace file recorded")
     rp.add_argument("file", metavar="FILE.jsonl")
@@ -133,7 +178,8 @@ def _load(preset: str, overrides: Sequence[str] = ()):
 
     try:
         p = load_preset(preset)
-        for item in overrides:               # each checked on its own, so an error names it
+        sets = []
+        for item in overrides:
             if "=" not in item or "." not in item.split("=", 1)[0]:
                 raise CliError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. virtio.vhost=true")
             key, val = item.split("=", 1)
@@ -145,10 +191,46 @@ def _load(preset: str, overrides: Sequence[str] = ()):
             if sec == "vm":
                 raise CliError(f"--set {item}: [[vm]] tables cannot be set from the command line; "
                                "write a preset file")
+            sets.append((item, sec, k, v))
+        base_warnings = list(p.warnings)
+        if len(sets) > 1:
+            # all together first: keys that depend on each other (host.apicv and
+            # host.vtd_posted_interrupts) may be set in any order
+            together: dict[str, dict] = {}
+            for _item, sec, k, v in sets:
+                together.setdefault(sec, {})[k] = v
+            try:
+                return _warned(p.with_options(via="--set " + " --set ".join(i for i, *_ in sets), **together),
+                               base_warnings, sets)
+            except PresetError:
+                pass                         # each on its own below, so the error names the one
+        for item, sec, k, v in sets:
             p = p.with_options(via=f"--set {item}", **{sec: {k: v}})
-        return p
+        return _warned(p, base_warnings, sets)
     except PresetError as e:
         raise CliError(str(e)) from None
+
+
+def _warned(p, file_warnings: list[str], sets) -> Any:
+    """``p`` with its warnings said once each: the preset file's own, and
+    one for each --set of a deprecated key (not the file's again under the
+    name of an unrelated --set)."""
+    import dataclasses
+
+    lines = list(file_warnings)
+    for item, sec, k, _v in sets:
+        tail = f": {sec}.{k} is deprecated; "
+        for w in p.warnings:
+            if tail in w:
+                lines.append(f"--set {item}{tail}{w.split(tail, 1)[1]}")
+                break
+    return dataclasses.replace(p, warnings=list(dict.fromkeys(lines)))
+
+
+def _warn(preset) -> None:
+    """Each of the preset's warnings (deprecated keys), once, on stderr."""
+    for line in preset.warnings:
+        print(f"iovtui: warning: {line}", file=sys.stderr)
 
 
 def _check_technique(name: str) -> str:
@@ -178,6 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     preset = _load(args.preset, args.set)
     tech = _check_technique(args.technique)
+    _warn(preset)
     trace = Trace()
     fh = None
     if args.trace:
@@ -207,15 +290,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             trace.add_sink(JsonlSink(fh, {"preset": preset.name, "preset_source": src,
                                           "preset_sha256": digest,
                                           "seed": args.seed, "technique": tech, "packets": packets,
-                                          "overrides": list(args.set)}))
+                                          "overrides": list(args.set),
+                                          **({"until_ns": args.until} if args.until else {})}))
         sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
-        sim.run()
+        sim.run(until_ns=args.until)
     except MemoryError as e:
         raise CliError(str(e)) from None
     finally:
         if fh is not None:
             fh.close()
     summary = sim.summary()
+    if args.until is not None:
+        # where the run ended: at --until, or complete before it
+        summary["until_ns"] = args.until
+        summary["complete"] = sim.complete
     if dump_dir is not None:
         write_ram_dump(sim, dump_dir)
     if args.json:
@@ -247,38 +335,34 @@ def human_summary(s: dict[str, Any], label: str) -> str:
         f"  VM exits    {ex['total']:,} ({ex['per_packet']:.3f} per packet): {reasons}",
         f"  interrupts  injected {s['interrupts']['injected']:,}  posted {s['interrupts']['posted']:,}",
         f"  copies      {s['copies_per_packet']:.2f} per packet",
-        f"  throughput  {s['throughput_gbps']:.2f} Gb/s   latency p50 {lat['p50'] / 1000:.2f} µs  p99 {lat['p99'] / 1000:.2f} µs",
+        f"  throughput  {s['throughput_gbps']:.2f} Gb/s   latency p50 {lat['p50'] / 1000:,.2f} µs  p99 {lat['p99'] / 1000:,.2f} µs",
     ]
     if io["translations"] or io["faults"]:
         lines.append(f"  IOMMU       {io['translations']:,} translations, IOTLB hits {io['iotlb_hits']:,} "
                      f"misses {io['iotlb_misses']:,}, faults {io['faults']:,}")
     if s.get("drops_by_reason"):
         lines.append("  drops       " + "; ".join(f"{k}: {v}" for k, v in s["drops_by_reason"].items()))
+    if "until_ns" in s:
+        t = s["virtual_time_ns"] / 1000
+        how = "complete" if s["complete"] else f"stopped by --until, {s['in_flight']:,} in flight"
+        lines.append(f"  ended       t = {t:,.3f} µs ({how})")
     return "\n".join(lines)
 
 
-#: the variants `compare` runs: (label, technique, preset overrides)
-COMPARE_VARIANTS = (
-    ("emulation", "emulation", {}),
-    ("virtio", "virtio", {"virtio": {"vhost": False}}),
-    ("virtio+vhost", "virtio", {"virtio": {"vhost": True}}),
-    ("sriov", "sriov", {"sriov": {"posted_interrupts": False}}),
-    ("sriov+posted", "sriov", {"sriov": {"posted_interrupts": True}}),
-)
-COMPARE_COLUMNS = ("variant", "technique", "exits_per_packet", "top_exits", "interrupts_injected",
-                   "interrupts_posted", "copies_per_packet", "cpu_ns_per_packet", "throughput_gbps", "p50_ns",
-                   "p99_ns", "iotlb_hit_rate", "iommu_faults", "delivered", "dropped")
+COMPARE_COLUMNS = ("variant", "technique", "host", "exits_per_packet", "top_exits", "interrupts_injected",
+                   "interrupts_posted", "interrupts_host", "copies_per_packet", "cpu_ns_per_packet",
+                   "throughput_gbps", "p50_ns", "p99_ns", "iotlb_hit_rate", "iommu_faults", "delivered", "dropped")
 
 
-def compare_rows(preset, packets: int | None, seed: int) -> list[dict[str, Any]]:
-    from .sim.paths import available
+def compare_rows(preset, packets: int | None, seed: int, host: str = "all") -> list[dict[str, Any]]:
+    """One row per variant (sim.compare.COMPARE_VARIANTS) under each host
+    profile ``host`` asks for (see sim.compare.compare_cases)."""
+    from .sim.compare import compare_cases
     from .sim.world import Simulation
 
     rows = []
-    for label, tech, opts in COMPARE_VARIANTS:
-        if tech not in available():
-            continue
-        sim = Simulation(preset.with_options(**opts) if opts else preset, tech, seed=seed, packets=packets)
+    for label, tech, p in compare_cases(preset, host):
+        sim = Simulation(p, tech, seed=seed, packets=packets)
         sim.run()
         d = sim.summary()
         io = d["iommu"]
@@ -286,11 +370,13 @@ def compare_rows(preset, packets: int | None, seed: int) -> list[dict[str, Any]]
         top = sorted(d["exits"]["by_reason"].items(), key=lambda kv: -kv[1])[:3]
         rows.append({
             "variant": label, "technique": tech,
+            "host": sim.host.profile, "host_label": sim.host.label(), "host_options": d["host"],
             "exits_per_packet": d["exits"]["per_packet"],
             "exits_by_reason": d["exits"]["by_reason"],
             "top_exits": " ".join(f"{k}:{v}" for k, v in top) or "–",
             "interrupts_injected": d["interrupts"]["injected"],
             "interrupts_posted": d["interrupts"]["posted"],
+            "interrupts_host": d["interrupts"]["host"],
             "copies_per_packet": d["copies_per_packet"],
             # vCPU and host-thread time per delivered packet: where the exits' cost shows
             "cpu_ns_per_packet": d["cpu_ns_per_packet"],
@@ -308,9 +394,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import io as _io
 
     preset = _load(args.preset)
-    rows = compare_rows(preset, args.packets, args.seed)
+    _warn(preset)
+    rows = compare_rows(preset, args.packets, args.seed, args.host)
     if args.format == "json":
-        print(json.dumps({"preset": preset.name, "seed": args.seed, "results": rows}, indent=2))
+        print(json.dumps({"preset": preset.name, "seed": args.seed, "host": args.host, "results": rows}, indent=2))
         return 0
     if args.format == "csv":
         # every exit reason any variant saw is a column of its own (0 where none)
@@ -325,19 +412,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
             w.writerow(flat)
         print(buf.getvalue(), end="")
         return 0
-    heads = ("variant", "exits/pkt", "top exits", "irq inj", "irq posted", "copies/pkt", "CPU µs/pkt", "Gb/s",
-             "p50 µs", "p99 µs", "IOTLB hits", "DMAR faults", "delivered", "dropped")
+    heads = ("variant", "host", "exits/pkt", "top exits", "irq inj", "irq posted", "host irq", "copies/pkt",
+             "CPU µs/pkt", "Gb/s", "p50 µs", "p99 µs", "IOTLB hits", "DMAR faults", "delivered", "dropped")
+    profiles = list(dict.fromkeys(r["host_label"] for r in rows))
+    title = f"{preset.name} · seed {args.seed}" + (f" · {profiles[0]}" if len(profiles) == 1 else "")
 
     def cells(r):
         hit = "–" if r["iotlb_hit_rate"] is None else f"{100 * r['iotlb_hit_rate']:.1f} %"
-        return (r["variant"], f"{r['exits_per_packet']:.3f}", r["top_exits"], f"{r['interrupts_injected']:,}",
-                f"{r['interrupts_posted']:,}", f"{r['copies_per_packet']:g}", f"{r['cpu_ns_per_packet'] / 1000:.2f}",
-                f"{r['throughput_gbps']:.2f}", f"{r['p50_ns'] / 1000:.2f}", f"{r['p99_ns'] / 1000:.2f}", hit,
+        return (r["variant"], HOST_SHORT[r["host"]], f"{r['exits_per_packet']:.3f}", r["top_exits"],
+                f"{r['interrupts_injected']:,}", f"{r['interrupts_posted']:,}", f"{r['interrupts_host']:,}",
+                f"{r['copies_per_packet']:g}", f"{r['cpu_ns_per_packet'] / 1000:,.2f}",
+                f"{r['throughput_gbps']:.2f}", f"{r['p50_ns'] / 1000:,.2f}", f"{r['p99_ns'] / 1000:,.2f}", hit,
                 f"{r['iommu_faults']:,}", f"{r['delivered']:,}", f"{r['dropped']:,}")
     if args.format == "markdown":
-        print(f"**{preset.name}** · seed {args.seed}\n")
+        print(f"**{title}**\n")
         print("| " + " | ".join(heads) + " |")
-        print("|" + "|".join(" --- " if i in (0, 2) else " ---: " for i in range(len(heads))) + "|")
+        print("|" + "|".join(" --- " if i in (0, 1, 3) else " ---: " for i in range(len(heads))) + "|")
         for r in rows:
             print("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
         return 0
@@ -345,25 +435,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     faults = any(r["iommu_faults"] for r in rows)
-    short = ("variant", "exits/pkt", "irq inj/posted", "copies", "CPU µs/pkt", "Gb/s", "p50/p99 µs", "IOTLB",
-             *(("DMAR faults",) if faults else ()), "delivered ✗dropped")
+    several = len(profiles) > 1
+    short = ("variant", *(("host",) if several else ()), "exits/pkt", "irq inj/posted/host", "copies",
+             "CPU µs/pkt", "Gb/s", "p50/p99 µs", "IOTLB", *(("DMAR faults",) if faults else ()), "delivered ✗dropped")
     from rich import box
 
-    t = Table(title=f"{preset.name} · seed {args.seed}", title_justify="left", pad_edge=False,
+    t = Table(title=title, title_justify="left", pad_edge=False,
               box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
     for i, h in enumerate(short):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
-    for r in rows:
+        t.add_column(h, justify="left" if i < (2 if several else 1) else "right", no_wrap=True)
+    for i, r in enumerate(rows):
         c = cells(r)
-        t.add_row(c[0], c[1], f"{c[3]}/{c[4]}", c[5], c[6], c[7], f"{c[8]}/{c[9]}", c[10],
-                  *((c[11],) if faults else ()), f"{c[12]}" + (f" ✗{c[13]}" if r["dropped"] else ""))
+        if several and i and r["host"] != rows[i - 1]["host"]:
+            t.add_section()
+        t.add_row(c[0], *((c[1],) if several else ()), c[2], f"{c[4]}/{c[5]}/{c[6]}", c[7], c[8], c[9],
+                  f"{c[10]}/{c[11]}", c[12], *((c[13],) if faults else ()),
+                  f"{c[14]}" + (f" ✗{c[15]}" if r["dropped"] else ""))
+    from rich.measure import Measurement
+
     con = Console()
-    if con.width < 124:   # a comparison needs its columns: wider than a narrow (or piped) console
-        con = Console(width=124)
+    need = Measurement.get(con, con.options.update(width=1000), t).maximum
+    if con.width < need:   # a comparison needs its columns: wider than a narrow (or piped) console
+        con = Console(width=need)
     con.print(t)
+    if several:
+        con.print("hosts: " + " | ".join(label.removeprefix("host: ") for label in profiles), highlight=False)
     con.print("exits by reason:")
     for r in rows:
-        con.print(f"  {r['variant']:<13} {r['top_exits']}", highlight=False)
+        who = f"{r['variant']} · {HOST_SHORT[r['host']]}" if several else r["variant"]
+        con.print(f"  {who:<{24 if several else 13}} {r['top_exits']}", highlight=False)
     return 0
 
 
@@ -378,6 +478,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
             p = _load_file(path)
         except PresetError as e:
             raise CliError(str(e)) from None
+        _warn(p)
         print(f"{path}: ok — {p.name}: {p.description}")
         return 0
     rows = []
@@ -486,6 +587,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .ui.app import create_app, remember_terminal
 
     _check_terminal_size()
+    _warn(run["preset"])
     remember_terminal()
     app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
                      packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
@@ -497,6 +599,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_app(args: argparse.Namespace) -> int:
     preset = _load(args.preset)
     tech = _check_technique(args.technique)
+    _warn(preset)
     try:
         from .ui.app import create_app, remember_terminal
     except ModuleNotFoundError as e:

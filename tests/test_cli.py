@@ -16,8 +16,9 @@ def test_run_json_has_the_design_keys():
         assert KEYS <= set(d)
         assert d["technique"] == tech and d["preset"] == "steady-stream" and d["seed"] == 1
         assert set(d["packets"]) == {"offered", "delivered", "dropped"} and d["packets"]["offered"] == 300
-        assert set(d["exits"]) == {"total", "per_packet", "by_reason"}
-        assert set(d["interrupts"]) == {"injected", "posted"}
+        assert set(d["exits"]) == {"total", "per_packet", "by_reason", "kernel", "userspace"}
+        assert d["exits"]["kernel"] + d["exits"]["userspace"] == d["exits"]["total"]
+        assert set(d["interrupts"]) == {"injected", "posted", "host"}
         assert set(d["latency_ns"]) == {"p50", "p99"}
         assert set(d["iommu"]) == {"translations", "iotlb_hits", "iotlb_misses", "faults"}
         assert isinstance(d["throughput_gbps"], float) and isinstance(d["exits"]["per_packet"], float)
@@ -107,7 +108,8 @@ def test_replay_reopens_the_traced_run(tmp_path):
             "--set", "sriov.posted_interrupts=true", "--trace", str(t), check_rc=0)
     r = trace_run(str(t))
     assert r["technique"] == "sriov" and r["seed"] == 7 and r["preset"].name == "rogue-dma"
-    assert r["preset"].sriov["posted_interrupts"] is True
+    # the old key still works: it means APICv with VT-d posted interrupts
+    assert r["preset"].host["apicv"] is True and r["preset"].host["vtd_posted_interrupts"] is True
 
 
 async def test_replay_at_opens_on_that_event_of_the_traced_run(tmp_path):
@@ -184,3 +186,110 @@ def test_replay_refuses_a_preset_that_changed_or_is_gone(tmp_path):
     one_line_error(run_cli("replay", str(t), cwd=elsewhere), "has changed since the trace was recorded")
     mine.unlink()
     one_line_error(run_cli("replay", str(t), cwd=elsewhere), "which is gone")
+
+
+# -- run --until: a run stopped at a virtual time -----------------------------------------
+def test_until_stops_the_run_and_every_packet_is_accounted_for():
+    """At every --until instant, for every technique: offered = delivered +
+    dropped + in_flight (+ to the host), the clock reads the --until time,
+    and the run is not complete."""
+    for tech in ("emulation", "virtio", "sriov"):
+        seen = []
+        for until, ns in (("50us", 50_000), ("750µs", 750_000), ("1234567", 1_234_567), ("2ms", 2_000_000)):
+            d = json.loads(run_cli("run", "--preset", "line-rate", "--technique", tech, "--until", until,
+                                   "--json", check_rc=0).stdout)
+            pk = d["packets"]
+            assert pk["offered"] == pk["delivered"] + pk["dropped"] + d["in_flight"] + d.get("to_host", 0), (tech, until, d)
+            assert d["virtual_time_ns"] == d["until_ns"] == ns and d["complete"] is False
+            seen.append((pk["offered"], d["exits"]["total"], d["in_flight"]))
+        assert seen == sorted(seen) and seen[0] < seen[-1]       # a later instant, more of the run
+        assert any(f > 0 for _o, _e, f in seen)                  # something was on its way
+
+
+def test_until_with_packets_stops_at_whichever_comes_first():
+    short = json.loads(run_cli("run", "--packets", "20", "--until", "1s", "--json", check_rc=0).stdout)
+    assert short["complete"] is True and short["packets"]["offered"] == 20 and short["in_flight"] == 0
+    assert short["virtual_time_ns"] < 10**9
+    cut = json.loads(run_cli("run", "--packets", "5000", "--until", "100us", "--json", check_rc=0).stdout)
+    assert cut["complete"] is False and cut["virtual_time_ns"] == 100_000 and cut["packets"]["offered"] < 5000
+    assert "--until" in run_cli("run", "--help", check_rc=0).stdout
+
+
+def test_until_dump_and_trace_are_that_instant(tmp_path):
+    """virtio RX at line rate, stopped mid-run: the dump's RX used ring is
+    ahead of what the driver has cleaned (the used entries past the delivered
+    frames point at buffers holding frames for this VM), and no trace record
+    is later than the --until time."""
+    seen_ahead = False
+    for until in ("300us", "750us", "1100us"):
+        d, t = tmp_path / f"d{until}", tmp_path / f"t{until}.jsonl"
+        s = json.loads(run_cli("run", "--preset", "line-rate", "--technique", "virtio", "--until", until,
+                               "--json", "--dump-ram", str(d), "--trace", str(t), check_rc=0).stdout)
+        until_ns = s["until_ns"]
+        lines = t.read_text().splitlines()
+        assert json.loads(lines[0])["until_ns"] == until_ns
+        assert max(json.loads(x)["t"] for x in lines[1:]) <= until_ns < s["virtual_time_ns"] + 1
+        layout = json.loads((d / "layout.json").read_text())
+        ram = (d / "vm0.ram").read_bytes()
+        vm = layout["vms"][0]
+        rx = next(q for q in layout["queues"] if q["vm"] == "vm0" and q["name"] == "rx")
+        used_idx = struct.unpack_from("<H", ram, rx["used_gpa"] + 2)[0]
+        delivered = s["packets"]["delivered"]
+        assert used_idx >= delivered
+        mac = bytes(int(x, 16) for x in vm["mac"].split(":"))
+        for i in range(delivered, used_idx):          # written back by the device, not cleaned yet
+            seen_ahead = True
+            elem = rx["used_gpa"] + 4 + 8 * (i % rx["size"])
+            desc_id, length = struct.unpack_from("<II", ram, elem)
+            addr = struct.unpack_from("<Q", ram, rx["desc_gpa"] + 16 * desc_id)[0]
+            frame = ram[addr + rx["hdr_len"]:addr + length]
+            assert frame[:6] == mac and parse_frame(frame)["dst"] == vm["mac"]
+    assert seen_ahead
+
+
+def test_until_bad_values_exit_2_with_one_line():
+    for bad in ("5 parsecs", "-3", "0", "0us", "100s", "ms", "nan"):
+        p = run_cli("run", "--until", bad)
+        one_line_error(p, "--until", repr(bad), "750us", "2ms", "1.5s")
+
+
+# -- [host] and the old sriov keys -------------------------------------------------------------
+OLD_KEYS = 'name = "old"\ndescription = "old keys"\n[sriov]\nposted_interrupts = true\nx2apic = true\n'
+
+
+def warnings_in(stderr):
+    return [line for line in stderr.splitlines() if "is deprecated" in line]
+
+
+def test_old_sriov_keys_still_work_with_one_warning_each(tmp_path):
+    p = run_cli("run", "--technique", "sriov", "--packets", "300", "--json",
+                "--set", "sriov.posted_interrupts=true", check_rc=0)
+    assert warnings_in(p.stderr) == [
+        "iovtui: warning: --set sriov.posted_interrupts=true: sriov.posted_interrupts is deprecated; "
+        "use [host] apicv = true and vtd_posted_interrupts = true"]
+    d = json.loads(p.stdout)
+    assert d["host"] == {"apicv": True, "x2apic": False, "vtd_posted_interrupts": True}
+    assert d["interrupts"]["host"] == 0 and "EXTERNAL_INTERRUPT" not in d["exits"]["by_reason"]
+    old = tmp_path / "old.toml"
+    old.write_text(OLD_KEYS)
+    for args in (("run", "--preset", str(old), "--packets", "50", "--set", "virtio.vhost=true"),
+                 ("compare", "--preset", str(old), "--packets", "50", "--format", "json"),
+                 ("presets", "--validate", str(old))):
+        w = warnings_in(run_cli(*args, check_rc=0).stderr)
+        assert len(w) == 2, (args, w)                 # once each, under the file's name
+        assert all(str(old) in line for line in w) and "[host] x2apic" in w[1]
+    # the app says it before it starts (here it cannot: no terminal)
+    p = run_cli("--preset", str(old))
+    assert len(warnings_in(p.stderr)) == 2 and p.returncode == 2
+    # a file in the new terms says nothing
+    assert not warnings_in(run_cli("run", "--preset", "posted-interrupts", "--packets", "50", check_rc=0).stderr)
+
+
+def test_host_keys_can_be_set_in_any_order():
+    d = json.loads(run_cli("run", "--preset", "modern-host", "--technique", "virtio", "--packets", "300", "--json",
+                           "--set", "host.apicv=false", "--set", "host.vtd_posted_interrupts=false",
+                           check_rc=0).stdout)
+    assert d["host"] == {"apicv": False, "x2apic": True, "vtd_posted_interrupts": False}
+    assert d["exits"]["by_reason"].get("MSR_WRITE", 0) > 0          # x2APIC without APICv: the EOI is a WRMSR
+    one_line_error(run_cli("run", "--set", "host.vtd_posted_interrupts=true"),
+                   "--set host.vtd_posted_interrupts=true", "host.apicv = true")

@@ -43,9 +43,51 @@ def test_the_orderings_fall_out_of_the_model():
 
 
 def test_the_presets_own_settings_apply():
-    p = load_preset("steady-stream").with_options(virtio={"vhost": True}, sriov={"posted_interrupts": True})
-    labels = [c.label for c in driver(preset=p).frame().columns]
-    assert "vhost on" in labels[1] and "posted interrupts on" in labels[2]
+    p = load_preset("steady-stream").with_options(virtio={"vhost": True},
+                                                  host={"apicv": True, "vtd_posted_interrupts": True})
+    d = driver(preset=p)
+    f = d.frame()
+    assert "vhost on" in f.columns[1].label and f.host == "host: APICv + VT-d PI · xAPIC"
+    d.advance(5_000_000)
+    cols = {c.technique: c.summary for c in d.publish().columns}
+    assert cols["sriov"]["interrupts"]["host"] == 0 and cols["sriov"]["interrupts"]["posted"] > 0
+    assert "APIC_ACCESS" not in cols["virtio"]["exits"]["by_reason"]
+    assert cols["emulation"]["exits"]["by_reason"].get("EOI_INDUCED", 0) > 0
+    old = driver()
+    assert old.frame().host == "host: no APICv · xAPIC"
+
+
+async def test_a_cycles_the_host_profile_of_all_three():
+    a = app(paused=True)
+    async with a.run_test(size=(160, 45)) as pilot:
+        await pilot.press("c")
+        await pilot.pause(0.2)
+        scr = a.screen
+        assert "host: no APICv · xAPIC" in scr.w_header.render().plain
+        scr.driver.pause()
+        scr.driver.advance(3_000_000)
+        scr.driver.publish()
+        await pilot.pause(0.1)
+        before = {c.technique: c.summary["exits"]["by_reason"] for c in scr.driver.frame().columns}
+        assert all("APIC_ACCESS" in by for by in before.values())
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        assert "host: APICv · xAPIC" in scr.w_header.render().plain
+        assert scr.driver.t_ns < 3_000_000                        # restarted
+        scr.driver.pause()
+        scr.driver.advance(3_000_000 - scr.driver.t_ns)
+        after = {c.technique: c.summary["exits"]["by_reason"] for c in scr.driver.publish().columns}
+        assert not any("APIC_ACCESS" in by for by in after.values())
+        assert [t for t, by in after.items() if "EOI_INDUCED" in by] == ["emulation"]
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        assert "host: APICv + VT-d PI · xAPIC" in scr.w_header.render().plain
+        await pilot.press("a")
+        await pilot.pause(0.2)
+        assert "host: no APICv · xAPIC" in scr.w_header.render().plain
+        assert a.driver.sim.host.profile == "none"               # the main view keeps its own
+        cmds = {c.title for c in a.get_system_commands(scr)}
+        assert any(t.startswith("Compare: next host profile") for t in cmds)
 
 
 async def test_pausing_publishes_nothing_and_time_stands_still():

@@ -57,7 +57,7 @@ def pingpong():
     lat = [run("pingpong", t, 400)[1]["latency_ns"]["p50"] for t in TECHNIQUES]
     assert lat[0] > lat[1] > lat[2]
     # "every exit is on the critical path": taking SR-IOV's two interrupt exits away shortens it
-    on = run("pingpong", "sriov", 400, sriov={"posted_interrupts": True})[1]["latency_ns"]
+    on = run("pingpong", "sriov", 400, host={"apicv": True, "vtd_posted_interrupts": True})[1]["latency_ns"]
     off = run("pingpong", "sriov", 400)[1]["latency_ns"]
     assert on["p50"] < off["p50"] and on["p99"] < off["p99"]
 
@@ -100,11 +100,41 @@ def mac_spoofing():
     assert drops(d, "spoofed source MAC") == s.technique.nic.spoofed_total > 0
 
 
+NO_APICV = {"apicv": False, "vtd_posted_interrupts": False}
+#: the exits an EOI or an interrupt costs without APICv
+INTERRUPT_EXITS = {"APIC_ACCESS", "MSR_WRITE", "APIC_WRITE", "EXTERNAL_INTERRUPT", "EOI_INDUCED"}
+
+
 def posted_interrupts():
+    # APICv + VT-d PI: the VF's MSI-X is posted and its EOI virtualized — no
+    # interrupt exit, no EOI exit, no host interrupt (a HLT at most)
     _s, d = run("posted-interrupts", "sriov")
-    assert d["exits"]["total"] == 0 and d["interrupts"]["posted"] > 0 and d["interrupts"]["injected"] == 0
-    _s, off = run("posted-interrupts", "sriov", sriov={"posted_interrupts": False})
-    assert off["exits"]["total"] > 0 and d["latency_ns"]["p50"] < off["latency_ns"]["p50"]
+    assert set(d["exits"]["by_reason"]) <= {"HLT"} and d["exits"]["per_packet"] < 0.01
+    assert d["interrupts"]["posted"] > 0 and d["interrupts"]["injected"] == 0 and d["interrupts"]["host"] == 0
+    # the same VF on the lecture's machine (a: no APICv): every interrupt is a host interrupt, an exit and an EOI exit
+    _s, off = run("posted-interrupts", "sriov", host=NO_APICV)
+    by = off["exits"]["by_reason"]
+    assert by.get("EXTERNAL_INTERRUPT", 0) > 0 and by.get("APIC_ACCESS", 0) > 0 and off["interrupts"]["host"] > 0
+    assert d["latency_ns"]["p50"] < off["latency_ns"]["p50"]
+    # APICv without VT-d PI: still no exits, but each MSI-X lands on the host first
+    _s, apicv = run("posted-interrupts", "sriov", host={"apicv": True, "vtd_posted_interrupts": False})
+    assert not INTERRUPT_EXITS & set(apicv["exits"]["by_reason"]) and apicv["interrupts"]["host"] > 0
+
+
+def modern_host():
+    d = {t: run("modern-host", t)[1] for t in TECHNIQUES}
+    for t, s in d.items():
+        by = set(s["exits"]["by_reason"])
+        assert not by & {"APIC_ACCESS", "MSR_WRITE", "APIC_WRITE", "EXTERNAL_INTERRUPT"}, (t, by)
+        assert s["interrupts"]["injected"] == 0 and s["interrupts"]["posted"] > 0, t
+        assert ("EOI_INDUCED" in by) == (t == "emulation"), (t, by)     # only the e1000's level INTx
+    sr = d["sriov"]
+    assert set(sr["exits"]["by_reason"]) <= {"HLT"} and sr["exits"]["per_packet"] < 0.1
+    assert sr["interrupts"]["host"] == 0
+    assert d["emulation"]["exits"]["per_packet"] > d["virtio"]["exits"]["per_packet"] > sr["exits"]["per_packet"]
+    # x2APIC: on the same workload without APICv the EOIs are WRMSRs
+    _s, old = run("modern-host", "virtio", host=NO_APICV)
+    assert old["exits"]["by_reason"].get("MSR_WRITE", 0) > 0 and "APIC_ACCESS" not in old["exits"]["by_reason"]
 
 
 def iotlb_thrash():
@@ -130,7 +160,8 @@ def vlan_isolation():
 
 PROMISES = {f.__name__.replace("_", "-"): f for f in (
     steady_stream, line_rate, small_packets, bursty_web, pingpong, multi_tenant, tx_stream, vhost_on,
-    event_idx_off, rogue_dma, mac_spoofing, posted_interrupts, iotlb_thrash, interrupt_moderation, vlan_isolation)}
+    event_idx_off, rogue_dma, mac_spoofing, posted_interrupts, iotlb_thrash, interrupt_moderation, vlan_isolation,
+    modern_host)}
 
 
 def test_every_shipped_preset_has_a_promise_check():

@@ -118,12 +118,12 @@ async def test_toggles_apply_or_explain():
         assert a.driver.sim.technique.opts["vhost"] is True and "vhost on" in str(a.w_header.text)
         await pilot.press("e")
         assert a.driver.sim.technique.opts["event_idx"] is False
-        await pilot.press("i")
+        await pilot.press("1", "v")
         await pilot.pause(0.1)
-        assert "posted interrupts apply to SR-IOV" in str(a.w_narration.text)
-        await pilot.press("3", "i")
+        assert "vhost applies to virtio" in str(a.w_narration.text)
+        await pilot.press("3", "a")              # the host profile applies to every technique
         await pilot.pause(0.1)
-        assert a.driver.sim.technique.posted is True
+        assert a.driver.sim.host.profile == "apicv" and "host: APICv · xAPIC" in str(a.w_header.text)
 
 
 async def test_help_opens_and_closes():
@@ -133,7 +133,8 @@ async def test_help_opens_and_closes():
         assert isinstance(a.screen, HelpScreen)
         await pilot.pause(0.05)
         text = "\n".join(str(w.render()) for w in a.screen.query("Static"))
-        assert "What the model simplifies" in text and "no HLT exits" in text and "[k/n]" in text
+        assert "What the model simplifies" in text and "executes HLT" in text and "[k/n]" in text
+        assert "no HLT exits and an interrupt kicks" not in text          # the old mechanics are gone
         await pilot.press("escape")
         assert not isinstance(a.screen, HelpScreen)
 
@@ -210,7 +211,8 @@ async def test_exit_log_is_bounded():
         assert exits > 600
         assert len(a.w_exits.lines) == a.w_exits.lines.maxlen == 500      # bounded, newest kept
         last = a.w_exits.lines[-1].plain
-        assert "EPT_MISCONFIG 49" in last or "APIC_WRITE 56" in last or "EXTERNAL_INTERRUPT 1" in last
+        assert "EPT_MISCONFIG 49" in last or "APIC_ACCESS 44" in last or "EXTERNAL_INTERRUPT 1" in last
+        assert not any("APIC_WRITE" in line.plain for line in a.w_exits.lines)     # never an EOI's reason
 
 
 async def test_quit():
@@ -282,8 +284,9 @@ async def test_k_switches_the_exit_log_to_a_kvm_stat_view():
 
 
 async def test_kvm_stat_current_rate_is_steady_on_a_steady_stream():
-    """steady-stream under virtio: one interrupt per packet at ~41 kpps, so
-    EXTERNAL_INTERRUPT's CurAvg/s stays near that from frame to frame."""
+    """steady-stream under virtio: one interrupt per packet, so one EOI
+    (APIC_ACCESS, xAPIC without APICv) per packet, and its CurAvg/s stays
+    near that rate from frame to frame."""
     a = app("virtio", preset="steady-stream")
     async with a.run_test(size=(120, 40)) as pilot:
         rates = []
@@ -291,9 +294,9 @@ async def test_kvm_stat_current_rate_is_steady_on_a_steady_stream():
             a.driver.sim.engine.run_until(a.driver.sim.engine.now + 30_000)   # 30 µs of virtual time a frame
             a.driver.publish()
             await pilot.pause(0.01)
-            rates.append(dict((r[0], r[3]) for r in a.w_exits.kvm_stat_rows()).get("kvm_exit(EXTERNAL_INTERRUPT)", 0))
+            rates.append(dict((r[0], r[3]) for r in a.w_exits.kvm_stat_rows()).get("kvm_exit(APIC_ACCESS)", 0))
         s = a._applied.summary
-        true_rate = s["exits"]["by_reason"]["EXTERNAL_INTERRUPT"] / (s["virtual_time_ns"] / 1e9)
+        true_rate = s["exits"]["by_reason"]["APIC_ACCESS"] / (s["virtual_time_ns"] / 1e9)
         late = rates[35:]
         assert max(late) < 1.15 * true_rate and min(late) > 0.85 * true_rate, (true_rate, late)
 
@@ -412,10 +415,11 @@ async def test_a_notice_stays_readable_while_running():
     a = app("virtio", paused=False)
     async with a.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.1)
-        await pilot.press("i")
+        await pilot.press("e")                  # event idx off: fine; then the host profile's notice
+        await pilot.press("a")
         await pilot.pause(0.3)                  # several frames later, still there
         assert a.driver.running and a.frames_applied > 1
-        assert "posted interrupts apply to SR-IOV" in str(a.w_narration.text)
+        assert "host: APICv · xAPIC — restarted" in str(a.w_narration.text)
         await pilot.press("n")                  # a step's explanation replaces it
         await pilot.pause(0.1)
-        assert "posted interrupts" not in str(a.w_narration.text)
+        assert "restarted" not in str(a.w_narration.text)

@@ -33,11 +33,45 @@ from typing import Any
 from .driver import CHECKPOINTS_KEPT, DEFAULT_SPEED_INDEX, Driver
 from .preset import Preset
 from .trace import RingSink, Trace
+from .vmm import HOST_PROFILES, HostProfile
 from .world import Simulation
 
-__all__ = ["CompareDriver", "CompareFrame", "CompareColumn", "COMPARE_TECHNIQUES"]
+__all__ = ["CompareDriver", "CompareFrame", "CompareColumn", "COMPARE_TECHNIQUES", "COMPARE_VARIANTS",
+           "HOST_CHOICES", "compare_cases", "with_host_profile"]
 
 COMPARE_TECHNIQUES = ("emulation", "virtio", "sriov")
+
+#: the variants ``iovtui compare`` (and ``iovtui bench``) run, under each host
+#: profile: (label, technique, preset overrides)
+COMPARE_VARIANTS = (
+    ("emulation", "emulation", {}),
+    ("virtio", "virtio", {"virtio": {"vhost": False}}),
+    ("virtio+vhost", "virtio", {"virtio": {"vhost": True}}),
+    ("sriov", "sriov", {}),
+)
+#: ``compare --host``: the preset's own [host], one profile for every
+#: technique, or every variant under each of the three profiles
+HOST_CHOICES = ("all", "preset", *HOST_PROFILES)
+
+
+def with_host_profile(preset: Preset, profile: str) -> Preset:
+    """``preset`` on host ``profile`` (``none`` | ``apicv`` | ``apicv+pi``);
+    x2APIC stays as the preset has it."""
+    return preset.with_options(host=dict(HOST_PROFILES[profile]))
+
+
+def compare_cases(preset: Preset, host: str = "all") -> list[tuple[str, str, Preset]]:
+    """(variant label, technique, preset) for each run ``compare`` makes, the
+    variants of one host profile together."""
+    from .paths import available
+
+    if host not in HOST_CHOICES:
+        raise ValueError(f"host must be one of {', '.join(HOST_CHOICES)}")
+    bases = ([preset] if host == "preset" else
+             [with_host_profile(preset, h) for h in (HOST_PROFILES if host == "all" else (host,))])
+    built = available()
+    return [(label, tech, base.with_options(**opts) if opts else base)
+            for base in bases for label, tech, opts in COMPARE_VARIANTS if tech in built]
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,7 @@ class CompareFrame:
     speed: float
     preset: str
     seed: int
+    host: str                     # the host profile in a few words (HostProfile.label())
     columns: tuple[CompareColumn, ...]
     complete: bool
     events_run: int
@@ -112,7 +147,7 @@ class _Run:
 class CompareDriver(Driver):
     """Runs the three techniques on the same preset and seed, in one virtual
     time, in step with the wall clock.  The preset's own settings apply
-    (vhost, event idx, posted interrupts, ITR, ...)."""
+    (vhost, event idx, the [host] profile, ITR, ...)."""
 
     #: a tick spends at most this share of its frame period running the model
     TICK_SHARE = 0.5
@@ -226,6 +261,7 @@ class CompareDriver(Driver):
             speed=self.speed,
             preset=self.preset.name,
             seed=self.seed,
+            host=HostProfile.from_preset(self.preset.host).label(),
             columns=cols,
             complete=all(c.complete for c in cols),
             events_run=sum(c.events_run for c in cols),

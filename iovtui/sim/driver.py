@@ -52,6 +52,7 @@ class Frame:
     speed: float
     technique: str
     label: str
+    host: str                          # the host profile in a few words (HostProfile.label())
     preset: str
     seed: int
     stages: tuple[str, ...]
@@ -413,6 +414,7 @@ class Driver:
             speed=self.speed,
             technique=t.name,
             label=t.label(),
+            host=sim.host.label(),
             preset=sim.preset.name,
             seed=sim.seed,
             stages=t.stages,

@@ -148,10 +148,13 @@ class Simulation:
         m = self.metrics
         return self.traffic.done and m.delivered + m.dropped >= m.offered
 
-    def run(self, max_events: int | None = None) -> Metrics:
+    def run(self, max_events: int | None = None, until_ns: int | None = None) -> Metrics:
         """Run until every offered packet is delivered or dropped (or the heap
-        empties: packets still held are then in flight)."""
-        self.engine.run(max_events=max_events)
+        empties: packets still held are then in flight).  With ``until_ns``
+        it stops at that virtual time if the run is not complete by then:
+        what is still on its way is :meth:`in_flight`, and guest RAM holds
+        that instant's bytes."""
+        self.engine.run(max_events=max_events, until=until_ns)
         return self.metrics
 
     def in_flight(self) -> int:

@@ -26,6 +26,7 @@ from textual.widgets import Footer, Static
 from ..sim.driver import DEFAULT_SPEED_INDEX, SPEEDS, Driver, Frame
 from ..sim.paths import available
 from ..sim.preset import Preset
+from ..sim.vmm import HOST_PROFILES
 from ..sim.world import Simulation
 from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
                     StatsBar, header_text)
@@ -79,7 +80,8 @@ class IovApp(App):
         Binding("minus", "slower", "slower", key_display="-", group=SPEED_GROUP),
         Binding("e", "toggle('event_idx')", "event idx", show=False),
         Binding("v", "toggle('vhost')", "vhost", show=False),
-        Binding("i", "toggle('posted')", "posted irq", show=False),
+        Binding("a", "host_profile", "host"),
+        Binding("i", "host_profile", "host", show=False),      # (was posted interrupts: now a host profile)
         Binding("r", "next_ring", "ring", show=False),
         Binding("m", "next_vm", "next VM", show=False),
         Binding("k", "kvm_stat", "kvm_stat", show=False),
@@ -108,7 +110,8 @@ class IovApp(App):
         ("c", "compare: the three techniques on the same seeded traffic, live, side by side"),
         ("e", "virtio: event idx on/off"),
         ("v", "virtio: vhost-net on/off"),
-        ("i", "SR-IOV: posted interrupts on/off"),
+        ("a", "host profile: no APICv → APICv → APICv + VT-d posted interrupts, for every technique "
+              "(restarts the same workload; VT-d PI changes only SR-IOV; the header shows it; i does the same)"),
         ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
         ("arrows", "Guest RAM: move the page cursor"),
         ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
@@ -266,14 +269,25 @@ class IovApp(App):
             # Textual has resized the screens (pushed during the resize,
             # neither it nor the modal is drawn again until the next key)
             self.set_timer(0.1, self._cover_too_small)
-        # at 80 columns every footer key fits only without the palette hint (ctrl+p is in ? help)
+        # at 80 columns every footer key fits only without the palette hint and
+        # the host key (both are in ? help and the palette; the key always works)
         wide = width >= 100
         if footer.show_command_palette != wide:
             footer.show_command_palette = wide
+            self._show_in_footer("a", wide)
             footer.refresh(recompose=True)
         if self._applied is not None:       # the path strip breaks between stages for the new width
             self.w_path.text = PathStrip.build(self._applied, width)
             self.w_stats.text = StatsBar.build(self._applied, width)
+
+    def _show_in_footer(self, key: str, show: bool) -> None:
+        """Show or hide one key's binding in the footer (Bindings are frozen:
+        the app's map gets a copy with ``show`` changed)."""
+        import dataclasses
+
+        keymap = self._bindings.key_to_bindings
+        if key in keymap:
+            keymap[key] = [dataclasses.replace(b, show=show) for b in keymap[key]]
 
     def _cover_too_small(self) -> None:
         """Say the terminal is too small over the screen on top (for the size
@@ -427,13 +441,27 @@ class IovApp(App):
                 self.notice("vhost applies to virtio (press 2)")
                 return
             self.preset = p.with_options(virtio={"vhost": not p.virtio["vhost"]})
-        elif what == "posted":
-            if self.technique != "sriov":
-                self.notice("posted interrupts apply to SR-IOV (press 3)")
-                return
-            self.preset = p.with_options(sriov={"posted_interrupts": not p.sriov["posted_interrupts"]})
         self._reset_exit_log()
         self.driver.restart(self._factory())
+
+    def action_host_profile(self) -> None:
+        """The next host profile (no APICv → APICv → APICv + VT-d posted
+        interrupts → no APICv) on the same workload, restarted like 1/2/3;
+        x2APIC stays as the preset has it."""
+        names = list(HOST_PROFILES)
+        now = self.driver.sim.host.profile
+        nxt = names[(names.index(now) + 1) % len(names)]
+        self.preset = self.preset.with_options(host=dict(HOST_PROFILES[nxt]))
+        self._reset_exit_log()
+        self.driver.restart(self._factory())
+        host = self.driver.sim.host
+        msg = f"{host.label()} — restarted"
+        if nxt == "apicv+pi" and self.technique != "sriov":
+            msg += (f"; VT-d posted interrupts change only SR-IOV (an assigned VF's MSI-X): "
+                    f"{TECH_NAMES[self.technique]} runs as with APICv (press 3)")
+        elif nxt == "apicv":
+            msg += "; interrupts are posted and an edge vector's EOI no longer exits"
+        self.notice(msg)
 
     def action_next_ring(self) -> None:
         self.w_ring.cycle()
@@ -583,6 +611,8 @@ class IovApp(App):
             yield SystemCommand("Compare: step back", "key b", screen.action_step_back)
             yield SystemCommand("Compare: faster", "key +", screen.action_faster)
             yield SystemCommand("Compare: slower", "key -", screen.action_slower)
+            yield SystemCommand("Compare: next host profile (no APICv → APICv → APICv + VT-d PI)", "key a",
+                                screen.action_host_profile)
             yield SystemCommand("Close the compare view", "key esc", screen.action_close)
         if screen is self.screen_stack[0]:
             yield from self._main_commands()
@@ -607,7 +637,8 @@ class IovApp(App):
         yield SystemCommand("Slower", "key -", self.action_slower)
         yield SystemCommand("Toggle event idx (virtio)", "key e", lambda: self.action_toggle("event_idx"))
         yield SystemCommand("Toggle vhost (virtio)", "key v", lambda: self.action_toggle("vhost"))
-        yield SystemCommand("Toggle posted interrupts (SR-IOV)", "key i", lambda: self.action_toggle("posted"))
+        yield SystemCommand("Host profile: no APICv → APICv → APICv + VT-d posted interrupts", "key a",
+                            self.action_host_profile)
         yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)
         yield SystemCommand("Focus the next VM", "key m", self.action_next_vm)
         yield SystemCommand("Exit log ⇄ kvm_stat view", "key k", self.action_kvm_stat)

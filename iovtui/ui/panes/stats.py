@@ -218,17 +218,18 @@ def header_text(frame: Frame, preset: str, compact: bool | str = False) -> Text:
     if frame.predict:
         right, asked = frame.score
         state = (f"{state[0]} · ? predict {right}/{asked}", state[1])
+    host = (frame.host, "#d7afff")
     if compact:
         # the run state first, so it is never the part a narrow terminal loses;
         # if it still does not fit, the run's identity goes on a second line
         sep = (" · ", "grey42")
-        t = Text.assemble((" "), state, sep, (frame.label, "bold"), sep, (preset, ""), sep,
+        t = Text.assemble((" "), state, sep, (frame.label, "bold"), sep, host, sep, (preset, ""), sep,
                           (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
         if compact == "two-lines":
-            t = Text.assemble((" "), state, sep, (frame.label, "bold"), ("\n "), (preset, ""), sep,
+            t = Text.assemble((" "), state, sep, (frame.label, "bold"), ("\n "), host, sep, (preset, ""), sep,
                               (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
         return t
     sep = ("  ·  ", "grey42")
-    return Text.assemble((" iovtui ", "bold black on #87afd7"), (" "), (frame.label, "bold"), sep,
+    return Text.assemble((" iovtui ", "bold black on #87afd7"), (" "), (frame.label, "bold"), sep, host, sep,
                          (preset, ""), sep, (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""),
                          sep, state)

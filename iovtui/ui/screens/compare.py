@@ -34,7 +34,7 @@ from textual.widgets import Footer
 from ...sim.compare import CompareDriver, CompareFrame, CompareColumn
 from ...sim.driver import DEFAULT_SPEED_INDEX, speed_label
 from ...sim.preset import Preset
-from ...sim.vmm import EXIT_REASONS
+from ...sim.vmm import EXIT_REASONS, HOST_PROFILES, HostProfile
 from ..panes.common import STAGE_MARKS, fmt_t
 from ..panes.stats import HeaderBar
 from .help import HelpScreen
@@ -75,6 +75,8 @@ COMPARE_KEYS = [
     ("n", "step: advance all three to the earliest next event among them"),
     ("b", "step back (deterministic replay from the seed)"),
     ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
+    ("a", "host profile for all three: no APICv → APICv → APICv + VT-d posted interrupts (restarts them; "
+          "the main view keeps its own)"),
     ("escape / c", "back to the main view (it resumes as it was)"),
     ("?", "this help"),
     ("q", "quit"),
@@ -436,13 +438,14 @@ def compare_header(frame: CompareFrame) -> tuple[Text, ...]:
     t = ("t = " + fmt_t(frame.t_ns), "bold")
     speed = speed_label(frame.speed)
     sep = ("  ·  ", "grey42")
-    wide = Text.assemble((" iovtui ", "bold black on #87afd7"), " ", ("compare", "bold"), sep, frame.preset, sep,
-                         f"seed {frame.seed}", sep, speed, sep, state, sep, t)
+    host = (frame.host, "#d7afff")
+    wide = Text.assemble((" iovtui ", "bold black on #87afd7"), " ", ("compare", "bold"), sep, host, sep,
+                         frame.preset, sep, f"seed {frame.seed}", sep, speed, sep, state, sep, t)
     sep = (" · ", "grey42")
-    narrow = Text.assemble(" ", state, sep, t, sep, ("compare", "bold"), sep, frame.preset, sep,
+    narrow = Text.assemble(" ", state, sep, t, sep, ("compare", "bold"), sep, host, sep, frame.preset, sep,
                            f"seed {frame.seed}", sep, speed)
-    two = Text.assemble(" ", state, sep, t, sep, speed, "\n ", ("compare", "bold"), sep, frame.preset, sep,
-                        f"seed {frame.seed}")
+    two = Text.assemble(" ", state, sep, t, sep, speed, "\n ", ("compare", "bold"), sep, host, sep,
+                        frame.preset, sep, f"seed {frame.seed}")
     return (wide, narrow, two)
 
 
@@ -456,11 +459,12 @@ class CompareScreen(Screen):
         Binding("b", "step_back", "back", show=False),
         Binding("plus,equals_sign", "faster", "faster", key_display="+", group=SPEED_GROUP),
         Binding("minus", "slower", "slower", key_display="-", group=SPEED_GROUP),
+        Binding("a,i", "host_profile", "host", key_display="a"),
         Binding("escape", "close", "back", key_display="esc"),
         Binding("c", "close", "close", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         # the main view's keys do nothing here (they would act on the paused main run)
-        Binding("1,2,3,p,e,v,i,r,m,k,f,g,enter,left,right,up,down", "main_only", show=False),
+        Binding("1,2,3,p,e,v,r,m,k,f,g,enter,left,right,up,down", "main_only", show=False),
     ]
 
     def __init__(self, preset: Preset, seed: int = 1, packets: int | None = None,
@@ -537,6 +541,16 @@ class CompareScreen(Screen):
 
     def action_slower(self) -> None:
         self.driver.slower()
+
+    def action_host_profile(self) -> None:
+        """All three techniques again on the next host profile (no APICv →
+        APICv → APICv + VT-d PI), same seed; the speed and pause state stay."""
+        d = self.driver
+        names = list(HOST_PROFILES)
+        now = HostProfile.from_preset(d.preset.host).profile
+        d.preset = d.preset.with_options(host=dict(HOST_PROFILES[names[(names.index(now) + 1) % len(names)]]))
+        d.restart()
+        self.notify(f"{HostProfile.from_preset(d.preset.host).label()}: the three runs restarted", timeout=3)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(COMPARE_KEYS))

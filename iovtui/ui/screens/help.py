@@ -15,8 +15,11 @@ __all__ = ["HelpScreen", "SIMPLIFIED"]
 
 #: said plainly, so nobody mistakes a simplification for the real thing
 SIMPLIFIED = (
-    "The guest is busy: an application keeps its vCPU running, so there are no HLT exits and an "
-    "interrupt kicks the vCPU out (EXTERNAL_INTERRUPT) before it is injected.",
+    "The guest runs nothing but the network path: when it runs out of that work its vCPU executes "
+    "HLT (exit 12) and the next interrupt wakes it; there is no timer tick, no scheduler and no other "
+    "program in it, so a saturated run shows no HLT exits.",
+    "The host profile (a, [host]) is one of three platforms, no APICv, APICv, APICv + VT-d posted "
+    "interrupts, the same for every VM, with the guest's APIC in xAPIC or x2APIC mode.",
     "Costs are order-of-magnitude defaults from the literature (any preset's [costs] overrides them); "
     "exits, copies and interrupts per packet come from the mechanics, not from those numbers.",
     "One engine action can do several things at one virtual instant; n narrates them one by one "
