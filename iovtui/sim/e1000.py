@@ -392,7 +392,9 @@ class E1000Ring(LegacyRing):
         d = self.base + DESC_LEN * i
         addr, length, dtyp, cmd = struct.unpack_from("<QHBB", self.mem.ram, d)
         if cmd & TXD_CMD_DEXT:
-            return i, ("data" if dtyp & TXD_DTYP_D else "context"), addr, length
+            if not dtyp & TXD_DTYP_D:
+                return i, "context", 0, 0      # no buffer: e1000x_read_tx_ctx_descr
+            return i, "data", addr, length
         return i, "legacy", addr, length
 
     def hw_done_rx(self, i: int, length: int) -> None:
