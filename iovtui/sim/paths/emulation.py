@@ -222,9 +222,11 @@ class Emulation(Technique):
             end = self.vmm.exit(vm, "EPT_MISCONFIG", f"{reg} write (coalesced MMIO: {cause})", user=False,
                                 at=at, stage=stage, extra_ns=extra_ns)
             return write, end
-        end = self.vmm.exit(vm, "EPT_MISCONFIG", f"{reg} {'write' if is_write else 'read'} ({cause})",
-                            user=True, at=at, stage=stage, extra_ns=extra_ns)
-        t = vm.exit_start
+        # out to QEMU: kvm_cpu_exec first flushes the coalesced ring, then QEMU handles
+        # the access (at the time the vCPU takes the exit, after its earlier work)
+        now = self.engine.now if at is None else at
+        busy = vm.vcpu.busy_until
+        t = busy if busy > now else now
         if nic.coalesced:
             self._flush_coalesced(nic, t)
         if is_write:
@@ -236,6 +238,8 @@ class Emulation(Technique):
         if tr.on:
             tr.emit(self.engine.now, "reg", vm.name, stage, f"{vm.name} e1000 {what} · {cause}",
                     reg=reg, offset=off, value=val, write=is_write, coalesced=False)
+        end = self.vmm.exit(vm, "EPT_MISCONFIG", f"{reg} {'write' if is_write else 'read'} ({cause})",
+                            user=True, at=at, stage=stage, extra_ns=extra_ns)
         if is_write:
             self._write_reg(nic, reg, write, t)
         elif reg == "ICR":
@@ -249,9 +253,9 @@ class Emulation(Technique):
         tr = self.engine.trace
         if tr.on:
             what = ", ".join(f"{r} ← 0x{v:x}" for r, v in pending)
-            tr.emit(self.engine.now, "reg", nic.vm.name, 1 if any(r == "RDT" for r, _v in pending) else 6,
-                    f"QEMU flushes the coalesced-MMIO ring at {nic.vm.name}'s userspace exit: {what}",
-                    reg="coalesced", value=len(pending), write=True, coalesced=True)
+            tr.emit(self.engine.now, "note", nic.vm.name, 1 if any(r == "RDT" for r, _v in pending) else 6,
+                    f"QEMU flushes the coalesced-MMIO ring at {nic.vm.name}'s userspace exit and applies "
+                    f"{what}", flushed=len(pending))
         for reg, v in pending:
             self._write_reg(nic, reg, v, t)
 
