@@ -272,3 +272,119 @@ def test_queue_info_for_layout_json():
     q = rx.queue_info("vm0", "e1000-legacy").to_json()
     assert q["kind"] == "e1000-legacy" and q["size"] == 16 and q["desc_gpa"] == rx.base
     assert q["avail_gpa"] is None and q["used_gpa"] is None and q["vm"] == "vm0" and q["name"] == "rx"
+
+
+# -- the emulated e1000's ring (Linux e1000 + QEMU hw/net/e1000.c) ----------------------
+
+from iovtui.sim.e1000 import (COALESCED_EXCLUDED, E1000Ring, RXD_STAT_IXSM, TX_CMD_LINUX, TXD_CMD_DEXT,  # noqa: E402
+                              TXD_CMD_IDE, TXD_DTYP_D, TXD_POPTS_TXSM, coalesced)
+from iovtui.sim.packet import FrameFactory  # noqa: E402
+
+
+def test_coalesced_mmio_ranges_are_qemus():
+    """e1000_mmio_setup: everything but MDIC, ICR, ICS, IMS, IMC, TCTL, TDT; only writes."""
+    assert {REG[r] for r in ("MDIC", "ICR", "ICS", "IMS", "IMC", "TCTL", "TDT")} == COALESCED_EXCLUDED
+    assert (REG["MDIC"], REG["ICS"], REG["TCTL"], REG["ITR"]) == (0x0020, 0x00C8, 0x0400, 0x00C4)
+    for r in ("RDT", "ITR", "CTRL", "RDTR", "RADV", "TADV", "TIDV", "RDH"):
+        assert coalesced(REG[r], True), r
+        assert not coalesced(REG[r], False), r           # a read always goes to userspace
+    for r in ("MDIC", "ICR", "ICS", "IMS", "IMC", "TCTL", "TDT"):
+        assert not coalesced(REG[r], True), r
+
+
+def test_e1000_rdt_is_next_to_use_minus_one():
+    m = mem()
+    rx = E1000Ring(m, "rx", 8, "rx ring")
+    while rx.unused():
+        rx.post_rx(0x1000, "t")
+    assert rx.next_to_use == 7
+    assert rx.advance_tail() == 6                      # e1000_alloc_rx_buffers writes i - 1
+    assert rx.tail == 0 and rx.hw_owned() == 0         # the device's RDT changes only when the write reaches it
+    rx.set_tail(6)
+    assert rx.hw_owned() == 6                          # RDH..RDT-1: one posted buffer held back
+    assert [rx.owner(i) for i in range(8)] == ["device"] * 6 + ["driver"] * 2
+    rx.next_to_use = 0
+    assert rx.advance_tail() == 7                      # wraps
+
+
+def test_e1000_rx_write_back_bytes_and_the_driver_strips_the_fcs():
+    m = mem()
+    rx = E1000Ring(m, "rx", 8, "rx ring")
+    rx.post_rx(0x4000, "a")
+    rx.post_rx(0x5000, "b")
+    rx.post_rx(0x6000, "c")
+    rx.set_tail(rx.advance_tail())
+    s, _a, _l = rx.hw_fetch()
+    rx.hw_done_rx(s, 1514)
+    s2, _a, _l = rx.hw_fetch()
+    rx.hw_done_rx(s2, 42)                              # a runt: QEMU pads it to 60
+    d0 = bytes(m.ram[rx.base:rx.base + 16])
+    assert d0[8:10] == (1518).to_bytes(2, "little")   # frame + 4 (FCS; RCTL.SECRC clear)
+    assert d0[12] == 0x07 == RXD_STAT_DD | RXD_STAT_EOP | RXD_STAT_IXSM
+    assert m.ram[rx.base + 16 + 8] == 64               # 60 + 4
+    assert rx.owner(0) == "used"
+    assert rx.reap() == (0, "a", 1514)                 # e1000_clean_rx_irq: length -= 4
+    assert rx.reap() == (1, "b", 60)
+    assert m.ram[rx.base + 12] == 0
+
+
+def test_e1000_tx_legacy_descriptor_is_cmd_0x8b():
+    m = mem()
+    tx = E1000Ring(m, "tx", 8, "tx ring")
+    assert tx.descs_per_frame() == 1
+    tx.post_tx(0xDEAD_B000, 60, "frame")
+    d = bytes(m.ram[tx.base:tx.base + 16])
+    assert d[11] == 0x8B == TX_CMD_LINUX == TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS | TXD_CMD_IDE
+    assert tx.advance_tail() == 1 and tx.tail == 0
+    tx.set_tail(1)
+    assert tx.hw_tx_desc() == (0, "legacy", 0xDEAD_B000, 60)
+    tx.hw_done_tx(0)
+    assert m.ram[tx.base + 12] == TXD_STAT_DD
+    assert tx.reap() == (0, "frame", 60) and m.ram[tx.base + 12] == 0
+
+
+def test_e1000_tx_checksum_offload_context_then_data_descriptor():
+    m = mem()
+    tx = E1000Ring(m, "tx", 8, "tx ring", csum_offload=True)
+    frame = FrameFactory().build("52:54:00:00:00:02", "52:54:00:00:00:01", 0, "10.0.0.1", "10.0.0.2", 128, 7)
+    assert tx.descs_per_frame() == 2
+    slot = tx.post_tx(0x7000, 128, "f", bytes(frame))
+    assert slot == 1 and tx.next_to_use == 2
+    c = bytes(m.ram[tx.base:tx.base + 16])
+    assert c[0:4] == bytes(4)                          # ip_config = 0
+    assert (c[4], c[5], c[6:8]) == (34, 40, b"\0\0")   # tucss, tucso (UDP csum at +6), tucse
+    assert c[8:11] == bytes(3) and c[11] == TXD_CMD_DEXT == 0x20 and c[12:16] == bytes(4)
+    d = bytes(m.ram[tx.base + 16:tx.base + 32])
+    assert d[0:8] == (0x7000).to_bytes(8, "little") and d[8:10] == (128).to_bytes(2, "little")
+    assert d[10] == TXD_DTYP_D and d[11] == TX_CMD_LINUX | TXD_CMD_DEXT == 0xAB and d[13] == TXD_POPTS_TXSM
+    tx.set_tail(tx.advance_tail())
+    assert tx.hw_tx_desc() == (0, "context", 0, 0)
+    tx.hw_done_tx(0)
+    assert m.ram[tx.base + 12] == 0                    # no RS on the context descriptor: no DD written
+    assert tx.reap() is None                           # the driver watches the frame's last descriptor
+    assert tx.hw_tx_desc()[:2] == (1, "data")
+    tx.hw_done_tx(1)
+    assert m.ram[tx.base + 16 + 12] == TXD_STAT_DD
+    assert tx.reap() == (1, "f", 128) and tx.next_to_clean == 2
+    assert tx.unused() == 7
+
+
+def test_e1000_ring_annotate_names_the_fields():
+    m = mem()
+    tx = E1000Ring(m, "tx", 8, "tx ring", csum_offload=True)
+    tx.post_tx(0x7000, 128, "f", None)
+    rx = E1000Ring(m, "rx", 8, "rx ring")
+    rx.post_rx(0x9000, "r")
+    rx.set_tail(1)
+    rx.hw_done_rx(0, 100)
+    for ring in (tx, rx):
+        page = ring.base & ~0xFFF
+        data = bytes(m.ram[page:page + 4096])
+        notes = ring.annotate(page, data)
+        assert len(notes) == 8 and all(ln == 16 for _o, ln, _t in notes)
+        assert notes[0][0] == ring.base - page
+    txn = tx.annotate(tx.base & ~0xFFF, bytes(m.ram[tx.base & ~0xFFF:(tx.base & ~0xFFF) + 4096]))
+    assert txn[0][2].startswith("tx desc[0] context: tucss 34 tucso 40 tucse 0 cmd 0x20")
+    assert txn[1][2].startswith("tx desc[1] data: addr 0x7000 length 128") and "dcmd 0xab" in txn[1][2]
+    rxn = rx.annotate(rx.base & ~0xFFF, bytes(m.ram[rx.base & ~0xFFF:(rx.base & ~0xFFF) + 4096]))
+    assert rxn[0][2] == "rx desc[0] addr 0x9000 length 104 status 0x07 (DD|EOP|IXSM) errors 0x00"

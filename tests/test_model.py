@@ -96,6 +96,14 @@ def test_orderings_fall_out_of_the_mechanics(steady):
     modern = {"host": {"apicv": True, "vtd_posted_interrupts": True}}
     posted = summary(steady.with_options(**modern), "sriov", 1500)[1]
     e, v, s = (r[t]["exits"]["per_packet"] for t in TECHNIQUES)
+    # QEMU's e1000 mitigation batches a 500 Mb/s stream (~5 frames per interrupt), so its
+    # exits per packet no longer dwarf one wake-up + EOI per frame; what stays far above
+    # is the exits that go out to userspace QEMU (ICR, IMC, IMS, STATUS)
+    eu, vu, su = (r[t]["exits"]["userspace"] / r[t]["packets"]["delivered"] for t in TECHNIQUES)
+    assert eu > 0.5 and vu == su == 0
+    # at a low offered load (about 200 frames/s: one interrupt per frame) the count itself is far above
+    low = {t: summary(steady.with_options(traffic={"rate": 200}), t, packets=200)[1] for t in TECHNIQUES}
+    e, v, s = (low[t]["exits"]["per_packet"] for t in TECHNIQUES)
     assert e > 2 * v and e > 2 * s                                   # emulation far above
     # a 500 Mb/s stream leaves the guest idle between frames: with APICv + VT-d PI
     # the only exits left are its HLTs; busy at line rate it has almost none
@@ -156,8 +164,8 @@ def test_event_idx_changes_notifications():
 
 def test_itr_reduces_interrupts():
     line = load_preset("line-rate")
-    _s, off = summary(line, "emulation", 2000)
-    _s, on = summary(line.with_options(emulation={"itr_us": 128}), "emulation", 2000)
+    _s, off = summary(line.with_options(emulation={"mitigation": False}), "emulation", 2000)
+    _s, on = summary(line, "emulation", 2000)
     assert on["interrupts"]["injected"] < off["interrupts"]["injected"]
     assert on["exits"]["per_packet"] < off["exits"]["per_packet"]
 

@@ -219,8 +219,10 @@ _VIRTIO = {
 }
 
 _EMULATION = {
-    "itr_us": F(_float(0, 10000), 0.0),
+    "mitigation": F(_bool, True),                # QEMU's e1000 "mitigation" property (≥ 128 µs between edges)
+    "itr_us": F(_float(0, 10000), 0.0),          # 0: Linux's dynamic ITR (InterruptThrottleRate=3); > 0: fixed
     "ring_size": F(_int(8, 4096, mult=8), 256),
+    "tx_csum_offload": F(_bool, False),          # context + extended data descriptor per frame
 }
 
 #: the host platform: how KVM delivers interrupts and takes EOIs, for every technique

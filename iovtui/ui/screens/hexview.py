@@ -121,6 +121,9 @@ def annotate_page(technique, vm_index: int, page_gpa: int, data: bytes) -> list[
     for ring in (getattr(nic, "rx", None), getattr(nic, "tx", None)):
         if ring is None:
             continue
+        if hasattr(ring, "annotate"):      # the ring decodes its own descriptor formats
+            notes.extend(ring.annotate(page_gpa, data)[:max(0, 40 - len(notes))])
+            continue
         for i in range(ring.size):
             a = ring.base + 16 * i
             if inside(a) and len(notes) < 40:
