@@ -19,7 +19,7 @@ def test_run_json_has_the_design_keys():
         assert set(d["exits"]) == {"total", "per_packet", "by_reason", "kernel", "userspace"}
         assert d["exits"]["kernel"] + d["exits"]["userspace"] == d["exits"]["total"]
         assert set(d["interrupts"]) == {"injected", "posted", "host"}
-        assert set(d["latency_ns"]) == {"p50", "p99"}
+        assert set(d["latency_ns"]) == {"p50", "p99", "min", "max", "precision"}
         assert set(d["iommu"]) == {"translations", "iotlb_hits", "iotlb_misses", "faults"}
         assert isinstance(d["throughput_gbps"], float) and isinstance(d["exits"]["per_packet"], float)
         assert all(isinstance(v, int) for v in d["exits"]["by_reason"].values())

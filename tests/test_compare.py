@@ -44,7 +44,13 @@ def test_compare_across_host_profiles_shows_what_each_profile_takes_away():
             by = rows[v, h]["exits_by_reason"]
             assert "APIC_ACCESS" not in by and "EXTERNAL_INTERRUPT" not in by and "APIC_WRITE" not in by
             assert ("EOI_INDUCED" in by) == (v == "emulation"), (v, h, by)
-            assert rows[v, h]["exits_per_packet"] < rows[v, "none"]["exits_per_packet"]
+            if v == "emulation":
+                # its interrupts find the vCPU halted or inside an exit (no EXTERNAL_INTERRUPT
+                # to take away) and its level-triggered EOI still exits: APICv saves it nothing
+                assert rows[v, h]["exits_per_packet"] <= rows[v, "none"]["exits_per_packet"]
+                assert by["EOI_INDUCED"] == rows[v, "none"]["exits_by_reason"]["APIC_ACCESS"]
+            else:
+                assert rows[v, h]["exits_per_packet"] < rows[v, "none"]["exits_per_packet"]
     assert rows["sriov", "none"]["interrupts_host"] > 0 and rows["sriov", "apicv"]["interrupts_host"] > 0
     assert rows["sriov", "apicv+pi"]["interrupts_host"] == 0
     for v in ("emulation", "virtio", "virtio+vhost"):
