@@ -153,9 +153,9 @@ def test_iotlb_is_tagged_by_domain_id():
     assert io.translate(VF0, 0x5000, True)[0] == HPA0 + 0x5000
     hpa, _c, hit = io.translate(VF1, 0x5000, True)
     assert (hpa, hit) == (HPA0 + 0x4000_0000 + 0x5000, False)  # same GPA, other domain: its own entry
-    assert {k for k in io.iotlb} == {(1, 5), (2, 5)}
+    assert {k[:2] for k in io.iotlb} == {(1, 5), (2, 5)}
     io.unmap(2, 0x5000, 0x1000)                                # flushes domain 2 only
-    assert set(io.iotlb) == {(1, 5)}
+    assert {k[:2] for k in io.iotlb} == {(1, 5)}
     assert io.translate(VF0, 0x5000, True)[2] is True
 
 
@@ -187,7 +187,8 @@ def test_each_fault_reason_with_its_linux_line(rid_s, addr, write, reason):
         io.translate(parse_rid(rid_s), addr, write)
     kind = "DMA Write" if write else "DMA Read"
     assert e.value.reason == reason
-    assert e.value.line() == (f"DMAR: [{kind} NO_PASID] Request device [{rid_s}] fault addr 0x{addr:x} "
+    # the fault recording register holds the page address: the low 12 bits print as 0
+    assert e.value.line() == (f"DMAR: [{kind} NO_PASID] Request device [{rid_s}] fault addr 0x{addr & ~0xFFF:x} "
                               f"[fault reason 0x{reason:02x}] {FAULT_REASONS[reason]}")
     assert m.iommu_faults == 1 and io.faults[-1] == e.value.line()
     assert not io.iotlb                                          # a fault caches nothing

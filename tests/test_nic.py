@@ -85,15 +85,16 @@ def test_a_port_vlan_isolates_and_the_drop_is_counted():
     assert (n.vfs[2].dropped, n.vfs[0].dropped) == (1, 1)
 
 
-def test_unknown_unicast_is_dropped_unless_a_function_is_trusted():
+def test_unknown_unicast_goes_to_the_pf_unless_a_function_is_trusted():
     n = nic_of(three_vms())
     outs, why = n.from_wire(UNKNOWN, 10)
-    assert outs == [] and "unknown unicast" in why
+    assert outs == [n.pf] and why == "" and n.pf.rx == 1          # the PF's default pool: the host
+    assert n.decisions[-1].endswith("unknown unicast, to the PF's default pool (the host)")
     t = nic_of(three_vms(b={"trust": True}))
     outs, why = t.from_wire(UNKNOWN, 10)
     assert [f.name for f in outs] == ["VF1"] and why == ""
     outs, why = t.from_wire(UNKNOWN, 20)                  # the trusted VF is not in VLAN 20
-    assert outs == [] and "unknown unicast" in why
+    assert outs == [t.pf] and why == ""
 
 
 def test_link_state_disable_drops():

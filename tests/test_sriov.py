@@ -5,7 +5,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from iovtui.sim.e1000 import RXD_STAT_DD, RXD_STAT_EOP
+from iovtui.sim.ixgbe import RXD_STAT_DD, RXD_STAT_EOP
 from iovtui.sim.iommu import DmaFault
 from iovtui.sim.paths.sriov import ROGUE_GPA, SrIov
 from iovtui.sim.trace import ListSink, Trace
@@ -13,7 +13,7 @@ from iovtui.sim.trace import ListSink, Trace
 from conftest import four_vm_preset, make_preset, run_cli, sim_for
 
 A, B = "52:54:00:00:00:01", "52:54:00:00:00:02"
-INTERRUPT_EXITS = {"EXTERNAL_INTERRUPT", "APIC_WRITE", "MSR_WRITE"}
+INTERRUPT_EXITS = {"EXTERNAL_INTERRUPT", "APIC_ACCESS", "MSR_WRITE"}
 
 
 def traced(preset, packets=200, seed=1):
@@ -37,18 +37,24 @@ def one_vm(**sections):
 
 # -- exits --------------------------------------------------------------------------------
 @pytest.mark.parametrize("direction", ["rx", "tx", "both"])
-def test_exits_come_only_from_interrupts_two_per_interrupt(direction):
+def test_exits_come_only_from_interrupts_and_idle(direction):
+    """No APICv, xAPIC: the VF's interrupt exits as EXTERNAL_INTERRUPT only when it
+    finds the vCPU running (a halted one is woken after its HLT exit); every EOI
+    exits as APIC_ACCESS.  Nothing else exits: tails, EITR and VTEIMS are BAR writes."""
     s, sink = traced(one_vm(traffic={"direction": direction, "rate": "2 Gb/s"}), packets=400)
     s.run()
     d = s.summary()
     injected = d["interrupts"]["injected"]
+    by = d["exits"]["by_reason"]
     assert d["packets"]["delivered"] == 400 and injected > 0
-    assert set(d["exits"]["by_reason"]) == {"EXTERNAL_INTERRUPT", "APIC_WRITE"}
-    assert d["exits"]["by_reason"]["EXTERNAL_INTERRUPT"] == injected == d["exits"]["by_reason"]["APIC_WRITE"]
-    assert d["exits"]["total"] == 2 * injected
+    assert set(by) <= {"EXTERNAL_INTERRUPT", "APIC_ACCESS", "HLT"} and "APIC_WRITE" not in by
+    assert by["APIC_ACCESS"] == injected == d["interrupts"]["host"]
+    assert by.get("EXTERNAL_INTERRUPT", 0) <= injected
+    assert d["exits"]["userspace"] == 0
     exits = [e for e in sink.events if e.kind == "exit"]
-    assert exits and all(e.data["reason"] in INTERRUPT_EXITS for e in exits)
-    assert all("interrupt" in e.data["cause"] or "EOI" in e.data["cause"] for e in exits)
+    assert exits and all(e.data["reason"] in INTERRUPT_EXITS | {"HLT"} for e in exits)
+    assert all("interrupt" in e.data["cause"] or "EOI" in e.data["cause"] or "idle" in e.data["cause"]
+               for e in exits)
 
 
 def test_tail_writes_go_straight_to_the_vf():
@@ -58,21 +64,40 @@ def test_tail_writes_go_straight_to_the_vf():
     assert len(tails) > 10 and all("no exit" in e.msg for e in tails)
     port = s.technique.ports[0]
     assert port.rx.tail != 0 or port.rx.head != 0          # the driver did move the RX tail
-    reasons = set(s.metrics.exits_by_reason)
-    assert not reasons & {"EPT_MISCONFIG", "EPT_VIOLATION", "IO_INSTRUCTION", "APIC_ACCESS"}
+    reasons = s.metrics.exits_by_reason
+    assert not set(reasons) & {"EPT_MISCONFIG", "EPT_VIOLATION", "IO_INSTRUCTION", "APIC_WRITE"}
+    assert reasons["APIC_ACCESS"] == s.metrics.irq_injected      # the EOIs, nothing else
+
+
+def test_the_rx_tail_is_next_to_use_written_every_16_buffers():
+    """ixgbevf_alloc_rx_buffers writes the tail with next_to_use (not − 1), and
+    ixgbevf_clean_rx_irq refills only once 16 descriptors are unused."""
+    s, sink = traced(one_vm(traffic={"rate": "line"}, sriov={"ring_size": 64}), packets=300)
+    s.run()
+    refills = [e for e in sink.events if e.kind == "ring" and e.msg.split()[1:2] == ["refills"]]
+    assert refills and all(e.data["added"] >= 16 for e in refills)
+    rx = s.technique.ports[0].rx
+    assert rx.tail == rx.next_to_use
+    assert sink.events[0].msg.endswith(f"writes the tail ({rx.size - 1}) straight to the VF — no exit")
 
 
 def test_x2apic_eoi_exits_as_msr_write():
-    _s, d = run(one_vm(sriov={"x2apic": True}, traffic={"rate": "500 Mb/s"}))
-    assert set(d["exits"]["by_reason"]) == {"EXTERNAL_INTERRUPT", "MSR_WRITE"}
-    assert d["exits"]["by_reason"]["MSR_WRITE"] == d["interrupts"]["injected"]
+    _s, d = run(one_vm(host={"x2apic": True}, traffic={"rate": "500 Mb/s"}))
+    by = d["exits"]["by_reason"]
+    assert set(by) <= {"EXTERNAL_INTERRUPT", "MSR_WRITE", "HLT"} and "APIC_ACCESS" not in by
+    assert by["MSR_WRITE"] == d["interrupts"]["injected"] > 0
 
 
 def test_posted_interrupts_make_it_exitless():
-    _s, d = run(one_vm(sriov={"posted_interrupts": True}, traffic={"direction": "both"}))
-    assert d["exits"]["total"] == 0 and d["exits"]["by_reason"] == {}
-    assert d["interrupts"]["injected"] == 0 and d["interrupts"]["posted"] > 0
+    """APICv + VT-d PI: no interrupt or EOI exit, no host interrupt; the only
+    exits left are the idle guest's HLTs."""
+    _s, d = run(one_vm(host={"apicv": True, "vtd_posted_interrupts": True}, traffic={"direction": "both"}))
+    assert set(d["exits"]["by_reason"]) <= {"HLT"}
+    assert d["interrupts"]["injected"] == 0 and d["interrupts"]["posted"] > 0 and d["interrupts"]["host"] == 0
     assert d["packets"]["delivered"] == 400
+    _s, busy = run(one_vm(host={"apicv": True, "vtd_posted_interrupts": True}, traffic={"rate": "line"}),
+                   packets=2000)
+    assert busy["exits"]["per_packet"] < 0.01 and busy["interrupts"]["host"] == 0
 
 
 def test_interrupt_moderation_batches_interrupts():
@@ -81,7 +106,36 @@ def test_interrupt_moderation_batches_interrupts():
     _s, itr = run(one_vm(traffic=fast, sriov={"itr_us": 100}), packets=2000)
     assert none["packets"]["delivered"] == itr["packets"]["delivered"] == 2000
     assert itr["interrupts"]["injected"] < none["interrupts"]["injected"] / 2
-    assert itr["exits"]["total"] == 2 * itr["interrupts"]["injected"]
+    assert itr["exits"]["by_reason"]["APIC_ACCESS"] == itr["interrupts"]["injected"]
+    assert itr["options"]["itr"] == "100 µs" and none["options"]["itr_us"] == 0
+
+
+def test_a_fixed_eitr_really_spaces_the_interrupts():
+    """The 82599's EITR interval counter: two MSI-X never less than the interval apart."""
+    s, sink = traced(one_vm(traffic={"rate": "100 Mb/s", "sizes": 60}, sriov={"itr_us": 100}), packets=2000)
+    s.run()
+    t = [e.t for e in sink.events if e.kind == "irq" and e.data.get("source") == "VF0 MSI-X"]
+    assert len(t) > 3 and min(b - a for a, b in zip(t, t[1:])) >= 100_000
+
+
+def test_adaptive_itr_writes_eitr_under_load_and_moves_back_when_idle():
+    """ixgbevf's default: the EITR value changes (VTEITR writes in the trace, no
+    exit) from its 20K start toward bulk under load; a light load brings it to
+    lowest latency (100K/s: itr 40 → 10 µs)."""
+    s, sink = traced(one_vm(traffic={"rate": "line"}), packets=3000)
+    s.run()
+    w = [e for e in sink.events if e.kind == "irq" and "VTEITR" in e.msg]
+    assert w[0].t == 0 and w[0].data["itr"] == 200 and "0x800000c8" in w[0].msg   # IXGBE_20K_ITR, WDIS
+    ups = [e.data["itr"] for e in w[1:]]
+    assert len(ups) >= 5 and ups == sorted(ups) and 200 < ups[-1] <= 336     # smoothed toward IXGBE_12K_ITR
+    assert ups[0] == 10 * 336 * 200 // (9 * 336 + 200)                         # 208
+    assert all("no exit" in e.msg and "bulk" in e.msg for e in w[1:])
+    assert not {"EPT_MISCONFIG", "APIC_WRITE"} & set(s.metrics.exits_by_reason)
+    s, sink = traced(one_vm(traffic={"rate": "20 Mb/s", "sizes": 60}), packets=200)
+    s.run()
+    w = [e.data["itr"] for e in sink.events if e.kind == "irq" and "VTEITR" in e.msg]
+    assert w[1] == 10 * 40 * 200 // (9 * 40 + 200) and w[-1] < 60 and w == sorted(w, reverse=True)
+    assert s.summary()["options"]["itr"] == "adaptive"
 
 
 # -- data: zero copies, every DMA through the IOMMU -----------------------------------------------
@@ -105,28 +159,32 @@ def test_a_tiny_iotlb_misses_more():
 
 
 def test_rx_descriptors_in_guest_ram_mid_run():
-    """Descriptors the VF is done with carry DD|EOP and the length, and their
-    buffer (at the GPA in the descriptor) holds the frame."""
+    """Descriptors the VF is done with are in the 82599 write-back format
+    (status_error DD|EOP, length) and their buffer holds the frame; those
+    it still owns are in the read format (pkt_addr, hdr_addr 0: no DD)."""
     s = sim_for(one_vm(traffic={"rate": "line"}), "sriov", packets=400)
     port = s.technique.ports[0]
     rx, ram = port.rx, s.vms[0].mem.ram
-    seen = 0
+    seen = owned = 0
     while not s.complete and s.engine.pending:
         s.engine.run(max_events=53)
         i = rx.next_to_clean
         while i != rx.head:
-            addr, length, _c, status, errors, _sp = struct.unpack_from("<QHHBBH", ram, rx.base + 16 * i)
+            pkt_info, _hdr, _rss, status, length, _vlan = struct.unpack_from("<HHIIHH", ram, rx.base + 16 * i)
             if port.rx_filled.get(i) is not None:
-                assert status == RXD_STAT_DD | RXD_STAT_EOP and errors == 0
+                assert status == RXD_STAT_DD | RXD_STAT_EOP and pkt_info == 0x0210   # IPv4 | UDP
                 assert length == port.rx_filled[i].size
+                addr = port.rx.tokens[i]
                 assert ram[addr:addr + length] == port.rx_filled[i].frame
                 seen += 1
             i = (i + 1) % rx.size
         j = rx.head
-        while j != rx.tail:                                  # still the hardware's: not written back
-            assert ram[rx.base + 16 * j + 12] == 0
+        while j != rx.tail:                                  # still the hardware's: read format
+            pkt_addr, hdr_addr = struct.unpack_from("<QQ", ram, rx.base + 16 * j)
+            assert hdr_addr == 0 and pkt_addr == rx.tokens[j]
+            owned += 1
             j = (j + 1) % rx.size
-    assert seen > 0
+    assert seen > 0 and owned > 0
 
 
 # -- the six steps ---------------------------------------------------------------------------------
@@ -268,26 +326,41 @@ def test_a_whole_run_for_one_vm_never_touches_the_other(seed, unmapped, readonly
 
 # -- description and views -----------------------------------------------------------------------------
 def test_label_options_and_views():
-    s = sim_for(four_vm_preset(sriov={"ring_size": 32, "iotlb_entries": 128}), "sriov", packets=50)
+    s = sim_for(four_vm_preset(sriov={"ring_size": 32}, iommu={"iotlb_entries": 128}), "sriov", packets=50)
     t = s.technique
     assert t.label() == "SR-IOV (VF 02:10.0…, posted interrupts off)"
     o = t.options()
     assert (o["posted_interrupts"], o["x2apic"], o["iotlb_entries"], o["vfs"]) == (False, False, 128, 4)
+    assert (o["itr"], o["superpages"], o["descriptors"]) == ("adaptive", False, "82599-adv")
     assert t.host_busy_ns() == 0
     s.run()
     q = t.queues()
-    assert [(x.vm, x.name, x.kind, x.size) for x in q[:2]] == [("vm0", "rx", "vf-legacy", 32), ("vm0", "tx", "vf-legacy", 32)]
+    assert [(x.vm, x.name, x.kind, x.size) for x in q[:2]] == [("vm0", "rx", "82599-adv", 32), ("vm0", "tx", "82599-adv", 32)]
     assert len(q) == 8 and len({x.desc_gpa for x in q[:2]}) == 2
     rv = t.ring_views()
-    assert len(rv) == 8 and rv[0].kind == "vf-legacy" and "no exit" in rv[0].note
-    assert len(rv[0].rows) == 32 and rv[0].columns == ("idx", "addr", "len", "status")
+    assert len(rv) == 8 and rv[0].kind == "82599-adv" and "no exit" in rv[0].note and "adaptive ITR" in rv[0].note
+    assert len(rv[0].rows) == 32 and rv[0].columns == ("idx", "format", "pkt_addr / pkt_info", "length", "status_error")
+    assert {r[1] for r in rv[0].rows} == {"read", "write-back"}
+    assert any(r[1] == "write-back" and r[4] == "DD|EOP" and r[3] == "1514" for r in rv[0].rows)
+    assert rv[1].columns == ("idx", "descriptor", "buffer_addr", "cmd", "olinfo / status")
+    assert {r[1] for r in rv[1].rows} == {"–"}            # vm0 sent nothing
     iv = t.iommu_view()
     assert not iv.idle_reason and [r[0] for r in iv.rows] == ["02:10.0", "02:10.2", "02:10.4", "02:10.6"]
     assert iv.rows[1][1] == "VF1 → vm1" and iv.rows[1][2] == "2"
     nv = t.nic_view()
     assert not nv.idle_reason and [r[1] for r in nv.rows] == ["02:00.0", "02:10.0", "02:10.2", "02:10.4", "02:10.6"]
-    posted = sim_for(make_preset(sriov={"posted_interrupts": True}), "sriov", packets=1).technique
-    assert posted.label() == "SR-IOV (VF 02:10.0, posted interrupts on)"
+    posted = sim_for(make_preset(host={"apicv": True, "vtd_posted_interrupts": True}), "sriov", packets=1).technique
+    assert posted.label() == "SR-IOV (VF 02:10.0, VT-d posted interrupts)"
+
+
+def test_the_tx_ring_pane_shows_a_context_and_a_data_descriptor_per_frame():
+    s = sim_for(one_vm(traffic={"direction": "tx", "sizes": 590}, sriov={"ring_size": 64}), "sriov", packets=20)
+    s.run()
+    tx = s.technique.ring_views()[1]
+    kinds = [r[1] for r in tx.rows]
+    assert kinds[:40] == ["context", "data"] * 20
+    assert tx.rows[0][2:4] == ("MACLEN 14", "DEXT|DTYP_CTXT")
+    assert tx.rows[1][3] == "DEXT|IFCS|EOP|RS" and tx.rows[1][2].endswith("len 590") and tx.rows[1][4] == "CC DD"
 
 
 # -- the command line ---------------------------------------------------------------------------------
@@ -295,13 +368,13 @@ def test_cli_run_json():
     p = run_cli("run", "--technique", "sriov", "--packets", "500", "--json", check_rc=0)
     d = json.loads(p.stdout)
     assert d["technique"] == "sriov" and d["preset"] == "steady-stream"
-    assert d["packets"] == {"offered": 500, "delivered": 500, "dropped": 0}
+    assert d["packets"] == {"offered": 500, "delivered": 500, "dropped": 0, "to_host": 0}
     assert d["copies_per_packet"] == 0
-    assert set(d["exits"]["by_reason"]) == {"EXTERNAL_INTERRUPT", "APIC_WRITE"}
-    assert d["exits"]["total"] == 2 * d["interrupts"]["injected"] > 0
+    by = d["exits"]["by_reason"]
+    assert set(by) <= {"EXTERNAL_INTERRUPT", "APIC_ACCESS", "HLT"} and by["APIC_ACCESS"] == d["interrupts"]["injected"] > 0
     assert d["iommu"]["translations"] == 1500 and d["iommu"]["faults"] == 0
     p = run_cli("run", "--technique", "sriov", "--packets", "500", "--json",
-                "--set", "sriov.posted_interrupts=true", check_rc=0)
+                "--set", "host.apicv=true", "--set", "host.vtd_posted_interrupts=true", check_rc=0)
     e = json.loads(p.stdout)
-    assert e["exits"]["total"] == 0 and e["interrupts"]["posted"] > 0
+    assert set(e["exits"]["by_reason"]) <= {"HLT"} and e["interrupts"]["posted"] > 0 and e["interrupts"]["host"] == 0
     assert e["latency_ns"]["p50"] < d["latency_ns"]["p50"]
