@@ -207,6 +207,8 @@ _NIC = {
     "line_rate_gbps": F(_float(0.1, 400), 10.0),
     # the PF driver's service timer (ixgbe_watchdog_subtask → ixgbe_spoof_check reads SSVPC): 2 s
     "pf_watchdog_ms": F(_float(0.01, 60000), 2000.0),
+    # fraction of frames from the wire addressed to a MAC no VF owns (the NIC hands them to the PF)
+    "unknown_unicast": F(_float(0, 1), 0.0),
 }
 
 _VIRTIO = {

@@ -49,6 +49,8 @@ __all__ = ["SrIov", "ROGUE_GPA", "ITR_20K", "ITR_100K", "ITR_12K", "eitr_ns"]
 #: where a buggy or malicious guest driver points buffers it never mapped
 ROGUE_GPA = 0x7F00_0000
 FORGED_MAC = "02:de:ad:be:ef:01"
+#: where [nic] unknown_unicast readdresses frames from the wire: a unicast MAC no VF owns
+STRAY_MAC = "02:00:00:00:0f:01"
 
 # ixgbevf.h: q_vector->itr values (µs << 2) and the ring containers' latency states
 ITR_100K = 40        # IXGBE_100K_ITR: 10 µs
@@ -132,6 +134,7 @@ class SrIov(Technique):
         self.faults = self.preset.faults
         self.watchdog_ns = max(1, int(self.preset.nic["pf_watchdog_ms"] * 1e6))
         self.watchdog_armed = False
+        self.unknown_unicast = self.preset.nic["unknown_unicast"]
 
     # -- description -------------------------------------------------------------------
     def options(self) -> dict:
@@ -236,6 +239,13 @@ class SrIov(Technique):
     # -- receive ---------------------------------------------------------------------------------
     def receive_from_wire(self, pkt: Packet) -> None:
         now = self.engine.now
+        u = self.unknown_unicast
+        if u and self.engine.rng.random() < u:
+            # a frame for some other machine on the segment (no VF owns its destination)
+            frame = bytearray(pkt.frame)
+            frame[0:6] = mac_bytes(STRAY_MAC)
+            pkt.frame = bytes(frame)
+            pkt.dst = STRAY_MAC
         outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan)
         if not outs:
             self.sim.dropped(pkt, reason, 2)
