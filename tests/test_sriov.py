@@ -378,3 +378,120 @@ def test_cli_run_json():
     e = json.loads(p.stdout)
     assert set(e["exits"]["by_reason"]) <= {"HLT"} and e["interrupts"]["posted"] > 0 and e["interrupts"]["host"] == 0
     assert e["latency_ns"]["p50"] < d["latency_ns"]["p50"]
+
+
+# -- issue 14: the 82599 advanced descriptors in a RAM dump -------------------------------------------
+def test_ram_dump_holds_82599_advanced_rx_write_back_and_tx_context_plus_data(tmp_path):
+    """`iovtui run --dump-ram`: layout.json names the VF's rings 82599-adv; an RX
+    descriptor the VF wrote back reads status_error DD|EOP and the frame's length
+    (its buffer is gone from the read format), and each sent frame is a context
+    descriptor (DEXT|DTYP_CTXT) and a data descriptor (DTYP_DATA|DEXT|IFCS|EOP|RS|len,
+    olinfo PAYLEN << 14 | CC, DD once sent)."""
+    d = tmp_path / "dump"
+    run_cli("run", "--technique", "sriov", "--packets", "205", "--set", "traffic.direction=\"both\"",
+            "--set", "traffic.sizes=590", "--dump-ram", str(d), check_rc=0)
+    layout = json.loads((d / "layout.json").read_text())
+    qs = {q["name"]: q for q in layout["queues"]}
+    assert {q["kind"] for q in qs.values()} == {"82599-adv"} and qs["rx"]["desc_len"] == 16
+    ram = (d / "vm0.ram").read_bytes()
+    rx, tx = qs["rx"], qs["tx"]
+    wb = []
+    for i in range(rx["size"]):
+        pkt_info, _hdr_info, _rss, status_error, length, _vlan = struct.unpack_from("<HHIIHH", ram, rx["desc_gpa"] + 16 * i)
+        if status_error & 1:
+            wb.append((pkt_info, status_error, length))
+    assert wb and all(w == (0x0210, 0x3, 590) for w in wb)               # IPv4|UDP, DD|EOP, length
+    # the rest are in the read format: pkt_addr, hdr_addr 0
+    reads = [struct.unpack_from("<QQ", ram, rx["desc_gpa"] + 16 * i) for i in range(rx["size"])]
+    assert sum(1 for a, h in reads if h == 0 and a) >= rx["size"] - len(wb) - 1
+    frames = 0
+    for i in range(0, tx["size"], 2):
+        vml, seed, tucmd, mss = struct.unpack_from("<IIII", ram, tx["desc_gpa"] + 16 * i)
+        addr, cmd, olinfo = struct.unpack_from("<QII", ram, tx["desc_gpa"] + 16 * (i + 1))
+        if not cmd:
+            continue
+        frames += 1
+        assert vml == 14 << 9 and tucmd == 0x20000000 | 0x00200000 and (seed, mss) == (0, 0)
+        assert cmd == 0x00300000 | 0x20000000 | 0x02000000 | 0x01000000 | 0x08000000 | 590
+        assert olinfo == (590 << 14) | 0x80 | 0x1                           # PAYLEN, CC, and DD written back
+        assert ram[addr + 6:addr + 12] == bytes.fromhex("525400000001")    # the frame, in the buffer
+    assert frames > 20
+
+
+def test_unknown_unicast_goes_to_the_host_and_is_counted_in_json():
+    p = run_cli("run", "--technique", "sriov", "--packets", "400", "--json",
+                "--set", "nic.unknown_unicast=0.25", check_rc=0)
+    d = json.loads(p.stdout)
+    pk = d["packets"]
+    assert pk["to_host"] > 50 and pk["dropped"] == 0
+    assert pk["offered"] == pk["delivered"] + pk["dropped"] + pk["to_host"] == 400
+
+
+def test_a_blocked_dma_leaves_the_old_bytes_and_the_guest_reads_a_stale_frame():
+    """The IOMMU drops the posted write: the read-only buffers keep their bytes,
+    the VF still writes back DD|EOP and the length, and the guest's NAPI
+    narrates a stale frame.  The frame counts as dropped once."""
+    p = one_vm(faults={"readonly_dma": 1.0}, sriov={"ring_size": 32})
+    s, sink = traced(p, packets=60)
+    mem = s.vms[0].mem
+    ro = [r for r in mem.regions if "read-only" in r.label]
+    for r in ro:                                          # the buffers' old contents
+        mem.ram[r.start:r.end] = bytes([0xA5]) * (r.end - r.start)
+    before = [bytes(mem.ram[r.start:r.end]) for r in ro]
+    seen_wb = []
+    rx = s.technique.ports[0].rx
+    while not s.complete and s.engine.pending:
+        s.engine.run(max_events=7)
+        for i in range(rx.size):
+            pkt_addr = rx.tokens[i]
+            _pi, _hi, _rss, st, ln, _v = struct.unpack_from("<HHIIHH", mem.ram, rx.base + 16 * i)
+            if st & 1 and pkt_addr is not None and any(r.start <= pkt_addr < r.end for r in ro):
+                seen_wb.append((st, ln))
+    d = s.summary()
+    assert [bytes(mem.ram[r.start:r.end]) for r in ro] == before
+    assert seen_wb and set(seen_wb) == {(0x3, 1514)}
+    stale = [e for e in sink.events if e.kind == "ring" and e.data.get("stale")]
+    faults = d["iommu"]["faults"]
+    assert faults > 0 and len(stale) == faults
+    assert "still holds its old bytes" in stale[0].msg and stale[0].msg.endswith("the frame it reads is stale")
+    assert d["drops_by_reason"]["IOMMU blocked the DMA write (DMAR fault)"] == faults
+    assert d["packets"]["delivered"] + d["packets"]["dropped"] == 60
+    assert "RXE" not in json.dumps([e.to_dict() for e in sink.events])
+
+
+def test_a_rogue_gpa_outside_ram_reads_nothing_valid():
+    s, sink = traced(one_vm(faults={"unmapped_dma": 0.3}), packets=200)
+    s.run()
+    stale = [e for e in sink.events if e.kind == "ring" and e.data.get("stale")]
+    assert stale and all(e.msg.endswith("is outside vm0's RAM: it reads nothing valid") for e in stale)
+    assert len(stale) == s.summary()["iommu"]["faults"]
+
+
+def test_dmar_fault_line_prints_the_page_aligned_address():
+    """A read-only buffer at GPA page + 0x800: the DMAR line prints the page."""
+    s, sink = traced(one_vm(faults={"readonly_dma": 1.0}), packets=40)
+    s.run()
+    faults = [e for e in sink.events if e.kind == "fault" and "DMAR" in e.msg]
+    odd = [e for e in faults if e.data["addr"] & 0xFFF]
+    assert odd, "some blocked buffers start mid-page"
+    for e in faults:
+        assert f"fault addr 0x{e.data['addr'] & ~0xFFF:x} [fault reason 0x05]" in e.msg
+    assert all(int(line.split("fault addr ")[1].split()[0], 16) & 0xFFF == 0 for line in s.technique.iommu.faults)
+
+
+def test_spoofed_frames_show_the_pf_log_line():
+    p = one_vm(traffic={"direction": "tx", "rate": "1 Gb/s", "sizes": 590},
+               faults={"spoofed_src": 0.2}, nic={"pf_watchdog_ms": 1.0})
+    s, sink = traced(p, packets=800)
+    s.run()
+    logs = [e for e in sink.events if e.kind == "fault" and "Spoofed packets detected" in e.msg]
+    assert logs
+    counted = 0
+    for e in logs:
+        line = e.data["line"]
+        assert line.startswith("ixgbe 0000:02:00.0 enp2s0f0: ") and line.endswith(" Spoofed packets detected")
+        counted += int(line.split(": ")[1].split()[0])
+        assert e.t % 1_000_000 == 0                    # the watchdog's ticks
+    assert 0 < counted <= s.technique.nic.spoofed_total
+    pane = s.technique.nic_view().lines
+    assert pane[-1] == f"PF log: {logs[-1].data['line']}"
