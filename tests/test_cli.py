@@ -15,7 +15,7 @@ def test_run_json_has_the_design_keys():
         d = json.loads(p.stdout)
         assert KEYS <= set(d)
         assert d["technique"] == tech and d["preset"] == "steady-stream" and d["seed"] == 1
-        assert set(d["packets"]) == {"offered", "delivered", "dropped"} and d["packets"]["offered"] == 300
+        assert set(d["packets"]) == {"offered", "delivered", "dropped", "to_host"} and d["packets"]["offered"] == 300
         assert set(d["exits"]) == {"total", "per_packet", "by_reason"}
         assert set(d["interrupts"]) == {"injected", "posted"}
         assert set(d["latency_ns"]) == {"p50", "p99"}
