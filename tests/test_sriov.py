@@ -495,3 +495,23 @@ def test_spoofed_frames_show_the_pf_log_line():
     assert 0 < counted <= s.technique.nic.spoofed_total
     pane = s.technique.nic_view().lines
     assert pane[-1] == f"PF log: {logs[-1].data['line']}"
+
+
+def test_the_hex_view_names_the_82599_formats():
+    from iovtui.ui.screens.hexview import annotate_page
+    s = sim_for(one_vm(traffic={"direction": "both"}), "sriov", packets=41)
+    s.run()
+    t, ram = s.technique, s.vms[0].mem.ram
+    rx, tx = t.ports[0].rx, t.ports[0].tx
+    rx_notes = [n[2] for n in annotate_page(t, 0, rx.base, bytes(ram[rx.base:rx.base + 4096]))]
+    assert any("read: pkt_addr" in x for x in rx_notes)
+    wb = [i for i in range(rx.size) if rx.status(i) & RXD_STAT_DD]
+    assert wb
+    page = (rx.base + 16 * wb[0]) & ~0xFFF
+    notes = [n for n in annotate_page(t, 0, page, bytes(ram[page:page + 4096]))
+             if n[2].startswith(f"rx desc[{wb[0]}] status_error")]
+    assert notes and "(DD|EOP) length 1514" in notes[0][2] and notes[0][0] == rx.base + 16 * wb[0] + 8 - page
+    tx_notes = [n[2] for n in annotate_page(t, 0, tx.base, bytes(ram[tx.base:tx.base + 4096]))]
+    assert tx_notes[0].startswith("tx desc[0] context: vlan_macip_lens 0x00001c00 (MACLEN 14)")
+    assert "cmd_type_len 0x2b3005ea (DTYP_DATA|DEXT|IFCS|EOP|RS, length 1514)" in tx_notes[2]
+    assert tx_notes[3].endswith("(PAYLEN 1514 CC · written back: DD)")
