@@ -331,7 +331,8 @@ def human_summary(s: dict[str, Any], label: str) -> str:
     io = s["iommu"]
     lines = [
         f"{label} · preset {s['preset']} · seed {s['seed']}",
-        f"  packets     offered {pk['offered']:,}  delivered {pk['delivered']:,}  dropped {pk['dropped']:,}",
+        f"  packets     offered {pk['offered']:,}  delivered {pk['delivered']:,}  dropped {pk['dropped']:,}"
+        + (f"  to host {pk['to_host']:,}" if pk.get("to_host") else ""),
         f"  VM exits    {ex['total']:,} ({ex['per_packet']:.3f} per packet): {reasons}",
         f"  interrupts  injected {s['interrupts']['injected']:,}  posted {s['interrupts']['posted']:,}",
         f"  copies      {s['copies_per_packet']:.2f} per packet",

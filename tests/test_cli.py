@@ -15,7 +15,7 @@ def test_run_json_has_the_design_keys():
         d = json.loads(p.stdout)
         assert KEYS <= set(d)
         assert d["technique"] == tech and d["preset"] == "steady-stream" and d["seed"] == 1
-        assert set(d["packets"]) == {"offered", "delivered", "dropped"} and d["packets"]["offered"] == 300
+        assert set(d["packets"]) == {"offered", "delivered", "dropped", "to_host"} and d["packets"]["offered"] == 300
         assert set(d["exits"]) == {"total", "per_packet", "by_reason", "kernel", "userspace"}
         assert d["exits"]["kernel"] + d["exits"]["userspace"] == d["exits"]["total"]
         assert set(d["interrupts"]) == {"injected", "posted", "host"}
@@ -82,7 +82,7 @@ def test_dump_ram_can_be_walked_from_layout_json(tmp_path):
     frame = parse_frame(ram[addr + 12:addr + length])
     assert frame["dst"] == vm["mac"] and frame["ethertype"] == 0x0800
     # the other techniques list their rings with their kind
-    for tech, kind in (("emulation", "e1000-legacy"), ("sriov", "vf-legacy")):
+    for tech, kind in (("emulation", "e1000-legacy"), ("sriov", "82599-adv")):
         dd = tmp_path / tech
         run_cli("run", "--technique", tech, "--packets", "20", "--dump-ram", str(dd), check_rc=0)
         qs = json.loads((dd / "layout.json").read_text())["queues"]

@@ -45,7 +45,7 @@ def test_conservation_mid_run(tech, direction):
     while not s.complete and s.engine.pending:
         s.engine.run(max_events=97)
         m = s.metrics
-        assert m.offered == m.delivered + m.dropped + s.in_flight()
+        assert m.offered == m.delivered + m.dropped + m.to_host + s.in_flight()
         checks += 1
     assert checks > 20 and s.complete and s.in_flight() == 0
     assert s.metrics.corrupt == 0
@@ -110,8 +110,13 @@ def test_orderings_fall_out_of_the_mechanics(steady):
     assert set(posted["exits"]["by_reason"]) == {"HLT"} and posted["interrupts"]["host"] == 0
     busy = summary(load_preset("line-rate").with_options(**modern), "sriov", 3000)[1]
     assert busy["exits"]["per_packet"] < 0.05 < v
-    lat = [r[t]["latency_ns"]["p50"] for t in TECHNIQUES]
-    assert lat[0] > lat[1] > lat[2]                                  # SR-IOV best, emulation worst
+    # latency where it is the point (one request at a time): SR-IOV best, emulation worst
+    pp = load_preset("pingpong")
+    lat = [summary(pp, t, packets=400)[1]["latency_ns"]["p50"] for t in TECHNIQUES]
+    assert lat[0] > lat[1] > lat[2]
+    # in a stream, ixgbevf's adaptive ITR moves to bulk (12K interrupts/s) and trades latency
+    # for fewer interrupts: a frame waits at most about one EITR interval (84 µs)
+    assert r["sriov"]["latency_ns"]["p50"] < r["sriov"]["latency_ns"]["p99"] < 84_000 + 10_000
     line = load_preset("line-rate")
     tp = [summary(line, t, packets=3000)[1]["throughput_gbps"] for t in TECHNIQUES]
     assert tp[0] < tp[1] < tp[2]

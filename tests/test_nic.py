@@ -85,15 +85,16 @@ def test_a_port_vlan_isolates_and_the_drop_is_counted():
     assert (n.vfs[2].dropped, n.vfs[0].dropped) == (1, 1)
 
 
-def test_unknown_unicast_is_dropped_unless_a_function_is_trusted():
+def test_unknown_unicast_goes_to_the_pf_unless_a_function_is_trusted():
     n = nic_of(three_vms())
     outs, why = n.from_wire(UNKNOWN, 10)
-    assert outs == [] and "unknown unicast" in why
+    assert outs == [n.pf] and why == "" and n.pf.rx == 1          # the PF's default pool: the host
+    assert n.decisions[-1].endswith("unknown unicast, to the PF's default pool (the host)")
     t = nic_of(three_vms(b={"trust": True}))
     outs, why = t.from_wire(UNKNOWN, 10)
     assert [f.name for f in outs] == ["VF1"] and why == ""
     outs, why = t.from_wire(UNKNOWN, 20)                  # the trusted VF is not in VLAN 20
-    assert outs == [] and "unknown unicast" in why
+    assert outs == [t.pf] and why == ""
 
 
 def test_link_state_disable_drops():
@@ -233,3 +234,25 @@ def test_the_same_switch_decision_counts_up_instead_of_repeating():
     d = s.technique.nic.decisions
     assert len(d) == len(set(d))                       # no line twice in a row
     assert any(line.endswith(tuple(f"×{n}" for n in range(2, 100))) for line in d), d
+
+
+def test_ssvpc_is_read_and_cleared_by_the_pf_watchdog_and_logged():
+    n = nic_of(three_vms())
+    vf = n.vfs[0]
+    assert n.spoof_check() is None                          # nothing counted: no line
+    for _ in range(3):
+        n.from_vf(vf, "02:de:ad:be:ef:01", UNKNOWN)
+    assert n.spoof_check() == "ixgbe 0000:02:00.0 enp2s0f0: 3 Spoofed packets detected"
+    assert n.spoof_check() is None                          # read-to-clear
+    assert n.view().lines[-1] == "PF log: ixgbe 0000:02:00.0 enp2s0f0: 3 Spoofed packets detected"
+
+
+def test_unknown_unicast_in_a_run_reaches_the_pf_not_a_vm():
+    p = make_preset(vm=[{"name": "a", "mac": A}], traffic={"count": 100}, nic={"unknown_unicast": 0.5})
+    s = sim_for(p, "sriov", packets=100)
+    s.run()
+    d = s.summary()
+    n = s.technique.nic
+    assert d["packets"]["to_host"] == n.pf.rx > 20 and d["packets"]["dropped"] == 0
+    assert d["packets"]["delivered"] == n.vfs[0].rx == 100 - n.pf.rx
+    assert n.view().rows[0][8] == f"{n.pf.rx:,}"

@@ -56,10 +56,13 @@ def bursty_web():
 def pingpong():
     lat = [run("pingpong", t, 400)[1]["latency_ns"]["p50"] for t in TECHNIQUES]
     assert lat[0] > lat[1] > lat[2]
-    # "every exit is on the critical path": taking SR-IOV's two interrupt exits away shortens it
-    on = run("pingpong", "sriov", 400, host={"apicv": True, "vtd_posted_interrupts": True})[1]["latency_ns"]
-    off = run("pingpong", "sriov", 400)[1]["latency_ns"]
-    assert on["p50"] < off["p50"] and on["p99"] < off["p99"]
+    # "every exit is on the critical path": taking SR-IOV's interrupt exits away shortens the
+    # exchange (the idle guest still halts between requests: its wake-up stays on the path)
+    on = run("pingpong", "sriov", 400, host={"apicv": True, "vtd_posted_interrupts": True})[1]
+    off = run("pingpong", "sriov", 400)[1]
+    assert on["latency_ns"]["p50"] <= off["latency_ns"]["p50"]
+    assert on["virtual_time_ns"] < off["virtual_time_ns"] and on["exits"]["total"] < off["exits"]["total"]
+    assert on["exits"]["by_reason"]["HLT"] > 0
 
 
 def multi_tenant():
@@ -93,11 +96,15 @@ def rogue_dma():
                for line in s.technique.iommu.faults)
     # nothing reached RAM: the rogue GPA lies outside the guest, and the guest read only good frames
     assert ROGUE_GPA >= s.vms[0].mem.size and d["corrupt_frames"] == 0
+    assert d["packets"]["delivered"] + d["packets"]["dropped"] == d["packets"]["offered"]
 
 
 def mac_spoofing():
     s, d = run("mac-spoofing", "sriov")
     assert drops(d, "spoofed source MAC") == s.technique.nic.spoofed_total > 0
+    # the PF driver's watchdog logged what SSVPC counted (every 2 ms here)
+    logged = [line for line in s.technique.nic.view().lines if "Spoofed packets detected" in line]
+    assert logged and logged[-1].startswith("PF log: ixgbe 0000:02:00.0 enp2s0f0: ")
 
 
 NO_APICV = {"apicv": False, "vtd_posted_interrupts": False}
@@ -139,9 +146,13 @@ def modern_host():
 
 def iotlb_thrash():
     _s, d = run("iotlb-thrash", "sriov")
-    _s, big = run("iotlb-thrash", "sriov", sriov={"iotlb_entries": 64})
+    _s, big = run("iotlb-thrash", "sriov", iommu={"iotlb_entries": 64})
     assert d["iommu"]["iotlb_misses"] > d["iommu"]["iotlb_hits"]
     assert big["iommu"]["iotlb_hits"] > 3 * big["iommu"]["iotlb_misses"]
+    # what the description says to try: 2 MiB superpages, more reach for the same 2 entries
+    _s, sp = run("iotlb-thrash", "sriov", iommu={"superpages": True})
+    # (a frame's descriptor and buffer share one 2 MiB page: only its first DMA can miss)
+    assert 2 * sp["iommu"]["iotlb_misses"] <= d["iommu"]["iotlb_misses"] and sp["iommu"]["iotlb_hits"] > d["iommu"]["iotlb_hits"]
 
 
 def interrupt_moderation():

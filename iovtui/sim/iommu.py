@@ -19,6 +19,22 @@ Costs: an IOTLB miss is the 4-level page walk, four reads of
 more reads) only the first time a device is seen: like the hardware's
 context cache, the device's context entry (domain id, page-table pointer) is
 kept after it, until the host changes it (``attach``).
+
+Superpages (``[iommu] superpages``): where the IOMMU supports 2 MiB pages
+(``hardware_largepage_caps``) Linux's ``__domain_mapping`` writes a level-2
+entry with PS (bit 7) for every 2 MiB-aligned stretch of the range; the walk
+stops there (3 reads) and one IOTLB entry covers 2 MiB.
+
+Flushes follow the intel-iommu driver: an unmap (``intel_iommu_tlb_sync`` →
+``iommu_flush_iotlb_psi``) and a permission change (an unmap then a map of
+the same IOVA) invalidate the IOTLB entries of those pages; a map of pages
+that were not present only flushes the write buffer
+(``iommu_flush_write_buffer``): a not-present entry is never cached, so the
+IOTLB keeps what it holds (caching mode, an emulated vIOMMU, would need a
+flush on map too; this IOMMU is not one).
+
+The fault recording register holds the page-aligned address, so the DMAR
+line prints the faulting address with its low 12 bits clear (``dmar_fault``).
 """
 
 from __future__ import annotations
@@ -40,7 +56,10 @@ FAULT_REASONS = {
 }
 PTE_R = 1
 PTE_W = 2
+PTE_PS = 0x80          # a level-2 entry that maps a 2 MiB superpage
 PAGE = 4096
+SUPERPAGE = 2 << 20
+_ADDR = 0x000F_FFFF_FFFF_F000
 _Q = struct.Struct("<Q")
 _QQ = struct.Struct("<QQ")
 #: where the model's IOMMU tables live in host-physical memory
@@ -72,8 +91,9 @@ class DmaFault(Exception):
 
     def line(self) -> str:
         kind = "Write" if self.write else "Read"
+        # dmar_fault_do_one: the fault recording register holds the page address
         return (f"DMAR: [DMA {kind} NO_PASID] Request device [{rid_str(self.rid)}] fault addr "
-                f"0x{self.addr:x} [fault reason 0x{self.reason:02x}] {FAULT_REASONS[self.reason]}")
+                f"0x{self.addr & ~0xFFF:x} [fault reason 0x{self.reason:02x}] {FAULT_REASONS[self.reason]}")
 
 
 class HostTables:
@@ -111,7 +131,7 @@ class Domain:
 
 
 class Iommu:
-    def __init__(self, iotlb_entries: int, walk_read_ns: int, metrics) -> None:
+    def __init__(self, iotlb_entries: int, walk_read_ns: int, metrics, superpages: bool = False) -> None:
         self.mem = HostTables()
         self.root = self.mem.alloc()          # root table: 256 × 16 B
         self.domains: dict[int, Domain] = {}
@@ -124,6 +144,11 @@ class Iommu:
         self.last: str = ""
         #: the context cache: rid -> (did, second-level page-table pointer)
         self.context_cache: dict[int, tuple[int, int]] = {}
+        #: 2 MiB second-level pages where a mapping allows (the IOMMU's SLLPS capability)
+        self.superpages = superpages
+        #: IOTLB flushes the host's driver issued (page-selective), and write-buffer flushes
+        self.iotlb_flushes = 0
+        self.write_buffer_flushes = 0
 
     # -- programming (what the host's intel-iommu driver does) -------------------
     def domain(self, did: int, name: str) -> Domain:
@@ -147,35 +172,73 @@ class Iommu:
         self.context_cache.pop(rid, None)     # (a context-cache invalidation)
 
     def map(self, did: int, iova: int, hpa: int, size: int, read: bool = True, write: bool = True) -> None:
+        """__domain_mapping: write the second-level entries for ``size`` bytes.
+        Pages that were already present change permission (the host unmapped
+        them first): their IOTLB entries are invalidated.  New pages only
+        flush the write buffer."""
         d = self.domains[did]
         perms = (PTE_R if read else 0) | (PTE_W if write else 0)
-        for off in range(0, size, PAGE):
-            self._set_pte(d, iova + off, ((hpa + off) & ~0xFFF) | perms)
+        changed = False
+        off = 0
+        while off < size:
+            a, h = iova + off, hpa + off
+            if (self.superpages and not a % SUPERPAGE and not h % SUPERPAGE and size - off >= SUPERPAGE):
+                changed |= self._set_pte(d, a, (h & ~(SUPERPAGE - 1)) | perms | PTE_PS, level=2)
+                off += SUPERPAGE
+            else:
+                changed |= self._set_pte(d, a, (h & ~0xFFF) | perms)
+                off += PAGE
         d.ranges.append((iova, hpa, size, perms))
-        self._flush(did)
+        if changed:
+            self._flush_range(did, iova, size)      # a permission change
+        else:
+            self.write_buffer_flushes += 1          # iommu_flush_write_buffer only
 
     def unmap(self, did: int, iova: int, size: int) -> None:
+        """Clear the entries, then invalidate their IOTLB entries (iommu_flush_iotlb_psi)."""
         d = self.domains[did]
         for off in range(0, size, PAGE):
             self._set_pte(d, iova + off, 0)
         d.ranges.append((iova, 0, size, 0))
-        self._flush(did)
+        self._flush_range(did, iova, size)
 
-    def _set_pte(self, d: Domain, iova: int, value: int) -> None:
+    def _set_pte(self, d: Domain, iova: int, value: int, level: int = 1) -> bool:
+        """Write the level-``level`` entry for ``iova``; a superpage on the way
+        to a 4 KiB entry is split into a table of 512 entries first.  Returns
+        whether a present entry was replaced."""
         table = d.pgd
-        l4, l3, l2, l1 = walk_indices(iova)
-        for idx in (l4, l3, l2):
-            e = table + 8 * idx
+        idx = walk_indices(iova)
+        for lv, i in zip((4, 3, 2), idx[:3]):
+            e = table + 8 * i
             (v,) = self.mem.read(e)
-            if not v & (PTE_R | PTE_W):
+            if lv == level:
+                self.mem.write_q(e, value)
+                return bool(v & (PTE_R | PTE_W))
+            if v & PTE_PS:
+                # split the 2 MiB page into 4 KiB entries with the same permissions
+                nxt = self.mem.alloc()
+                base, perms = v & _ADDR & ~(SUPERPAGE - 1), v & (PTE_R | PTE_W)
+                for k in range(512):
+                    self.mem.write_q(nxt + 8 * k, (base + k * PAGE) | perms)
+                self.mem.write_q(e, nxt | PTE_R | PTE_W)
+                v = nxt | PTE_R | PTE_W
+            elif not v & (PTE_R | PTE_W):
                 nxt = self.mem.alloc()
                 self.mem.write_q(e, nxt | PTE_R | PTE_W)
                 v = nxt | PTE_R | PTE_W
-            table = v & 0x000F_FFFF_FFFF_F000
-        self.mem.write_q(table + 8 * l1, value)
+            table = v & _ADDR
+        e = table + 8 * idx[3]
+        (old,) = self.mem.read(e)
+        self.mem.write_q(e, value)
+        return bool(old & (PTE_R | PTE_W))
 
-    def _flush(self, did: int) -> None:
-        for key in [k for k in self.iotlb if k[0] == did]:
+    def _flush_range(self, did: int, iova: int, size: int) -> None:
+        """Page-selective IOTLB invalidation of ``[iova, iova + size)`` in domain ``did``
+        (an entry for a superpage that overlaps the range goes too)."""
+        self.iotlb_flushes += 1
+        lo, hi = iova >> 12, (iova + size - 1) >> 12
+        for key in [k for k in self.iotlb if k[0] == did and
+                    (lo <= k[1] <= hi if k[2] == 1 else (lo >> 9) <= k[1] <= (hi >> 9))]:
             del self.iotlb[key]
 
     # -- translation ---------------------------------------------------------------
@@ -185,13 +248,17 @@ class Iommu:
         m = self.metrics
         m.iommu_translations += 1
         did = self.devices.get(rid, -1)
-        key = (did, iova >> 12)
-        hit = self.iotlb.get(key)
         need = PTE_W if write else PTE_R
+        iotlb = self.iotlb
+        key = (did, iova >> 12, 1)
+        hit = iotlb.get(key)
+        if hit is None and self.superpages:
+            key = (did, iova >> 21, 2)
+            hit = iotlb.get(key)
         if hit is not None and hit[1] & need:
-            self.iotlb.move_to_end(key)
+            iotlb.move_to_end(key)
             m.iotlb_hits += 1
-            return hit[0] | (iova & 0xFFF), 0, True
+            return hit[0] | (iova & (0xFFF if key[2] == 1 else SUPERPAGE - 1)), 0, True
         m.iotlb_misses += 1
         cost = 0
         try:
@@ -211,22 +278,32 @@ class Iommu:
                 ctx = self.context_cache[rid] = ((chi >> 8) & 0xFFFF, clo & ~0xFFF)
             did, table = ctx
             v = 0
-            for idx in walk_indices(iova):       # the page walk: 4 reads
+            level = 4
+            for idx in walk_indices(iova):       # the page walk: 4 reads (3 to a superpage)
                 (v,) = self.mem.read(table + 8 * idx)
                 cost += self.walk_read_ns
                 if not v & need:
                     raise DmaFault(rid, iova, write, 0x05 if write else 0x06)
-                table = v & 0x000F_FFFF_FFFF_F000
+                table = v & _ADDR
+                if level == 2 and v & PTE_PS:
+                    break
+                level -= 1
         except DmaFault as f:
             m.iommu_faults += 1
             self.faults.append(f.line())
             self.last = f.line()
             raise
-        page = v & 0x000F_FFFF_FFFF_F000
-        self.iotlb[(did, iova >> 12)] = (page, v & (PTE_R | PTE_W))
-        if len(self.iotlb) > self.iotlb_entries:
-            self.iotlb.popitem(last=False)    # LRU eviction
-        return page | (iova & 0xFFF), cost, False
+        perms = v & (PTE_R | PTE_W)
+        if level == 2:                            # a 2 MiB page
+            page = table & ~(SUPERPAGE - 1)
+            iotlb[(did, iova >> 21, 2)] = (page, perms)
+            hpa = page | (iova & (SUPERPAGE - 1))
+        else:
+            iotlb[(did, iova >> 12, 1)] = (table, perms)
+            hpa = table | (iova & 0xFFF)
+        if len(iotlb) > self.iotlb_entries:
+            iotlb.popitem(last=False)    # LRU eviction
+        return hpa, cost, False
 
     # -- the pane ---------------------------------------------------------------------
     def view(self, names: dict[int, str]) -> TableView:
@@ -241,16 +318,18 @@ class Iommu:
         m = self.metrics
         total = m.iotlb_hits + m.iotlb_misses
         rate = f"{100 * m.iotlb_hits / total:.1f} %" if total else "–"
+        walk = "a 3-read walk to a 2 MiB page, 4 to a 4 KiB page" if self.superpages else "a 4-read page walk each"
         head = [f"IOTLB {len(self.iotlb)}/{self.iotlb_entries} · hits {m.iotlb_hits:,} · misses {m.iotlb_misses:,} "
-                f"(a 4-read page walk each) · {rate} · translations {m.iommu_translations:,} · "
+                f"({walk}) · {rate} · translations {m.iommu_translations:,} · "
                 f"faults {m.iommu_faults:,}"]
         faults = list(self.faults)
         head += faults[-1:]                       # the newest fault, in full, above the table
         # the IOTLB's newest entries: (domain, guest page) → host page, and R/W
         newest = list(self.iotlb.items())[-4:][::-1]
         lines = (["IOTLB newest: " + " · ".join(
-                    f"dom {did} 0x{gfn << 12:x}→0x{page:x} {'R' if perms & PTE_R else '-'}{'W' if perms & PTE_W else '-'}"
-                    for (did, gfn), (page, perms) in newest)] if newest else [])
+                    f"dom {did} 0x{gfn << (12 if sz == 1 else 21):x}→0x{page:x}{'' if sz == 1 else ' (2 MiB)'} "
+                    f"{'R' if perms & PTE_R else '-'}{'W' if perms & PTE_W else '-'}"
+                    for (did, gfn, sz), (page, perms) in newest)] if newest else [])
         lines += faults[-3:-1][::-1]              # earlier faults, newest first
         return TableView("IOMMU (VT-d)", ("RID", "device", "dom", "IOVA (GPA)", "HPA", "perm"),
                          tuple(rows), tuple(lines), head=tuple(head))

@@ -95,6 +95,7 @@ class Metrics:
         self.offered = 0
         self.delivered = 0
         self.dropped = 0
+        self.to_host = 0             # frames the NIC handed to the host (the PF's default pool), not to a VM
         self.drops_by_reason: dict[str, int] = {}
         self.bytes_delivered = 0
         self.first_offer_t = -1
@@ -170,7 +171,8 @@ class Metrics:
             "technique": technique,
             "preset": preset,
             "seed": seed,
-            "packets": {"offered": self.offered, "delivered": self.delivered, "dropped": self.dropped},
+            "packets": {"offered": self.offered, "delivered": self.delivered, "dropped": self.dropped,
+                        "to_host": self.to_host},
             "exits": {
                 "total": self.exits_total,
                 "per_packet": round(self.per_packet(self.exits_total), 4),

@@ -5,6 +5,12 @@ Requester IDs follow the SR-IOV capability: VF n's routing ID is the PF's
 plus First VF Offset plus n × VF Stride (Intel 82599: 128 and 2, so PF
 02:00.0 has VFs 02:10.0, 02:10.2, …).  Per-VF settings are the ones
 ``ip link show`` prints: MAC, VLAN, spoof checking, link-state, trust.
+
+The PF's pool is the default pool: a unicast frame from the wire that no
+VF's MAC filter claims goes to the PF, i.e. the host's own network stack.
+Spoofed frames are counted PF-wide in SSVPC, a read-to-clear register the PF
+driver reads from its service timer (``ixgbe_spoof_check``), which logs
+``ixgbe 0000:02:00.0 enp2s0f0: N Spoofed packets detected``.
 """
 
 from __future__ import annotations
@@ -69,6 +75,15 @@ class Nic:
         self.by_mac = {f.mac: f for f in self.vfs if f.vm is not None}
         self._decisions: deque[tuple[str, int]] = deque(maxlen=6)    # (decision, times in a row)
         self.spoofed_total = 0
+        #: SSVPC: spoofed packets since the PF driver last read it (read-to-clear)
+        self.ssvpc = 0
+        #: the PF's kernel log (dmesg lines), newest last
+        self.pf_log: deque[str] = deque(maxlen=4)
+        bus, rest = self.pf.bdf.split(":")
+        dev, fn = rest.split(".")
+        #: how the PF shows in the host's log: PCI address and its netdev (systemd's enp<bus>s<slot>f<fn>)
+        self.pf_pci = f"0000:{self.pf.bdf}"
+        self.pf_netdev = f"enp{int(bus, 16)}s{int(dev, 16)}f{int(fn)}"
 
     # -- the embedded switch ---------------------------------------------------------
     def from_wire(self, dst: str, vlan: int) -> tuple[list[Function], str]:
@@ -85,8 +100,10 @@ class Nic:
             if trusted:
                 self._log(f"wire → {dst}: unknown unicast, to trusted (promiscuous) {trusted[0].name}")
                 return trusted[:1], ""
-            self._log(f"wire → {dst}: unknown unicast, dropped (no function owns this MAC)")
-            return [], "NIC switch: unknown unicast (no function owns this MAC)"
+            # no VF's MAC filter matches: the default pool, which is the PF's
+            self.pf.rx += 1
+            self._log(f"wire → {dst}: unknown unicast, to the PF's default pool (the host)")
+            return [self.pf], ""
         if f.vlan != vlan:
             f.dropped += 1
             self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: {f.name} is on port VLAN {f.vlan or '–'}, dropped")
@@ -105,6 +122,7 @@ class Nic:
             vf.spoofed += 1
             vf.dropped += 1
             self.spoofed_total += 1
+            self.ssvpc += 1
             self._log(f"{vf.name} sends from {src}: not its MAC {vf.mac} — spoof check drops it")
             return None, f"NIC switch: spoofed source MAC {src} from {vf.name} (spoof checking on)"
         if not vf.link_up:
@@ -137,6 +155,16 @@ class Nic:
                   f"{', '.join(f.name for f in outs) or 'no other function'}")
         return outs
 
+    def spoof_check(self) -> str | None:
+        """The PF driver's watchdog (ixgbe_spoof_check): read SSVPC (which clears
+        it) and log the count if there is one.  Returns the log line or None."""
+        n, self.ssvpc = self.ssvpc, 0
+        if not n:
+            return None
+        line = f"ixgbe {self.pf_pci} {self.pf_netdev}: {n} Spoofed packets detected"
+        self.pf_log.append(line)
+        return line
+
     @property
     def decisions(self) -> list[str]:
         return [line if n == 1 else f"{line} ×{n:,}" for line, n in self._decisions]
@@ -152,7 +180,8 @@ class Nic:
 
     # -- the pane -----------------------------------------------------------------------
     def view(self) -> TableView:
-        rows = [("PF", self.pf.bdf, "(host)", "–", "–", "–", "up", "host", "–", "–")]
+        rows = [("PF", self.pf.bdf, "(host)", "–", "–", "–", "up", "host",
+                 f"{self.pf.rx:,}" if self.pf.rx else "–", "–")]
         for f in self.vfs:
             rows.append((f.name, f.bdf, f.mac if f.vm is not None else "(unassigned)",
                          str(f.vlan) if f.vlan else "–", "on" if f.spoof_check else "off",
@@ -160,4 +189,4 @@ class Nic:
                          f"{f.rx + f.tx:,}", f"{f.dropped:,}"))
         title = f"NIC · PF {self.pf.bdf} · {len(self.vfs)} VFs (offset {self.first_vf_offset}, stride {self.vf_stride})"
         return TableView(title, ("fn", "RID", "MAC", "vlan", "spoof", "trust", "link", "vm", "rx+tx", "drop"),
-                         tuple(rows), tuple(self.decisions))
+                         tuple(rows), tuple(self.decisions) + tuple(f"PF log: {x}" for x in self.pf_log))

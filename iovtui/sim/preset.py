@@ -207,6 +207,10 @@ _NIC = {
     "first_vf_offset": F(_int(1, 255), 128),
     "vf_stride": F(_int(1, 255), 2),
     "line_rate_gbps": F(_float(0.1, 400), 10.0),
+    # the PF driver's service timer (ixgbe_watchdog_subtask → ixgbe_spoof_check reads SSVPC): 2 s
+    "pf_watchdog_ms": F(_float(0.01, 60000), 2000.0),
+    # fraction of frames from the wire addressed to a MAC no VF owns (the NIC hands them to the PF)
+    "unknown_unicast": F(_float(0, 1), 0.0),
 }
 
 _VIRTIO = {
@@ -238,12 +242,29 @@ _SRIOV_DEPRECATED = {
     "x2apic": "use [host] x2apic",
 }
 
+def _itr_us(v):
+    allowed = '"adaptive" (ixgbevf\'s default, rx_itr_setting = 1) or microseconds 0..1022 (0 = off)'
+    if v == "adaptive":
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1022:
+        raise ValueError(allowed)
+    return float(v)
+
+
 _SRIOV = {
     "posted_interrupts": F(_bool, None),         # deprecated: [host] apicv + vtd_posted_interrupts
     "x2apic": F(_bool, None),                    # deprecated: [host] x2apic
-    "iotlb_entries": F(_int(1, 4096), 64),
-    "itr_us": F(_float(0, 10000), 20.0),     # VF interrupt moderation (ixgbevf-like dynamic ITR under load)
+    "iotlb_entries": F(_int(1, 4096), None),     # deprecated: [iommu] iotlb_entries (still accepted)
+    # VF interrupt moderation: absent / "adaptive" = ixgbevf's adaptive ITR (100K/20K/12K
+    # interrupts/s); a number = "ethtool -C rx-usecs N", fixed (0 = off)
+    "itr_us": F(_itr_us, None),
     "ring_size": F(_int(8, 4096, mult=8), 256),
+}
+
+#: the VT-d IOMMU that remaps the VFs' DMA
+_IOMMU = {
+    "iotlb_entries": F(_int(1, 4096), 64),
+    "superpages": F(_bool, False),               # 2 MiB second-level pages where a mapping allows
 }
 
 _FAULTS = {
@@ -269,6 +290,7 @@ SCHEMA: dict[str, Any] = {
     "virtio": _VIRTIO,
     "emulation": _EMULATION,
     "sriov": _SRIOV,
+    "iommu": _IOMMU,
     "faults": _FAULTS,
     "costs": _COSTS,
 }
@@ -303,6 +325,7 @@ class Preset:
     faults: dict[str, Any]
     costs: dict[str, float]
     host: dict[str, Any] = field(default_factory=lambda: {k: f.default for k, f in _HOST.items()})
+    iommu: dict[str, Any] = field(default_factory=lambda: {k: f.default for k, f in _IOMMU.items()})
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     #: one line per deprecated key the file used (the CLI prints them on stderr)
     warnings: list[str] = field(default_factory=list, repr=False)
@@ -375,9 +398,15 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
         except ValueError as e:
             raise PresetError(f"{src}: {key} = {_fmt(data[key])} is not allowed; expected {e}") from None
     sections = {}
-    for sec in ("traffic", "host", "nic", "virtio", "emulation", "sriov", "faults", "costs"):
+    for sec in ("traffic", "host", "nic", "virtio", "emulation", "sriov", "iommu", "faults", "costs"):
         sections[sec] = _check_table(src, sec, data.get(sec, {}), SCHEMA[sec])
     warnings = _host_from_old_keys(src, data, sections)
+    old = sections["sriov"].pop("iotlb_entries")
+    if old is not None:
+        # the old key still works: [iommu] iotlb_entries, if the file names both, wins
+        warnings.append(f"{src}: sriov.iotlb_entries is deprecated; use [iommu] iotlb_entries")
+        if "iotlb_entries" not in (data.get("iommu") or {}):
+            sections["iommu"]["iotlb_entries"] = old
 
     vm_tables = data.get("vm", [{}])
     if not isinstance(vm_tables, list) or not vm_tables:

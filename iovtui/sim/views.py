@@ -17,7 +17,7 @@ class RingView:
 
     vm: str
     name: str                     # "rx" / "tx"
-    kind: str                     # "virtio-split" | "e1000-legacy" | "vf-legacy"
+    kind: str                     # "virtio-split" | "e1000-legacy" | "82599-adv"
     size: int
     columns: tuple[str, ...]      # e.g. ("idx", "addr", "len", "flags", "next")
     rows: tuple[tuple[str, ...], ...]

@@ -2,7 +2,8 @@
 
 ``Simulation`` wires the engine, the VMs (guest memory + vCPU), the VMM, the
 metrics, the traffic generator and the chosen technique together, and knows
-when a run is complete: every offered packet delivered or dropped.
+when a run is complete: every offered packet delivered, dropped or handed to
+the host (an SR-IOV NIC's unknown unicast goes to the PF's default pool).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Simulation:
         traffic = self.traffic
         if traffic.pattern == "pingpong":
             traffic.on_complete(pkt, True)
-        if traffic.done and m.delivered + m.dropped >= m.offered:
+        if traffic.done and m.delivered + m.dropped + m.to_host >= m.offered:
             self.engine.halted = True
 
     def dropped(self, pkt: Packet, reason: str, stage: int = 0) -> None:
@@ -128,7 +129,21 @@ class Simulation:
         traffic = self.traffic
         if traffic.pattern == "pingpong":
             traffic.on_complete(pkt, False)
-        if traffic.done and m.delivered + m.dropped >= m.offered:
+        if traffic.done and m.delivered + m.dropped + m.to_host >= m.offered:
+            self.engine.halted = True
+
+    def to_host(self, pkt: Packet, why: str, stage: int = 0) -> None:
+        """The frame went to the host, not to a VM (neither delivered nor dropped)."""
+        m = self.metrics
+        m.to_host += 1
+        tr = self.engine.trace
+        if tr.on:
+            tr.emit(self.engine.now, "switch", self.vms[pkt.vm].name, stage,
+                    f"frame #{pkt.id} goes to the host: {why}", pkt=pkt.id, dst=pkt.dst, to_host=True)
+        traffic = self.traffic
+        if traffic.pattern == "pingpong":
+            traffic.on_complete(pkt, False)
+        if traffic.done and m.delivered + m.dropped + m.to_host >= m.offered:
             self.engine.halted = True
 
     def guest_reads(self, vm: Vm, pkt: Packet, gpa: int, t: int) -> None:
@@ -146,7 +161,7 @@ class Simulation:
     @property
     def complete(self) -> bool:
         m = self.metrics
-        return self.traffic.done and m.delivered + m.dropped >= m.offered
+        return self.traffic.done and m.delivered + m.dropped + m.to_host >= m.offered
 
     def run(self, max_events: int | None = None, until_ns: int | None = None) -> Metrics:
         """Run until every offered packet is delivered or dropped (or the heap

@@ -123,15 +123,25 @@ class Technique:
         port.tx_to_xmit += 1
         self.engine.at(end, self._xmit, port, pkt)
 
-    # -- NAPI over a legacy descriptor ring (e1000, SR-IOV VF) ----------------------
-    #: refill (and write the tail) after this many cleaned buffers (E1000_RX_BUFFER_WRITE)
+    # -- NAPI over a descriptor ring (e1000 legacy, SR-IOV VF 82599 advanced) -----------
+    #: refill (and write the tail) once this many buffers wait (E1000_RX_BUFFER_WRITE,
+    #: IXGBEVF_RX_BUFFER_WRITE: both 16)
     REFILL_EVERY = 16
+    #: e1000_clean_rx_irq also refills at the end of every poll that cleaned a buffer;
+    #: ixgbevf_clean_rx_irq does not: it refills at the top of its loop once
+    #: ixgbevf_desc_unused() reaches 16, so fewer wait for the next poll
+    REFILL_AT_POLL_END = True
+    #: count each cleaned frame's bytes in ``port.rx_bytes`` / ``port.rx_packets``
+    #: (the ring container an adaptive ITR reads, as ixgbevf's q_vector->rx)
+    COUNT_RX_BYTES = False
 
     def legacy_napi(self, port: Any, done: int, cleaned: int, reading: tuple | None = None) -> None:
         """One step of the guest's NAPI poll: deliver the frame the stack
         finished now, reap the next descriptor with DD (one per event), refill
         every ``REFILL_EVERY``; at the end of the poll hand over to
-        ``_napi_complete(port, t)`` (re-enable interrupts)."""
+        ``_napi_complete(port, t)`` (re-enable interrupts).  A descriptor
+        whose frame never reached RAM (``rx_filled`` holds None: the DMA was
+        blocked, yet the device wrote DD) goes to ``_stale_read``."""
         vm, rx = port.vm, port.rx
         now = self.engine.now
         if reading is not None:
@@ -141,34 +151,46 @@ class Technique:
             self._give_back(port, gpa)
         if done == 0:
             self._clean_tx(port)
+        refill_at_end = self.REFILL_AT_POLL_END
         if done < self.budget:
             got = rx.reap()
             if got is not None:
                 slot, gpa, length = got
                 pkt = port.rx_filled.pop(slot)
                 cleaned += 1
-                if pkt is None:        # an error descriptor (a blocked DMA): recycle the buffer
+                if pkt is None:
+                    end = self._stale_read(port, slot, gpa, length, now)
                     self._give_back(port, gpa)
-                    self.engine.at(now, self.legacy_napi, port, done, cleaned)
-                    return
-                port.rx_reading = pkt
-                tr = self.engine.trace
-                if tr.on:
-                    tr.emit(now, "ring", vm.name, 6,
-                            f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame #{pkt.id} "
-                            f"({length} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot, gpa=gpa, pkt=pkt.id)
-                end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
-                if cleaned >= self.REFILL_EVERY:
+                    reading = None
+                else:
+                    port.rx_reading = pkt
+                    tr = self.engine.trace
+                    if tr.on:
+                        tr.emit(now, "ring", vm.name, 6,
+                                f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame #{pkt.id} "
+                                f"({length:,} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot, gpa=gpa,
+                                pkt=pkt.id)
+                    end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
+                    reading = (pkt, gpa)
+                    if self.COUNT_RX_BYTES:
+                        port.rx_bytes += length
+                        port.rx_packets += 1
+                if (cleaned if refill_at_end else rx.unused()) >= self.REFILL_EVERY:
                     end = self._refill(port, end)
                     cleaned = 0
-                self.engine.at(end, self.legacy_napi, port, done + 1, cleaned, (pkt, gpa))
+                self.engine.at(end, self.legacy_napi, port, done + 1, cleaned, reading)
                 return
-        t = self._refill(port, now) if cleaned else now
+        t = self._refill(port, now) if cleaned and refill_at_end else now
         if done >= self.budget:
             self.engine.at(t, self.legacy_napi, port, 0, 0)
             return
         port.napi = False
         self._napi_complete(port, t)
+
+    def _stale_read(self, port: Any, slot: int, gpa: int, length: int, now: int) -> int:
+        """The driver found DD on a descriptor whose frame the device never
+        wrote; returns when the vCPU is done with it (default: at once)."""
+        return now
 
     # -- description -----------------------------------------------------------
     def options(self) -> dict[str, Any]:

@@ -1,19 +1,30 @@
 """Direct assignment with SR-IOV: each VM owns a VF; the NIC DMAs straight
 into guest RAM through the IOMMU; the host is not on the data path.
 
+The VF's rings are 82599 advanced descriptors in guest RAM (``ixgbe.py``),
+driven the way Linux's ixgbevf drives them.
+
 Receive flow (DOMAIN.md's six steps, the stage numbers of every event):
-  1. the guest driver allocates a buffer and posts its GPA to the VF's RX ring
-     (the tail write goes straight to the VF's BAR, mapped through EPT: no exit)
+  1. the guest driver posts a buffer's GPA in an RX descriptor (read format:
+     pkt_addr) and, every 16 buffers, writes the tail (next_to_use) straight
+     to the VF's BAR, mapped through EPT: no exit
   2. a frame arrives and the NIC's switch picks the VF by destination MAC
-  3. the VF issues a DMA write to the GPA (it cannot know the HPA)
-  4. the IOMMU translates GPA → HPA (IOTLB hit, or a page walk; fault if unmapped)
-  5. the NIC writes the frame to the HPA and marks the descriptor done (DD)
-  6. the guest reads the frame through the same GPA
+     (a unicast no VF claims goes to the PF's default pool: the host)
+  3. the VF fetches the descriptor and issues a DMA write to the GPA (it
+     cannot know the HPA)
+  4. the IOMMU translates GPA → HPA (IOTLB hit, or a page walk; a DMAR fault
+     if unmapped or read-only — a posted write: the VF gets no error)
+  5. the NIC writes the frame to the HPA and the write-back format over the
+     descriptor: status_error DD|EOP, length (DD even when step 4 blocked the
+     frame, whose buffer then keeps its old bytes)
+  6. the guest's NAPI poll sees DD and reads the frame through the same GPA
 Interrupts are the only exits, and the host profile decides them (see
 ``Vmm.deliver_irq``): without APICv the VF's MSI-X costs an EXTERNAL_INTERRUPT
-on a running vCPU and the guest's EOI exits (APIC_ACCESS, or MSR_WRITE with
-x2APIC); with APICv both are exitless; with VT-d posted interrupts the host
-takes no interrupt at all.
+on a running vCPU (a HLT wake-up when idle) and the guest's EOI exits
+(APIC_ACCESS, or MSR_WRITE with x2APIC); with APICv both are exitless; with
+VT-d posted interrupts the host takes no interrupt at all.  How often the VF
+interrupts is its EITR interval, which ixgbevf's adaptive ITR moves between
+10 µs, 50 µs and 84 µs (or ``sriov.itr_us`` fixes, as ``ethtool -C rx-usecs``).
 """
 
 from __future__ import annotations
@@ -21,9 +32,9 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..e1000 import LegacyRing, ring_view
 from ..engine import Resource
 from ..iommu import DmaFault, Iommu
+from ..ixgbe import KIND, AdvRxRing, AdvTxRing, adv_ring_view
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
 from ..views import QueueInfo, RingView, TableView
@@ -33,12 +44,32 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..world import Simulation
 
-__all__ = ["SrIov", "ROGUE_GPA"]
+__all__ = ["SrIov", "ROGUE_GPA", "ITR_20K", "ITR_100K", "ITR_12K", "eitr_ns"]
 
 #: where a buggy or malicious guest driver points buffers it never mapped
 ROGUE_GPA = 0x7F00_0000
-RXD_ERR_RXE = 0x80
 FORGED_MAC = "02:de:ad:be:ef:01"
+#: where [nic] unknown_unicast readdresses frames from the wire: a unicast MAC no VF owns
+STRAY_MAC = "02:00:00:00:0f:01"
+
+# ixgbevf.h: q_vector->itr values (µs << 2) and the ring containers' latency states
+ITR_100K = 40        # IXGBE_100K_ITR: 10 µs
+ITR_20K = 200        # IXGBE_20K_ITR: 50 µs, where the adaptive ITR starts
+ITR_12K = 336        # IXGBE_12K_ITR: 84 µs
+LOWEST, LOW, BULK = 0, 1, 2            # lowest_latency, low_latency, bulk_latency
+STATE_ITR = {LOWEST: ITR_100K, LOW: ITR_20K, BULK: ITR_12K}
+STATE_NAME = {LOWEST: "lowest latency (100K/s)", LOW: "low latency (20K/s)", BULK: "bulk (12K/s)"}
+MAX_EITR = 0x0FF8                      # IXGBE_MAX_EITR: the interval field, bits 11:3
+EITR_CNT_WDIS = 0x8000_0000            # IXGBE_EITR_CNT_WDIS: a write does not restart the counter
+#: descriptors one frame needs free before ixgbevf_xmit_frame_ring queues it
+#: (ixgbevf_maybe_stop_tx(count + 3): one data descriptor, the context one, a gap of two)
+TX_DESC_NEEDED = 4
+
+
+def eitr_ns(itr: int) -> int:
+    """The minimum interval the VTEITR value for ``itr`` programs: the interval
+    field (bits 11:3) counts 2 µs, i.e. ``(itr & 0xFF8) × 250 ns``."""
+    return (itr & MAX_EITR) * 250
 
 
 class VfPort:
@@ -47,11 +78,10 @@ class VfPort:
         self.vf = vf
         n = tech.ring_size
         mem = vm.mem
-        self.rx = LegacyRing(mem, "rx", n, f"{vf.name} RX descriptor ring")
-        self.tx = LegacyRing(mem, "tx", n, f"{vf.name} TX descriptor ring")
+        self.rx = AdvRxRing(mem, n, f"{vf.name} RX descriptor ring (82599 advanced)")
+        self.tx = AdvTxRing(mem, n, f"{vf.name} TX descriptor ring (82599 advanced)")
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.ro_pool: deque[int] = deque()
-        self.ro_pages: list[int] = []
         self.dma = Resource(f"{vf.name} DMA")
         self.rx_dma_pending = 0
         self.tx_dma_pending = 0
@@ -60,43 +90,64 @@ class VfPort:
         self.qdisc: deque[Packet] = deque()
         self.tx_to_xmit = 0
         self.tx_sent: dict[int, Packet] = {}
-        self.masked = False          # the driver masked the vector while NAPI polls
-        self.cause = False           # an interrupt cause is pending
-        self.irq_armed_at = 0
+        self.masked = False          # VTEIAM auto-masked the vector; NAPI re-enables it (VTEIMS)
+        self.cause = False           # an interrupt cause is pending (EICR)
+        self.irq_armed_at = 0        # the EITR interval counter expires here
         self.itr_timer = False
         self.napi = False
         self.rogue_posted = 0
+        # ixgbevf's q_vector: the itr value VTEITR holds, and the rx / tx ring containers
+        self.itr = tech.itr_start
+        self.eitr_ns = eitr_ns(self.itr)
+        self.rx_state = self.tx_state = LOWEST      # kzalloc'ed containers start at lowest_latency
+        self.rx_bytes = self.rx_packets = 0
+        self.tx_bytes = self.tx_packets = 0
+        self.eitr_writes = 0
 
 
 class SrIov(Technique):
     name = "sriov"
     stages = ("guest posts buffer GPA", "NIC switch picks VF", "VF DMA write to GPA",
               "IOMMU GPA → HPA", "NIC writes frame, DD", "guest reads frame")
+    #: ixgbevf_clean_rx_irq refills once ixgbevf_desc_unused() >= 16, never at a poll's end
+    REFILL_AT_POLL_END = False
+    COUNT_RX_BYTES = True
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
         o = self.preset.sriov
         self.ring_size = o["ring_size"]
         self.host = sim.host
-        self.itr_ns = int(o["itr_us"] * 1000)
+        # rx_itr_setting: 1 = adaptive (ixgbevf's default), else "ethtool -C rx-usecs N" (N << 2; 0 = off)
+        self.adaptive = o["itr_us"] is None
+        self.itr_start = ITR_20K if self.adaptive else int(o["itr_us"]) << 2
         self.budget = self.preset.virtio["napi_budget"]
         c = self.costs
         self.nic_ns = int(c["nic_pkt_ns"])
         self.pcie_ns = int(c["pcie_dma_ns"])
         self.nic = Nic(self.preset.nic, self.vms)
-        self.iommu = Iommu(o["iotlb_entries"], int(c["iotlb_walk_read_ns"]), self.metrics)
+        io = self.preset.iommu
+        self.iommu = Iommu(io["iotlb_entries"], int(c["iotlb_walk_read_ns"]), self.metrics,
+                           superpages=io["superpages"])
         self.ports: list[VfPort] = []
         self.by_rid: dict[int, VfPort] = {}
         self.faults = self.preset.faults
+        self.watchdog_ns = max(1, int(self.preset.nic["pf_watchdog_ms"] * 1e6))
+        self.watchdog_armed = False
+        self.unknown_unicast = self.preset.nic["unknown_unicast"]
 
     # -- description -------------------------------------------------------------------
     def options(self) -> dict:
-        return {"iotlb_entries": self.iommu.iotlb_entries, "vfs": len(self.nic.vfs),
-                "itr_us": self.itr_ns / 1000}
+        h = self.host
+        return {"iotlb_entries": self.iommu.iotlb_entries, "superpages": self.iommu.superpages,
+                "vfs": len(self.nic.vfs), "itr": "adaptive" if self.adaptive else f"{self.itr_start >> 2} µs",
+                "itr_us": None if self.adaptive else self.itr_start >> 2,
+                "posted_interrupts": h.vtd_pi, "x2apic": h.x2apic, "descriptors": KIND}
 
     def label(self) -> str:
         first = self.nic.vfs[0].bdf if self.nic.vfs else "-"
-        return f"SR-IOV (VF {first}{'…' if len(self.vms) > 1 else ''})"
+        pi = "VT-d posted interrupts" if self.host.vtd_pi else "posted interrupts off"
+        return f"SR-IOV (VF {first}{'…' if len(self.vms) > 1 else ''}, {pi})"
 
     def host_busy_ns(self) -> int:
         return 0  # the host is not on the data path
@@ -123,11 +174,22 @@ class SrIov(Technique):
             rx = port.rx
             while rx.unused() and (port.rx_pool or port.ro_pool):
                 self._post(port, rng)
-            rx.tail = rx.next_to_use
+            rx.tail = rx.next_to_use                     # ixgbevf_write_tail(rx_ring, next_to_use)
             if tr.on:
                 tr.emit(0, "ring", vm.name, 1,
-                        f"{vm.name}'s VF driver posts {rx.next_to_use} RX buffer GPAs to {vf.name} "
-                        f"({vf.bdf}); tail write goes straight to the VF — no exit", queue="rx")
+                        f"{vm.name}'s ixgbevf posts {rx.next_to_use} RX buffer GPAs to {vf.name} ({vf.bdf}) in "
+                        f"82599 advanced descriptors and writes the tail ({rx.tail}) straight to the VF — no exit",
+                        queue="rx")
+                tr.emit(0, "irq", vm.name, 5,
+                        f"{vm.name} writes VTEITR = 0x{self._eitr_reg(port.itr):08x} "
+                        f"({'adaptive ITR, starts at ' if self.adaptive else 'ethtool -C rx-usecs: '}"
+                        f"{eitr_ns(port.itr) / 1000:g} µs between interrupts) to {vf.name}'s BAR — no exit",
+                        itr=port.itr, eitr=self._eitr_reg(port.itr))
+
+    @staticmethod
+    def _eitr_reg(itr: int) -> int:
+        """ixgbevf_write_eitr: the interval field, and WDIS (keep the running counter)."""
+        return (itr & MAX_EITR) | EITR_CNT_WDIS
 
     def _post(self, port: VfPort, rng) -> None:
         """Post one RX buffer (faults may make the driver post a bad GPA)."""
@@ -168,7 +230,7 @@ class SrIov(Technique):
                         reason=f.reason)
             raise
         if tr.on and what:
-            how = "IOTLB hit" if hit else f"IOTLB miss: page walk, {cost} ns"
+            how = "IOTLB hit" if hit else f"IOTLB miss: page walk, {cost:,} ns"
             tr.emit(self.engine.now, "iommu", port.vm.name, 4,
                     f"IOMMU: {vf.bdf} {what} GPA 0x{gpa:x} → HPA 0x{hpa:x} ({how})",
                     rid=vf.bdf, gpa=gpa, hpa=hpa, hit=hit)
@@ -177,9 +239,20 @@ class SrIov(Technique):
     # -- receive ---------------------------------------------------------------------------------
     def receive_from_wire(self, pkt: Packet) -> None:
         now = self.engine.now
+        u = self.unknown_unicast
+        if u and self.engine.rng.random() < u:
+            # a frame for some other machine on the segment (no VF owns its destination)
+            frame = bytearray(pkt.frame)
+            frame[0:6] = mac_bytes(STRAY_MAC)
+            pkt.frame = bytes(frame)
+            pkt.dst = STRAY_MAC
         outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan)
         if not outs:
             self.sim.dropped(pkt, reason, 2)
+            return
+        if outs[0] is self.nic.pf:
+            self.sim.to_host(pkt, f"no VF owns destination MAC {pkt.dst}: the NIC's switch hands it to "
+                                  f"the PF's default pool ({self.nic.pf.bdf}, the host's own stack)", 2)
             return
         tr = self.engine.trace
         for i, vf in enumerate(outs):
@@ -210,41 +283,60 @@ class SrIov(Technique):
             self.sim.dropped(pkt, f"{vf.name} RX ring has no buffer posted (rx_no_dma_resources)", 3)
             return
         slot, gpa, _len = got
-        cost = 0
+        desc = rx.base + 16 * slot
+        _h, cost = self._dma(port, desc, False, "")   # descriptor fetch (read format)
+        if tr.on:
+            tr.emit(now, "dma", vm.name, 3,
+                    f"{vf.name} fetches RX descriptor {slot} (pkt_addr 0x{gpa:x}) and issues a DMA write of "
+                    f"frame #{pkt.id} to that GPA — it cannot know the HPA", pkt=pkt.id, gpa=gpa, rid=vf.bdf)
         try:
-            _h, c = self._dma(port, rx.base + 16 * slot, False, "")   # descriptor fetch
-            cost += c
-            if tr.on:
-                tr.emit(now, "dma", vm.name, 3,
-                        f"{vf.name} fetches RX descriptor {slot} and issues a DMA write of frame #{pkt.id} "
-                        f"to GPA 0x{gpa:x} — it cannot know the HPA", pkt=pkt.id, gpa=gpa, rid=vf.bdf)
             hpa, c = self._dma(port, gpa, True, "DMA write to")
             cost += c
         except DmaFault:
-            # the write is blocked: nothing reaches RAM; the descriptor comes back with an error
-            d = rx.base + 16 * slot
-            rx.hw_done_rx(slot, 0)
-            vm.mem.ram[d + 13] = RXD_ERR_RXE
-            port.rx_filled[slot] = None
+            # a posted PCIe write: the VF is told nothing, the buffer keeps its old bytes,
+            # and the descriptor (whose page is mapped) still gets its write-back with DD
             vf.dropped += 1
             self.sim.dropped(pkt, "IOMMU blocked the DMA write (DMAR fault)", 4)
-            port.dma.reserve(now, cost)
-            self._cause(port)
+            self._dma(port, desc, True, "")
+            rx.hw_done_rx(slot, pkt.size)
+            port.rx_filled[slot] = None
+            done = port.dma.reserve(now, cost) + self.pcie_ns
+            if tr.on:
+                tr.emit(now, "dma", vm.name, 5,
+                        f"{vf.name} writes back RX descriptor {slot}: DD|EOP, length {pkt.size:,} — the frame's "
+                        f"write was a posted write the IOMMU dropped, so the VF saw no error and GPA 0x{gpa:x} "
+                        f"keeps its old bytes", pkt=pkt.id, gpa=gpa, desc=slot, blocked=True)
+            self._cause(port, done)
             return
         mem = vm.mem
         if not mem.hpa_base <= hpa < mem.hpa_base + mem.size:
             raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
         mem.write(hpa - mem.hpa_base, pkt.frame, f"{vf.name} DMA")
-        self._dma(port, rx.base + 16 * slot, True, "")                 # descriptor write-back
+        self._dma(port, desc, True, "")                 # descriptor write-back
         rx.hw_done_rx(slot, pkt.size)
         port.rx_filled[slot] = pkt
         vf.rx += 1
         done = port.dma.reserve(now, cost) + self.pcie_ns
         if tr.on:
             tr.emit(now, "dma", vm.name, 5,
-                    f"{vf.name} writes frame #{pkt.id} ({pkt.size} B) to HPA 0x{hpa:x} and sets DD on "
-                    f"descriptor {slot} — zero copies", pkt=pkt.id, hpa=hpa, gpa=gpa, desc=slot)
+                    f"{vf.name} writes frame #{pkt.id} ({pkt.size:,} B) to HPA 0x{hpa:x} and writes back "
+                    f"descriptor {slot}: status_error DD|EOP, length {pkt.size:,} — zero copies",
+                    pkt=pkt.id, hpa=hpa, gpa=gpa, desc=slot)
         self._cause(port, done)
+
+    def _stale_read(self, port: VfPort, slot: int, gpa: int, length: int, now: int) -> int:
+        vm = port.vm
+        tr = self.engine.trace
+        if tr.on:
+            if 0 <= gpa < vm.mem.size:
+                what = (f"the buffer at GPA 0x{gpa:x} still holds its old bytes (the VF's write was blocked "
+                        f"by the IOMMU): the frame it reads is stale")
+            else:
+                what = f"GPA 0x{gpa:x} is outside {vm.name}'s RAM: it reads nothing valid"
+            tr.emit(now, "ring", vm.name, 6,
+                    f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} (length {length:,}) — {what}",
+                    queue="rx", desc=slot, gpa=gpa, stale=True)
+        return vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
 
     # -- interrupts --------------------------------------------------------------------------------
     def _cause(self, port: VfPort, at: int | None = None) -> None:
@@ -255,17 +347,19 @@ class SrIov(Technique):
             self._maybe_irq(port)
 
     def _maybe_irq(self, port: VfPort) -> None:
+        """The 82599's EITR: a cause fires the MSI-X once the interval counter
+        has expired and the vector is not masked; then the counter restarts."""
         if not port.cause or port.masked:
             return
         now = self.engine.now
-        if self.itr_ns and now < port.irq_armed_at:
+        if now < port.irq_armed_at:
             if not port.itr_timer:
                 port.itr_timer = True
                 self.engine.at(port.irq_armed_at, self._itr_fire, port)
             return
         port.cause = False
-        port.masked = True            # MSI-X: the vector stays masked until NAPI is done
-        port.irq_armed_at = now + self.itr_ns
+        port.masked = True            # VTEIAM: the vector auto-masks until NAPI re-enables it
+        port.irq_armed_at = now + port.eitr_ns
         self.metrics.notify_sent += 1
         vec = f"{port.vf.name}-TxRx-0"
         start = self.vmm.deliver_irq(port.vm, vec, f"{port.vf.name} MSI-X", assigned=True, stage=5)
@@ -285,8 +379,59 @@ class SrIov(Technique):
             self.engine.at(t, self.legacy_napi, port, 0, 0)
 
     def _napi_complete(self, port: VfPort, t: int) -> None:
-        port.masked = False           # unmask the vector: a write to the VF's BAR, no exit
+        """ixgbevf_poll after napi_complete_done: the adaptive ITR, then VTEIMS
+        (unmask the vector) — both writes to the VF's BAR, no exit."""
+        if self.adaptive:
+            self._set_itr(port)
+        port.masked = False
         self._maybe_irq(port)
+
+    def _update_itr(self, port: VfPort, state: int, nbytes: int, packets: int) -> int:
+        """ixgbevf_update_itr for one ring container: bytes per µs of the
+        interrupt interval (itr >> 2) picks lowest / low / bulk latency."""
+        if packets == 0:
+            return state
+        us = port.itr >> 2
+        if us == 0:
+            return state
+        per_us = nbytes // us
+        if state == LOWEST:
+            if per_us > 10:
+                state = LOW
+        elif state == LOW:
+            if per_us > 20:
+                state = BULK
+            elif per_us <= 10:
+                state = LOWEST
+        elif per_us <= 20:
+            state = LOW
+        return state
+
+    def _set_itr(self, port: VfPort) -> None:
+        """ixgbevf_set_itr: the higher of the rx / tx states' ITR, reached by
+        exponential smoothing ``new = 10·new·old / (9·new + old)``; a change is
+        an EITR write (ixgbevf_write_eitr)."""
+        port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
+        port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
+        if port.tx_packets:
+            port.tx_bytes = port.tx_packets = 0
+        if port.rx_packets:
+            port.rx_bytes = port.rx_packets = 0
+        state = max(port.rx_state, port.tx_state)
+        new, old = STATE_ITR[state], port.itr
+        if new == old:
+            return
+        new = (10 * new * old) // (9 * new + old)
+        port.itr = new
+        port.eitr_ns = eitr_ns(new)
+        port.eitr_writes += 1
+        tr = self.engine.trace
+        if tr.on:
+            tr.emit(self.engine.now, "irq", port.vm.name, 5,
+                    f"{port.vm.name}'s adaptive ITR ({STATE_NAME[state]}): writes VTEITR = "
+                    f"0x{self._eitr_reg(new):08x} (itr {old:,} → {new:,}: {eitr_ns(new) / 1000:g} µs between "
+                    f"interrupts) straight to {port.vf.name}'s BAR — no exit",
+                    itr=new, old_itr=old, eitr=self._eitr_reg(new), state=state)
 
     def _refill(self, port: VfPort, at: int) -> int:
         if self.faults["ring_full"]:
@@ -299,24 +444,24 @@ class SrIov(Technique):
             n += 1
         if not n:
             return at
-        rx.tail = rx.next_to_use
+        rx.tail = rx.next_to_use                   # ixgbevf_write_tail: next_to_use itself
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "ring", port.vm.name, 1,
-                    f"{port.vm.name} refills {n} RX buffer{'s' if n != 1 else ''} and writes the tail ({rx.tail}) straight to "
-                    f"{port.vf.name}'s BAR — no exit", queue="rx", added=n)
+                    f"{port.vm.name} refills {n} RX buffer{'s' if n != 1 else ''} and writes the tail ({rx.tail}) "
+                    f"straight to {port.vf.name}'s BAR — no exit", queue="rx", added=n)
         return port.vm.vcpu.reserve(at, int(self.costs["guest_refill_ns"]) * n)
 
     # -- transmit ------------------------------------------------------------------------------------
     def guest_send(self, vm: "Vm", pkt: Packet) -> None:
         port = self.ports[vm.index]
-        self.queue_for_xmit(port, pkt, port.tx.unused() == 0)
+        self.queue_for_xmit(port, pkt, port.tx.unused() < TX_DESC_NEEDED)
 
     def _xmit(self, port: VfPort, pkt: Packet) -> None:
         port.tx_to_xmit -= 1
         self._clean_tx(port)
         tx, vm = port.tx, port.vm
-        if not tx.unused() or not port.tx_pool:
+        if tx.unused() < TX_DESC_NEEDED or not port.tx_pool:
             port.qdisc.appendleft(pkt)
             return
         f = self.faults["spoofed_src"]
@@ -331,18 +476,20 @@ class SrIov(Technique):
             strip_vlan(pkt)
         gpa = port.tx_pool.popleft()
         vm.mem.write(gpa, pkt.frame, "guest")
-        slot = tx.post_tx(gpa, pkt.size, gpa)
+        slot = tx.post_tx(gpa, pkt.size, gpa, 18 if pkt.vlan else 14)
         tx.tail = tx.next_to_use
         port.tx_sent[slot] = pkt
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "ring", vm.name, 0,
-                    f"{vm.name} posts TX descriptor {slot} for frame #{pkt.id} and writes the tail "
-                    f"straight to {port.vf.name} — no exit", queue="tx", desc=slot, pkt=pkt.id)
+                    f"{vm.name} writes a context descriptor ({(slot - 1) % tx.size}) and data descriptor {slot} "
+                    f"(DTYP_DATA|DEXT|IFCS|EOP|RS, {pkt.size:,} B, PAYLEN {pkt.size:,}, CC) for frame #{pkt.id} "
+                    f"and writes the tail ({tx.tail}) straight to {port.vf.name} — no exit",
+                    queue="tx", desc=slot, pkt=pkt.id)
         end = port.dma.reserve(self.engine.now, self.nic_ns)
         port.tx_dma_pending += 1
         self.engine.at(end, self._dma_tx, port)
-        if port.qdisc and tx.unused() and not port.tx_to_xmit:
+        if port.qdisc and tx.unused() >= TX_DESC_NEEDED and not port.tx_to_xmit:
             self.schedule_xmit(port, port.qdisc.popleft())
 
     def _dma_tx(self, port: VfPort) -> None:
@@ -355,7 +502,8 @@ class SrIov(Technique):
         pkt = port.tx_sent.pop(slot)
         now = self.engine.now
         try:
-            self._dma(port, tx.base + 16 * slot, False, "")
+            self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
+            self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
             hpa, cost = self._dma(port, gpa, False, "DMA read from")
         except DmaFault:
             tx.hw_done_tx(slot)
@@ -374,6 +522,11 @@ class SrIov(Technique):
         local, reason = self.nic.from_vf(vf, src, pkt.dst)
         if reason:
             self.sim.dropped(pkt, reason, 2)
+            if self.nic.ssvpc and not self.watchdog_armed:
+                # the PF driver's service timer will read SSVPC at its next tick
+                self.watchdog_armed = True
+                nxt = (now // self.watchdog_ns + 1) * self.watchdog_ns
+                self.engine.at(nxt, self._pf_watchdog, vm.name)
         else:
             vf.tx += 1
             for f in self.nic.flood_from_vf(vf, pkt.dst) if local is None else ():
@@ -398,10 +551,24 @@ class SrIov(Technique):
                 self.sim.transmit(pkt, ready)
         self._cause(port, ready)
 
+    def _pf_watchdog(self, vm_name: str) -> None:
+        """ixgbe_watchdog_subtask → ixgbe_spoof_check on the host: SSVPC read and cleared."""
+        self.watchdog_armed = False
+        line = self.nic.spoof_check()
+        tr = self.engine.trace
+        if line and tr.on:
+            tr.emit(self.engine.now, "fault", vm_name, 2,
+                    f"host log: {line} (the PF driver's watchdog read SSVPC, every "
+                    f"{self.watchdog_ns / 1e6:,g} ms)", line=line, source="PF")
+
     def _clean_tx(self, port: VfPort) -> None:
+        """ixgbevf_clean_tx_irq: frames whose data descriptor has DD; their bytes
+        feed the adaptive ITR's tx container."""
         tx = port.tx
         while (got := tx.reap()) is not None:
             port.tx_pool.append(got[1])
+            port.tx_bytes += got[2]
+            port.tx_packets += 1
 
     # -- accounting ----------------------------------------------------------------------------------
     def in_flight(self) -> int:
@@ -411,14 +578,16 @@ class SrIov(Technique):
 
     # -- views ---------------------------------------------------------------------------------------
     def queues(self) -> list[QueueInfo]:
-        return [r.queue_info(p.vm.name, "vf-legacy") for p in self.ports for r in (p.rx, p.tx)]
+        return [r.queue_info(p.vm.name, KIND) for p in self.ports for r in (p.rx, p.tx)]
 
     def ring_views(self) -> list[RingView]:
         out = []
         for p in self.ports:
-            note = f"{p.vf.name} {p.vf.bdf}: tail writes go straight to the VF (no exit)"
-            out.append(ring_view(p.vm.name, p.rx, "vf-legacy", "head", "tail", note))
-            out.append(ring_view(p.vm.name, p.tx, "vf-legacy", "head", "tail", note))
+            itr = (f"adaptive ITR {p.eitr_ns / 1000:g} µs" if self.adaptive
+                   else f"EITR fixed {p.eitr_ns / 1000:g} µs")
+            note = f"{p.vf.name} {p.vf.bdf}: tail writes go straight to the VF (no exit) · {itr}"
+            out.append(adv_ring_view(p.vm.name, p.rx, note))
+            out.append(adv_ring_view(p.vm.name, p.tx, note))
         return out
 
     def iommu_view(self) -> TableView:
@@ -427,5 +596,3 @@ class SrIov(Technique):
 
     def nic_view(self) -> TableView:
         return self.nic.view()
-
-

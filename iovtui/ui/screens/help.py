@@ -24,8 +24,9 @@ SIMPLIFIED = (
     "exits, copies and interrupts per packet come from the mechanics, not from those numbers.",
     "One engine action can do several things at one virtual instant; n narrates them one by one "
     "([k/n]) while the panes show the state after all of them.",
-    "The IOMMU maps guest RAM with 4 KiB pages (VFIO often uses huge pages), so the IOTLB misses once "
-    "per 4 KiB of buffers; a device's context entry is cached after its first DMA.",
+    "The IOMMU maps guest RAM with 4 KiB pages unless [iommu] superpages = true (2 MiB, as Linux uses "
+    "where the IOMMU allows), so the IOTLB misses once per page of buffers; a device's context entry "
+    "is cached after its first DMA.",
     "One vCPU and one queue per VM; the e1000 is the legacy descriptor format; virtio uses split "
     "rings in the legacy contiguous layout.",
 )

@@ -117,7 +117,7 @@ def annotate_page(technique, vm_index: int, page_gpa: int, data: bytes) -> list[
         if inside(q.avail_event_addr):
             v, = struct.unpack_from("<H", data, q.avail_event_addr - page_gpa)
             notes.append((q.avail_event_addr - page_gpa, 2, f"{q.name} avail_event = {v}"))
-    # legacy descriptor rings (e1000, VF)
+    # descriptor rings (e1000 legacy, VF 82599 advanced): a ring that annotates itself knows its formats
     for ring in (getattr(nic, "rx", None), getattr(nic, "tx", None)):
         if ring is None:
             continue
