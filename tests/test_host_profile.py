@@ -162,7 +162,8 @@ def test_a_saturated_guest_never_halts():
     p = load_preset("line-rate").with_options(costs={"guest_rx_ns": 4000})
     for tech in TECHNIQUES:
         _s, d = run(p, tech, 3000)
-        assert d["exits"]["by_reason"].get("HLT", 0) <= 1, (tech, d["exits"]["by_reason"])
+        # at most the first wake-up (the guest was idle before traffic) and the last (it drained everything)
+        assert d["exits"]["by_reason"].get("HLT", 0) <= 2, (tech, d["exits"]["by_reason"])
 
 
 def test_an_interrupt_raised_inside_an_exit_is_injected_at_entry():

@@ -121,7 +121,9 @@ def posted_interrupts():
     # the same VF on the lecture's machine (a: no APICv): every interrupt is a host interrupt, an exit and an EOI exit
     _s, off = run("posted-interrupts", "sriov", host=NO_APICV)
     by = off["exits"]["by_reason"]
-    assert by.get("EXTERNAL_INTERRUPT", 0) > 0 and by.get("APIC_ACCESS", 0) > 0 and off["interrupts"]["host"] > 0
+    # (delivered as an EXTERNAL_INTERRUPT to a running vCPU, or waking a halted one)
+    assert by.get("EXTERNAL_INTERRUPT", 0) + by.get("HLT", 0) > 0 and off["interrupts"]["host"] > 0
+    assert 0 <= off["interrupts"]["injected"] - by.get("APIC_ACCESS", 0) <= 1   # the last may be in its handler
     assert d["latency_ns"]["p50"] < off["latency_ns"]["p50"]
     # APICv without VT-d PI: still no exits, but each MSI-X lands on the host first
     _s, apicv = run("posted-interrupts", "sriov", host={"apicv": True, "vtd_posted_interrupts": False})
