@@ -64,7 +64,8 @@ TX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 0)
 #: the 10 bytes of virtio_net_hdr the tap supplies; without MRG_RXBUF the
 #: backend skips num_buffers (vhost's iov_iter_advance past vnet_hdr_sz)
 RX_HDR10 = TX_HDR[:10]
-NUM_BUFFERS_1 = struct.pack("<H", 1)
+#: with MRG_RXBUF: num_buffers = 1
+RX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 1)
 TAP_QUEUE_LEN = 1000                     # the tap device's txqueuelen
 
 # drivers/vhost/net.c
@@ -295,6 +296,10 @@ class Virtio(Technique):
         mem = vm.mem
         m = self.metrics
         tr = self.engine.trace
+        costs = self._rx_costs
+        batch = self.rx_batch
+        run_pkts, run_bytes = nic.rx_run_pkts, nic.rx_run_bytes
+        filled = nic.rx_filled
         mrg = self.mrg_rxbuf
         copies = self.rx_copies
         name = self.backend_name
@@ -315,29 +320,32 @@ class Virtio(Technique):
                             f"{name}: {vm.name}'s RX ring has no buffers (avail.idx = last_avail_idx = "
                             f"{q.last_avail_idx}); re-enables kicks and waits", queue="rx")
                 return
-            _ready, pkt = tap.popleft()
+            pkt = tap.popleft()[1]
             head, gpa, buflen, _flags = q.pop()
             avail -= 1
             size = pkt.size
             nbytes = VIRTIO_NET_HDR_LEN + size
-            t += self._rx_cost(size)
+            cost = costs.get(size)
+            t += cost if cost is not None else self._rx_cost(size)
             n += 1
-            nic.rx_run_pkts += 1
-            nic.rx_run_bytes += nbytes
+            run_pkts += 1
+            run_bytes += nbytes
             if nbytes > buflen:
                 heads.append((head, 0))
                 self.sim.dropped(pkt, f"RX buffer of {buflen:,} B too small for {nbytes:,} B", 4)
             else:
-                # the tap's 10-byte virtio_net_hdr, the frame, and with MRG_RXBUF num_buffers = 1
-                mem.write(gpa, RX_HDR10, name)
                 if mrg:
-                    mem.write(gpa + 10, NUM_BUFFERS_1, name)
-                mem.write(gpa + VIRTIO_NET_HDR_LEN, pkt.frame, name)
+                    # the tap's virtio_net_hdr, num_buffers = 1 (get_rx_bufs took one buffer), the frame
+                    mem.write(gpa, RX_HDR + pkt.frame, name)
+                else:
+                    # without MRG_RXBUF the backend skips num_buffers (iov_iter_advance past vnet_hdr_sz)
+                    mem.write(gpa, RX_HDR10, name)
+                    mem.write(gpa + VIRTIO_NET_HDR_LEN, pkt.frame, name)
                 m.copies += copies
                 m.copy_bytes += nbytes if copies == 1 else nbytes + size
                 pkt.copies += copies
                 heads.append((head, nbytes))
-                nic.rx_filled[gpa] = pkt
+                filled[gpa] = pkt
                 if tr.on:
                     slot = (q.last_avail_idx - 1) & 0xFFFF
                     tr.emit(now, "ring", vm.name, 3,
@@ -351,9 +359,10 @@ class Virtio(Technique):
                                f"(copy 1), then iov_from_buf copies header + frame into GPA 0x{gpa:x} (copy 2)")
                     tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=head, gpa=gpa, bytes=nbytes,
                             pkt=pkt.id, copies=copies)
-            if len(heads) >= self.rx_batch or nic.rx_run_pkts >= pk_weight or nic.rx_run_bytes >= byte_weight:
+            if len(heads) >= batch or run_pkts >= pk_weight or run_bytes >= byte_weight:
                 break
         if n:
+            nic.rx_run_pkts, nic.rx_run_bytes = run_pkts, run_bytes
             backend.busy_until = t
             backend.busy_ns += t - t0
             self.engine.at(t, self._rx_work, nic)
@@ -583,7 +592,8 @@ class Virtio(Technique):
             tr.emit(now, "ring", vm.name, 0,
                     f"{vm.name}'s driver puts frame #{pkt.id} at GPA 0x{gpa:x} on the TX ring · "
                     f"avail.idx = {q.avail_idx_shadow} · used_event = {q.used_event()}",
-                    queue="tx", gpa=gpa, pkt=pkt.id, used_event=q.used_event())
+                    queue="tx", gpa=gpa, pkt=pkt.id, avail_idx=q.avail_idx_shadow,
+                    used_event=q.used_event(), last_used=q.last_used_idx)
         if q.num_free < TX_STOP_FREE:
             nic.tx_stopped = True                  # netif_stop_subqueue
             if tr.on:
