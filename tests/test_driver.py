@@ -98,7 +98,8 @@ async def test_each_step_narrates_exactly_the_next_event_of_the_run(tech):
     narrated = [d.step() for _ in range(60)]
     assert [(e.t, e.kind, e.msg) for e in narrated] == [(e.t, e.kind, e.msg) for e in sink.events[skip:skip + 60]]
     # the first received frame's stages come up in the receive flow's order, none skipped
-    first = [e.stage for e in narrated if e.stage][:8]
+    # (virtio narrates the batch publish and the signal as their own events: a longer window)
+    first = [e.stage for e in narrated if e.stage][:12 if tech == "virtio" else 8]
     stages = sorted(set(first))
     assert stages == list(range(2, 7)), first
     assert first.index(3) < first.index(4) < first.index(5) < first.index(6)

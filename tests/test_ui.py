@@ -115,7 +115,7 @@ async def test_toggles_apply_or_explain():
     async with a.run_test(size=(120, 40)) as pilot:
         await pilot.press("v")
         await pilot.pause(0.1)
-        assert a.driver.sim.technique.opts["vhost"] is True and "vhost on" in str(a.w_header.text)
+        assert a.driver.sim.technique.opts["vhost"] is False and "vhost off" in str(a.w_header.text)   # vhost-net is the default
         await pilot.press("e")
         assert a.driver.sim.technique.opts["event_idx"] is False
         await pilot.press("1", "v")

@@ -214,9 +214,13 @@ _NIC = {
 }
 
 _VIRTIO = {
-    "queue_size": F(_int(1, 32768, pow2=True), 256),
+    # QEMU's virtio-net rx_queue_size / tx_queue_size: a power of two 256..1024 (VIRTQUEUE_MAX_SIZE)
+    "queue_size": F(_int(256, 1024, pow2=True), 256),
     "event_idx": F(_bool, True),
-    "vhost": F(_bool, False),
+    # vhost-net (libvirt's default whenever /dev/vhost-net exists); false: QEMU's userspace virtio-net
+    "vhost": F(_bool, True),
+    # VIRTIO_NET_F_MRG_RXBUF (QEMU offers it): mergeable buffers sized by Linux's EWMA; false: 1,530 B small buffers
+    "mrg_rxbuf": F(_bool, True),
     "notify": F(_choice("mmio", "pio"), "mmio"),
     "ioeventfd": F(_bool, True),
     "napi_budget": F(_int(1, 1024), 64),

@@ -83,6 +83,9 @@ class Virtqueue:
         self.avail_flags_shadow = 0
         self.num_added = 0
         self.last_used_idx = start_idx
+        #: vring_interrupt saw work with EVENT_IDX: the device will not signal
+        #: again until used_event moves, so disable_cb need not write it
+        self.event_triggered = False
         self.tokens: list[object | None] = [None] * num
         # chain the free descriptors through their next fields, as Linux does
         for i in range(num):
@@ -153,10 +156,25 @@ class Virtqueue:
         self.last_touched = head
         return token, length, head
 
+    def interrupt(self) -> bool:
+        """``vring_interrupt``: False (IRQ_NONE) when no used buffer is
+        pending; else the callback runs, and with EVENT_IDX the driver notes
+        that the device has triggered (``event_triggered``)."""
+        if self.last_used_idx == _U16.unpack_from(self.mem.ram, self.used + 2)[0]:
+            return False
+        if self.event_idx:
+            self.event_triggered = True
+        return True
+
     def disable_cb(self) -> None:
-        """``virtqueue_disable_cb``: ask the device not to interrupt."""
+        """``virtqueue_disable_cb_split`` (Linux 6.1.y, with "virtio_ring:
+        don't update event idx on get_buf"): ask the device not to interrupt.
+        After a device-triggered event only the shadow flag is set (get_buf
+        stops moving used_event); otherwise used_event = 0 / avail.flags."""
         if not self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             self.avail_flags_shadow |= VRING_AVAIL_F_NO_INTERRUPT
+            if self.event_triggered:
+                return
             if self.event_idx:
                 # Linux writes 0 to used_event here ("a hack"): a far-away event index
                 _U16.pack_into(self.mem.ram, self.used_event_addr, 0)
@@ -165,6 +183,7 @@ class Virtqueue:
 
     def enable_cb_prepare(self) -> int:
         """``virtqueue_enable_cb_prepare``: interrupts on again, from last_used_idx."""
+        self.event_triggered = False
         if self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             self.avail_flags_shadow &= ~VRING_AVAIL_F_NO_INTERRUPT
             if not self.event_idx:
@@ -175,6 +194,7 @@ class Virtqueue:
     def enable_cb_delayed(self) -> bool:
         """``virtqueue_enable_cb_delayed``: interrupt after ~3/4 of the
         outstanding buffers are used.  False if enough are used already."""
+        self.event_triggered = False
         if self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             self.avail_flags_shadow &= ~VRING_AVAIL_F_NO_INTERRUPT
             if not self.event_idx:
@@ -214,6 +234,25 @@ class Virtqueue:
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         _U16.pack_into(ram, self.used + 2, self.used_idx)
         self.last_touched = head
+
+    def push_n(self, heads: list) -> None:
+        """``vhost_add_used_n``: write ``(head, len)`` used elements, then
+        publish used.idx once (after a write barrier).  If the index moved
+        past ``signalled_used`` meanwhile (a wrap), that value is stale and the
+        next ``should_notify`` signals unconditionally (``__vhost_add_used_n``)."""
+        ram = self.mem.ram
+        num = self.num
+        base = self.used + 4
+        old = idx = self.used_idx
+        for head, written in heads:
+            _USED_ELEM.pack_into(ram, base + 8 * (idx % num), head, written)
+            idx = (idx + 1) & 0xFFFF
+        self.used_idx = idx
+        _U16.pack_into(ram, self.used + 2, idx)
+        if ((idx - self.signalled_used) & 0xFFFF) < ((idx - old) & 0xFFFF):
+            self.signalled_used_valid = False
+        if heads:
+            self.last_touched = heads[-1][0]
 
     def should_notify(self) -> bool:
         """``virtio_should_notify`` (QEMU) / ``vhost_notify``: interrupt the driver?"""

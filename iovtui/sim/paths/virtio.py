@@ -1,19 +1,41 @@
-"""virtio-net over split virtqueues, with QEMU's userspace backend or vhost-net.
+"""virtio-net over split virtqueues, with vhost-net or QEMU's userspace backend.
+
+The backend is vhost-net unless a preset says ``virtio.vhost = false``: libvirt
+uses it whenever /dev/vhost-net exists.
 
 Receive flow (the stages the path strip lights):
-  1. the guest driver posts RX buffers (WRITE descriptors) on the avail ring
+  1. the guest driver posts RX buffers (WRITE descriptors) on the avail ring:
+     mergeable buffers sized from a running average of packet length
+     (VIRTIO_NET_F_MRG_RXBUF, ``get_mergeable_buf_len``), or 1,530 B small ones
   2. a frame reaches the host NIC; the host bridge forwards it to the VM's tap
-  3. the backend (QEMU's virtio-net, or the vhost-net kernel worker) pops avail
-  4. it copies virtio_net_hdr + frame into the buffer's GPA — the one copy —
-     and publishes a used element
-  5. unless the ring rules suppress it, it notifies: irqfd → KVM injects
+  3. the backend pops avail: vhost's kernel worker (``handle_rx``), or QEMU's
+     main loop (``tap_send`` → ``virtio_net_receive_rcu``)
+  4. it copies virtio_net_hdr + frame into the buffer's GPA — vhost straight
+     from the tap's socket (1 copy), QEMU after a ``read()`` of the tap into its
+     own buffer (2 copies) — and publishes used entries: vhost in batches
+     (``vhost_net_signal_used`` once ``done_idx`` > VHOST_NET_BATCH = 64, and at
+     the end of every run), QEMU once per packet (``virtqueue_flush``)
+  5. unless the ring rules suppress it, it signals: vhost's call eventfd →
+     irqfd, or QEMU's ``msix_notify`` (KVM_SIGNAL_MSI); KVM delivers the MSI-X
   6. the guest's NAPI poll reads the used ring and the frame at the same GPA,
      then refills (and kicks only if the device asked for a kick)
 
-Transmit: the guest writes header + frame into a TX buffer, makes it available
-and kicks (MMIO notify → EPT_MISCONFIG, or a legacy I/O port write →
-IO_INSTRUCTION) only when the ring rules say the device is waiting; the
-backend copies the frame out to the tap and the host sends it.
+Transmit (Linux's TX NAPI, ``napi_tx = true``): ``start_xmit`` disables TX
+callbacks, frees completed buffers and re-arms them with
+``virtqueue_enable_cb_delayed`` (used_event at 3/4 of the outstanding buffers),
+adds header + frame and kicks (MMIO notify → EPT_MISCONFIG, or a legacy I/O
+port write → IO_INSTRUCTION) when the ring rules say the device is waiting.
+The backend copies the frame out to the tap (1 copy with either backend) and
+publishes the used entries (vhost in batches of 64, QEMU per packet); the TX
+completion interrupt runs ``virtnet_poll_tx``.  The queue stops when fewer than
+2 + MAX_SKB_FRAGS = 19 descriptors are free and restarts at 19.
+
+A backend run is a few engine actions, not one per packet: from the moment
+the worker is free it takes every frame that is ready in one action up to the
+next point where the guest can see something (used.idx published, the run's
+end), and that action is scheduled at exactly that moment.  So the used ring
+and its index change when the real backend changes them; the frame bytes of a
+batch land in their (still device-owned) buffers when the batch starts.
 """
 
 from __future__ import annotations
@@ -33,15 +55,52 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..world import Simulation
 
-__all__ = ["Virtio", "VirtioNic"]
+__all__ = ["Virtio", "VirtioNic", "VHOST_NET_BATCH", "VHOST_NET_PKT_WEIGHT", "VHOST_NET_WEIGHT",
+           "TX_STOP_FREE", "mergeable_min_buf_len", "mergeable_buf_len"]
 
-#: virtio_net_hdr v1: flags, gso_type (GSO_NONE), hdr_len, gso_size, csum_start, csum_offset, num_buffers
+#: virtio_net_hdr_mrg_rxbuf: flags, gso_type (GSO_NONE), hdr_len, gso_size, csum_start, csum_offset, num_buffers
 _HDR = struct.Struct("<BBHHHHH")
-RX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 1)
 TX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 0)
-RX_BUF_LEN = VIRTIO_NET_HDR_LEN + 1518   # Linux "small" receive buffers: GOOD_PACKET_LEN + header
+#: the 10 bytes of virtio_net_hdr the tap supplies; without MRG_RXBUF the
+#: backend skips num_buffers (vhost's iov_iter_advance past vnet_hdr_sz)
+RX_HDR10 = TX_HDR[:10]
+#: with MRG_RXBUF: num_buffers = 1
+RX_HDR = _HDR.pack(0, 0, 0, 0, 0, 0, 1)
 TAP_QUEUE_LEN = 1000                     # the tap device's txqueuelen
-VHOST_BUDGET = 256                       # VHOST_NET_WEIGHT in packets
+
+# drivers/vhost/net.c
+VHOST_NET_BATCH = 64                     # used entries published / signal checked per batch
+VHOST_NET_PKT_WEIGHT = 256               # packets per worker run before it requeues
+VHOST_NET_WEIGHT = 0x80000               # bytes per worker run (512 KiB)
+# QEMU
+QEMU_TX_BURST = 256                      # virtio-net's x-txburst: packets per virtio_net_flush_tx
+TAP_SEND_BURST = 50                      # net/tap.c tap_send: packets per main-loop callback
+_NO_LIMIT = 1 << 62
+
+# drivers/net/virtio_net.c
+MAX_SKB_FRAGS = 17
+TX_STOP_FREE = 2 + MAX_SKB_FRAGS         # netif_stop_subqueue below this many free descriptors
+GOOD_PACKET_LEN = 14 + 4 + 1500          # ETH_HLEN + VLAN_HLEN + ETH_DATA_LEN
+SMALL_BUF_LEN = VIRTIO_NET_HDR_LEN + GOOD_PACKET_LEN   # add_recvbuf_small
+IP_MAX_MTU = 0xFFFF
+PAGE_SIZE = 4096
+L1_CACHE_BYTES = 64
+EWMA_WEIGHT_SHIFT = 6                    # DECLARE_EWMA(pkt_len, 0, 64)
+
+
+def mergeable_min_buf_len(num: int) -> int:
+    """``mergeable_min_buf_len``: big_packets (QEMU offers guest TSO), so a
+    64 KiB packet must fit in the ring; never below GOOD_PACKET_LEN."""
+    buf_len = VIRTIO_NET_HDR_LEN + 14 + 4 + IP_MAX_MTU
+    min_buf_len = -(-buf_len // num)
+    return max(max(min_buf_len, VIRTIO_NET_HDR_LEN) - VIRTIO_NET_HDR_LEN, GOOD_PACKET_LEN)
+
+
+def mergeable_buf_len(avg: int, min_buf_len: int) -> int:
+    """``get_mergeable_buf_len`` (no XDP headroom): header + the average
+    packet length clamped to [min_buf_len, PAGE_SIZE - header], cache-aligned."""
+    ln = VIRTIO_NET_HDR_LEN + min(max(avg, min_buf_len), PAGE_SIZE - VIRTIO_NET_HDR_LEN)
+    return (ln + L1_CACHE_BYTES - 1) & ~(L1_CACHE_BYTES - 1)
 
 
 class VirtioNic:
@@ -56,22 +115,35 @@ class VirtioNic:
         self.rxq = Virtqueue(mem, "rx", n, opts["event_idx"])
         self.txq = Virtqueue(mem, "tx", n, opts["event_idx"])
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
-        # host side
+        self.min_buf_len = mergeable_min_buf_len(n)
+        self.avg_pkt_len = 0                       # rq->mrg_avg_pkt_len (EWMA internal)
+        # host side: vhost's one worker thread per device, or QEMU's main loop
         self.backend = Resource(f"{'vhost' if opts['vhost'] else 'qemu'}:{vm.name}")
         self.tap: deque[tuple[int, Packet]] = deque()
-        self.rx_scheduled = False
+        self.rx_running = False
         self.rx_waiting_kick = False
+        self.rx_heads: list[tuple[int, int]] = []  # vq->heads[0..done_idx): filled, not yet published
+        self.rx_run_pkts = 0
+        self.rx_run_bytes = 0
         self.rx_filled: dict[int, Packet] = {}     # buffer GPA -> frame the device wrote there
         self.rx_reading: Packet | None = None      # the frame the guest stack is reading now
-        self.rx_run = 0
         self.napi_active = False
         # transmit
         self.qdisc: deque[Packet] = deque()
         self.tx_stopped = False
         self.tx_running = False
+        self.tx_heads: list[tuple[int, int]] = []
+        self.tx_run_pkts = 0
+        self.tx_run_bytes = 0
         self.tx_sent: dict[int, Packet] = {}       # buffer GPA -> frame made available
-        self.tx_run = 0
         self.tx_to_xmit = 0                        # packets between guest_send and xmit
+        self.tx_napi_active = False
+
+    def rx_buf_len(self) -> int:
+        """The length of the next RX buffer the driver posts."""
+        if self.tech.mrg_rxbuf:
+            return mergeable_buf_len(self.avg_pkt_len, self.min_buf_len)
+        return SMALL_BUF_LEN
 
 
 class Virtio(Technique):
@@ -86,8 +158,10 @@ class Virtio(Technique):
         if o["vhost"]:
             o["ioeventfd"] = True  # vhost-net is driven by the kick eventfd
         c = self.costs
-        self.pkt_ns = int(c["vhost_pkt_ns"] if o["vhost"] else c["qemu_virtio_pkt_ns"])
-        self.backend_name = "vhost" if o["vhost"] else "QEMU"
+        self.vhost = vhost = o["vhost"]
+        self.mrg_rxbuf = o["mrg_rxbuf"]
+        self.pkt_ns = int(c["vhost_pkt_ns"] if vhost else c["qemu_virtio_pkt_ns"])
+        self.backend_name = "vhost" if vhost else "QEMU"
         self.kick_reason = "EPT_MISCONFIG" if o["notify"] == "mmio" else "IO_INSTRUCTION"
         self.kick_user = not o["ioeventfd"]
         self.budget = o["napi_budget"]
@@ -97,21 +171,37 @@ class Virtio(Technique):
         self.by_mac: dict[str, VirtioNic] = {}
         self.wakeup_ns = int(c["wakeup_ns"])
         self.host_stack_ns = int(c["host_stack_ns"])
-        self._rx_costs: dict[int, int] = {}
-        self.vhost = o["vhost"]
-        self.requeue_ns = int(c["vhost_requeue_ns"])
         self.guest_rx_ns = int(c["guest_rx_ns"])
+        self.guest_irq_ns = int(c["guest_irq_ns"])
+        self.refill_ns = int(c["guest_refill_ns"])
+        self._rx_costs: dict[int, int] = {}
+        if vhost:
+            # handle_rx: vhost_net_signal_used once done_idx > VHOST_NET_BATCH;
+            # handle_tx_copy: once done_idx == VHOST_NET_BATCH; both at a run's end
+            self.rx_batch, self.tx_batch = VHOST_NET_BATCH + 1, VHOST_NET_BATCH
+            self.rx_weight = self.tx_weight = (VHOST_NET_PKT_WEIGHT, VHOST_NET_WEIGHT)
+            self.requeue_ns = int(c["vhost_requeue_ns"])
+            self.rx_copies = 1                 # tap socket → guest buffer
+        else:
+            # virtio_net_receive_rcu / virtio_net_flush_tx: virtqueue_flush + virtio_notify per packet
+            self.rx_batch = self.tx_batch = 1
+            self.rx_weight = (TAP_SEND_BURST, _NO_LIMIT)
+            self.tx_weight = (QEMU_TX_BURST, _NO_LIMIT)
+            self.requeue_ns = 0                # back through the main loop / the TX bottom half
+            self.rx_copies = 2                 # tap read() into QEMU, iov_from_buf into the guest
 
     # -- description ---------------------------------------------------------------
     def options(self) -> dict:
         o = self.opts
-        return {"vhost": o["vhost"], "event_idx": o["event_idx"], "queue_size": o["queue_size"],
-                "notify": o["notify"], "ioeventfd": o["ioeventfd"]}
+        return {"vhost": o["vhost"], "backend": "vhost-net" if o["vhost"] else "qemu",
+                "event_idx": o["event_idx"], "mrg_rxbuf": o["mrg_rxbuf"], "napi_tx": True,
+                "queue_size": o["queue_size"], "notify": o["notify"], "ioeventfd": o["ioeventfd"]}
 
     def label(self) -> str:
         o = self.opts
-        return (f"virtio (vhost {'on' if o['vhost'] else 'off'}, "
-                f"event idx {'on' if o['event_idx'] else 'off'})")
+        backend = "vhost on" if o["vhost"] else "vhost off: QEMU userspace"
+        return (f"virtio ({backend}, event idx {'on' if o['event_idx'] else 'off'}, "
+                f"mrg_rxbuf {'on' if o['mrg_rxbuf'] else 'off'})")
 
     def host_busy_ns(self) -> int:
         return (self.host_rx.busy_ns + self.host_tx.busy_ns
@@ -124,21 +214,25 @@ class Virtio(Technique):
             self.nics.append(nic)
             self.by_mac[vm.mac] = nic
             # virtnet_open → try_fill_recv: fill the whole RX ring, then kick once
+            buf_len = nic.rx_buf_len()
             while nic.rx_pool and nic.rxq.num_free:
                 gpa = nic.rx_pool.popleft()
-                nic.rxq.add_buf(gpa, RX_BUF_LEN, True, gpa)
+                nic.rxq.add_buf(gpa, buf_len, True, gpa)
             tr = self.engine.trace
             if tr.on:
                 tr.emit(0, "ring", vm.name, 1,
-                        f"{vm.name}'s driver posts {nic.rxq.num - nic.rxq.num_free} RX buffers "
-                        f"(WRITE descriptors) · avail.idx = {nic.rxq.avail_idx()}",
-                        queue="rx", avail_idx=nic.rxq.avail_idx())
+                        f"{vm.name}'s driver posts {nic.rxq.num - nic.rxq.num_free} RX buffers of "
+                        f"{buf_len:,} B ({self._buf_kind()}, WRITE descriptors) · avail.idx = "
+                        f"{nic.rxq.avail_idx()}", queue="rx", avail_idx=nic.rxq.avail_idx(), buf_len=buf_len)
             if nic.rxq.kick_prepare():
                 self._kick(nic, "RX", 0)
             # the backend has buffers: it stops asking for kicks until it runs dry
             nic.rxq.disable_notify()
 
-    # -- receive -------------------------------------------------------------------
+    def _buf_kind(self) -> str:
+        return "mergeable, mrg_rxbuf on" if self.mrg_rxbuf else "small, mrg_rxbuf off"
+
+    # -- receive: the host side ------------------------------------------------------
     def receive_from_wire(self, pkt: Packet) -> None:
         now = self.engine.now
         tr = self.engine.trace
@@ -153,74 +247,158 @@ class Virtio(Technique):
                     f"frame #{pkt.id} reaches the host NIC; the host bridge forwards it by MAC "
                     f"{pkt.dst} to {vm.name}'s tap ({len(nic.tap)} queued)", pkt=pkt.id,
                     dst=pkt.dst, vlan=vm.vlan)
-        if not nic.rx_scheduled and not nic.rx_waiting_kick:
-            nic.rx_scheduled = True
-            nic.rx_run = 0
-            self.engine.at(ready + self.wakeup_ns + self._rx_cost(pkt), self._backend_rx, nic)
+        if not nic.rx_running and not nic.rx_waiting_kick:
+            # the tap's data_ready wakes the backend (vhost_poll_wakeup / QEMU's fd handler)
+            nic.rx_running = True
+            self.engine.at(ready + self.wakeup_ns, self._rx_start, nic)
 
-    def _rx_cost(self, pkt: Packet) -> int:
-        cost = self._rx_costs.get(pkt.size)
+    def _rx_cost(self, size: int) -> int:
+        cost = self._rx_costs.get(size)
         if cost is None:
-            cost = self._rx_costs[pkt.size] = self.pkt_ns + self.vmm.copy_cost(VIRTIO_NET_HDR_LEN + pkt.size)
+            copy = self.vmm.copy_cost
+            cost = self.pkt_ns + copy(VIRTIO_NET_HDR_LEN + size)
+            if not self.vhost:
+                cost += copy(size)         # QEMU's read() of the tap into its own buffer
+            self._rx_costs[size] = cost
         return cost
 
-    def _backend_rx(self, nic: VirtioNic) -> None:
-        """The backend finishes one frame: pop avail, copy, publish used, notify."""
+    def _rx_start(self, nic: VirtioNic) -> None:
+        """``handle_rx`` (vhost) / ``tap_send`` (QEMU) begins: no kicks needed
+        while it has buffers (``vhost_disable_notify``)."""
+        nic.rxq.disable_notify()
+        nic.rx_run_pkts = nic.rx_run_bytes = 0
+        self._rx_work(nic)
+
+    def _rx_work(self, nic: VirtioNic) -> None:
+        """The backend, free at this moment, runs its receive loop up to the
+        next point the guest can observe, and schedules itself there."""
         now = self.engine.now
-        tr = self.engine.trace
-        vm = nic.vm
-        _ready, pkt = nic.tap[0]
         q = nic.rxq
-        popped = q.pop()
-        if popped is None and q.enable_notify():
-            popped = q.pop()
-            q.disable_notify()
-        if popped is None:
-            # no buffer: wait for the guest's kick; the tap keeps filling meanwhile
-            nic.rx_scheduled = False
-            nic.rx_waiting_kick = True
+        heads = nic.rx_heads
+        if len(heads) >= self.rx_batch:
+            self._signal_used(nic, q, heads, "rx")
+        pk_weight, byte_weight = self.rx_weight
+        if nic.rx_run_pkts >= pk_weight or nic.rx_run_bytes >= byte_weight:
+            # vhost_exceeds_weight → vhost_poll_queue; out: vhost_net_signal_used
+            self._signal_used(nic, q, heads, "rx")
+            tr = self.engine.trace
             if tr.on:
-                tr.emit(now, "ring", vm.name, 3,
-                        f"{self.backend_name}: {vm.name}'s RX ring has no buffers (avail.idx = "
-                        f"last_avail_idx = {q.last_avail_idx}); re-enables kicks and waits",
-                        queue="rx")
+                tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("RX", nic.rx_run_pkts, nic.rx_run_bytes),
+                        queue="rx", requeue=True)
+            self.engine.at(now + self.requeue_ns, self._rx_start, nic)
             return
         tap = nic.tap
-        tap.popleft()
-        head, gpa, buflen, _flags = popped
-        n = VIRTIO_NET_HDR_LEN + pkt.size
-        nic.backend.busy_ns += self._rx_costs[pkt.size]
-        if n > buflen:
-            q.push(head, 0)
-            self.sim.dropped(pkt, f"RX buffer of {buflen} B too small for {n} B", 4)
-        else:
-            vm.mem.write(gpa, RX_HDR + pkt.frame, self.backend_name)
-            m = self.metrics
-            m.copies += 1
-            m.copy_bytes += n
-            pkt.copies += 1
-            q.push(head, n)
-            nic.rx_filled[gpa] = pkt
-            if tr.on:
-                tr.emit(now, "ring", vm.name, 3,
-                        f"{self.backend_name} pops avail[{(q.last_avail_idx - 1) & 0xFFFF}] → "
-                        f"desc {head} (GPA 0x{gpa:x}, {buflen} B, WRITE)",
-                        queue="rx", desc=head, gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
-                tr.emit(now, "copy", vm.name, 4,
-                        f"{self.backend_name} copies virtio_net_hdr (12 B) + frame #{pkt.id} "
-                        f"({pkt.size} B) into GPA 0x{gpa:x} — the one copy; used.idx → {q.used_idx}",
-                        queue="rx", desc=head, gpa=gpa, bytes=n, pkt=pkt.id, qemu_event="virtqueue_flush")
-        self._notify(nic, q, "rx")
-        # next frame
-        nic.rx_run += 1
-        if not tap:
-            nic.rx_scheduled = False
+        backend = nic.backend
+        t0 = t = backend.busy_until if backend.busy_until > now else now
+        avail = q.avail_pending()
+        n = 0
+        vm = nic.vm
+        mem = vm.mem
+        m = self.metrics
+        tr = self.engine.trace
+        costs = self._rx_costs
+        batch = self.rx_batch
+        run_pkts, run_bytes = nic.rx_run_pkts, nic.rx_run_bytes
+        filled = nic.rx_filled
+        mrg = self.mrg_rxbuf
+        copies = self.rx_copies
+        name = self.backend_name
+        while tap and tap[0][0] <= t:
+            if not avail:
+                if n:
+                    break              # it meets the empty ring at t: look again then
+                if q.enable_notify():  # vhost_enable_notify: "they slipped one in"
+                    q.disable_notify()
+                    avail = q.avail_pending()
+                    continue
+                # no buffer: the frame waits in the tap until the guest kicks
+                self._signal_used(nic, q, heads, "rx")
+                nic.rx_running = False
+                nic.rx_waiting_kick = True
+                if tr.on:
+                    tr.emit(now, "ring", vm.name, 3,
+                            f"{name}: {vm.name}'s RX ring has no buffers (avail.idx = last_avail_idx = "
+                            f"{q.last_avail_idx}); re-enables kicks and waits", queue="rx")
+                return
+            pkt = tap.popleft()[1]
+            head, gpa, buflen, _flags = q.pop()
+            avail -= 1
+            size = pkt.size
+            nbytes = VIRTIO_NET_HDR_LEN + size
+            cost = costs.get(size)
+            t += cost if cost is not None else self._rx_cost(size)
+            n += 1
+            run_pkts += 1
+            run_bytes += nbytes
+            if nbytes > buflen:
+                heads.append((head, 0))
+                self.sim.dropped(pkt, f"RX buffer of {buflen:,} B too small for {nbytes:,} B", 4)
+            else:
+                if mrg:
+                    # the tap's virtio_net_hdr, num_buffers = 1 (get_rx_bufs took one buffer), the frame
+                    mem.write(gpa, RX_HDR + pkt.frame, name)
+                else:
+                    # without MRG_RXBUF the backend skips num_buffers (iov_iter_advance past vnet_hdr_sz)
+                    mem.write(gpa, RX_HDR10, name)
+                    mem.write(gpa + VIRTIO_NET_HDR_LEN, pkt.frame, name)
+                m.copies += copies
+                m.copy_bytes += nbytes if copies == 1 else nbytes + size
+                pkt.copies += copies
+                heads.append((head, nbytes))
+                filled[gpa] = pkt
+                if tr.on:
+                    slot = (q.last_avail_idx - 1) & 0xFFFF
+                    tr.emit(now, "ring", vm.name, 3,
+                            f"{name} pops avail[{slot}] → desc {head} (GPA 0x{gpa:x}, {buflen:,} B, WRITE)",
+                            queue="rx", desc=head, gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
+                    if self.vhost:
+                        how = (f"vhost copies frame #{pkt.id} ({size:,} B) with its 12 B virtio_net_hdr "
+                               f"from the tap's socket into GPA 0x{gpa:x} (recvmsg: 1 copy)")
+                    else:
+                        how = (f"QEMU read()s frame #{pkt.id} ({size:,} B) from the tap into its own buffer "
+                               f"(copy 1), then iov_from_buf copies header + frame into GPA 0x{gpa:x} (copy 2)")
+                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=head, gpa=gpa, bytes=nbytes,
+                            pkt=pkt.id, copies=copies)
+            if len(heads) >= batch or run_pkts >= pk_weight or run_bytes >= byte_weight:
+                break
+        if n:
+            nic.rx_run_pkts, nic.rx_run_bytes = run_pkts, run_bytes
+            backend.busy_until = t
+            backend.busy_ns += t - t0
+            self.engine.at(t, self._rx_work, nic)
             return
-        if self.vhost and nic.rx_run >= VHOST_BUDGET:
-            nic.rx_run = 0
-            now += self.requeue_ns
-        ready, nxt = tap[0]
-        self.engine.at((now if now > ready else ready) + self._rx_cost(nxt), self._backend_rx, nic)
+        # the socket is empty (vhost_net_rx_peek_head_len == 0): vhost_net_enable_vq;
+        # out: vhost_net_signal_used.  The tap's next frame wakes the worker.
+        self._signal_used(nic, q, heads, "rx")
+        if tap:
+            self.engine.at(tap[0][0] + self.wakeup_ns, self._rx_start, nic)
+        else:
+            nic.rx_running = False
+
+    def _weight_msg(self, which: str, pkts: int, nbytes: int) -> str:
+        if self.vhost:
+            limit = (f"{VHOST_NET_PKT_WEIGHT} packets (VHOST_NET_PKT_WEIGHT)" if pkts >= VHOST_NET_PKT_WEIGHT
+                     else f"{nbytes:,} B (VHOST_NET_WEIGHT = 512 KiB)")
+            return f"vhost's worker has handled {limit} this run: it requeues its {which} work (vhost_exceeds_weight)"
+        if which == "RX":
+            return f"QEMU's tap_send has read {TAP_SEND_BURST} packets: back to the main loop"
+        return f"QEMU flushed a full TX burst ({QEMU_TX_BURST} packets): the bottom half reschedules itself"
+
+    def _signal_used(self, nic: VirtioNic, q: Virtqueue, heads: list, which: str) -> None:
+        """``vhost_net_signal_used`` → ``vhost_add_used_and_signal_n`` (QEMU:
+        ``virtqueue_flush`` + ``virtio_notify``): publish, then maybe signal."""
+        if not heads:
+            return
+        n = len(heads)
+        q.push_n(heads)
+        heads.clear()
+        tr = self.engine.trace
+        if tr.on:
+            what = f"{n} used entries" if n != 1 else "1 used entry"
+            tr.emit(self.engine.now, "ring", nic.vm.name, 4 if which == "rx" else 0,
+                    f"{self.backend_name} publishes {what} on {nic.vm.name}'s {which} ring · used.idx → "
+                    f"{q.used_idx}", queue=which, used_idx=q.used_idx, published=n, qemu_event="virtqueue_flush")
+        self._notify(nic, q, which)
 
     def _notify(self, nic: VirtioNic, q: Virtqueue, which: str) -> None:
         m = self.metrics
@@ -236,33 +414,42 @@ class Virtio(Technique):
             return
         m.notify_sent += 1
         if tr.on:
-            tr.emit(self.engine.now, "irq", vm.name, 5,
-                    f"{self.backend_name} signals the {which} irqfd (virtio_notify)",
+            how = ("signals the call eventfd → irqfd (vhost_signal)" if self.vhost
+                   else "raises the MSI-X vector (virtio_notify → msix_notify → KVM_SIGNAL_MSI)")
+            tr.emit(self.engine.now, "irq", vm.name, 5, f"{self.backend_name} {how} for {which}",
                     queue=which, qemu_event="virtio_notify", notified=True)
         start = self.vmm.deliver_irq(vm, which, f"virtio-net {which}", stage=5)
         if start is not None:
             self.engine.at(start, self._guest_irq, nic, which)
 
+    # -- the guest's interrupt handlers ---------------------------------------------
     def _guest_irq(self, nic: VirtioNic, which: str) -> None:
-        """vring_interrupt: disable callbacks and schedule NAPI (rx) or clean (tx)."""
+        """``vring_interrupt`` → ``skb_recv_done`` / ``skb_xmit_done``: schedule NAPI."""
         vm = nic.vm
-        end = vm.vcpu.reserve(self.engine.now, int(self.costs["guest_irq_ns"]))
+        end = vm.vcpu.reserve(self.engine.now, self.guest_irq_ns)
+        sched = False
         if which == "rx":
-            nic.rxq.disable_cb()
-        self.engine.at(end, self._guest_eoi, nic, which)
-
-    def _guest_eoi(self, nic: VirtioNic, which: str) -> None:
-        """The handler returns and writes EOI; NAPI (or TX clean-up) runs next."""
-        end = self.vmm.ack_irq(nic.vm, which, stage=5)
-        if which == "rx":
-            if not nic.napi_active:
-                nic.napi_active = True
-                self.engine.at(end, self._napi_rx, nic, 0)
+            q = nic.rxq
+            if q.interrupt() and not nic.napi_active:
+                q.disable_cb()             # virtqueue_napi_schedule
+                nic.napi_active = sched = True
         else:
-            self.engine.at(end, self._tx_clean, nic)
+            q = nic.txq
+            if q.interrupt():
+                q.disable_cb()             # skb_xmit_done: "suppress further interrupts"
+                if not nic.tx_napi_active:
+                    nic.tx_napi_active = sched = True
+        self.engine.at(end, self._guest_eoi, nic, which, sched)
 
-    def _napi_rx(self, nic: VirtioNic, done: int, reading: tuple | None = None) -> None:
-        """virtnet_poll: one used buffer per event, up to the NAPI budget.
+    def _guest_eoi(self, nic: VirtioNic, which: str, sched: bool) -> None:
+        """The handler returns (EOI); the NAPI poll it scheduled runs next."""
+        end = self.vmm.ack_irq(nic.vm, which, stage=5)
+        if sched:
+            self.engine.at(end, self._napi_rx if which == "rx" else self._napi_tx, nic)
+
+    # -- receive: the guest side -----------------------------------------------------
+    def _napi_rx(self, nic: VirtioNic, done: int = 0, reading: tuple | None = None) -> None:
+        """``virtnet_poll``: clean TX first, then one used buffer per event, up to the budget.
 
         ``reading`` is the frame the stack finished with at this moment: it is
         delivered now and its buffer goes back to the guest's pool."""
@@ -274,18 +461,29 @@ class Virtio(Technique):
             self.sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
             nic.rx_reading = None
             nic.rx_pool.append(gpa)
+        elif done == 0:
+            self._poll_cleantx(nic)
         if done < self.budget:
             got = q.get_buf()
             if got is not None:
                 gpa, length, head = got
-                pkt = nic.rx_filled.pop(gpa)
+                pkt = nic.rx_filled.pop(gpa, None)
+                if pkt is None:            # a buffer the device returned empty (frame dropped)
+                    nic.rx_pool.append(gpa)
+                    self.engine.at(now, self._napi_rx, nic, done + 1)
+                    return
                 nic.rx_reading = pkt
+                if self.mrg_rxbuf:
+                    # receive_mergeable: ewma_pkt_len_add(&rq->mrg_avg_pkt_len, head_skb->len)
+                    a = nic.avg_pkt_len
+                    size = length - VIRTIO_NET_HDR_LEN
+                    nic.avg_pkt_len = (((a << EWMA_WEIGHT_SHIFT) - a) + size) >> EWMA_WEIGHT_SHIFT if a else size
                 end = vm.vcpu.reserve(now, self.guest_rx_ns)
                 tr = self.engine.trace
                 if tr.on:
                     tr.emit(now, "ring", vm.name, 6,
                             f"{vm.name}'s NAPI poll takes used[{(q.last_used_idx - 1) & 0xFFFF}] → desc {head} "
-                            f"({length} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
+                            f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
                             queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
                 self.engine.at(end, self._napi_rx, nic, done + 1, (pkt, gpa))
                 return
@@ -294,6 +492,7 @@ class Virtio(Technique):
         if done >= self.budget:
             self.engine.at(t, self._napi_rx, nic, 0)
             return
+        # virtqueue_napi_complete
         q.enable_cb_prepare()
         if q.more_used():
             q.disable_cb()
@@ -310,16 +509,19 @@ class Virtio(Technique):
             return now
         vm = nic.vm
         added = 0
-        while nic.rx_pool and q.num_free:
-            gpa = nic.rx_pool.popleft()
-            q.add_buf(gpa, RX_BUF_LEN, True, gpa)
+        buf_len = nic.rx_buf_len()     # the EWMA does not move while the driver refills
+        pool = nic.rx_pool
+        while pool and q.num_free:
+            gpa = pool.popleft()
+            q.add_buf(gpa, buf_len, True, gpa)
             added += 1
-        t = vm.vcpu.reserve(now, int(self.costs["guest_refill_ns"]) * added)
+        t = vm.vcpu.reserve(now, self.refill_ns * added)
         tr = self.engine.trace
         if tr.on:
             tr.emit(now, "ring", vm.name, 1,
-                    f"{vm.name}'s driver refills {added} RX buffer{'s' if added != 1 else ''} · avail.idx = {q.avail_idx_shadow}",
-                    queue="rx", added=added)
+                    f"{vm.name}'s driver refills {added} RX buffer{'s' if added != 1 else ''} of {buf_len:,} B "
+                    f"({self._buf_kind()}) · avail.idx = {q.avail_idx_shadow}",
+                    queue="rx", added=added, buf_len=buf_len)
         if q.kick_prepare():
             t = self._kick(nic, "RX", t)
         else:
@@ -344,18 +546,17 @@ class Virtio(Technique):
                     queue=which.lower(), qemu_event="virtio_queue_notify", kicked=True)
         if which == "RX":
             if nic.rx_waiting_kick:
+                # handle_rx_kick / virtio_net_handle_rx → qemu_flush_queued_packets
                 nic.rx_waiting_kick = False
                 if nic.tap:
-                    nic.rx_scheduled = True
-                    nic.rx_run = 0
-                    self.engine.at(end + self.wakeup_ns + self._rx_cost(nic.tap[0][1]), self._backend_rx, nic)
+                    nic.rx_running = True
+                    self.engine.at(end + self.wakeup_ns, self._rx_start, nic)
         elif not nic.tx_running:
             nic.tx_running = True
-            nic.tx_run = 0
-            self.engine.at(end + self.wakeup_ns, self._backend_tx, nic)
+            self.engine.at(end + self.wakeup_ns, self._tx_start, nic)
         return end
 
-    # -- transmit ------------------------------------------------------------------
+    # -- transmit: the guest side ----------------------------------------------------
     def guest_send(self, vm: "Vm", pkt: Packet) -> None:
         nic = self.nics[vm.index]
         self.queue_for_xmit(nic, pkt, nic.tx_stopped)
@@ -366,15 +567,21 @@ class Virtio(Technique):
             self.schedule_xmit(nic, nic.qdisc.popleft())
 
     def _xmit(self, nic: VirtioNic, pkt: Packet) -> None:
-        """start_xmit: reclaim used TX buffers, add this one, kick if asked."""
+        """``start_xmit`` with TX NAPI: reclaim, re-arm the delayed callback,
+        add the frame, stop the queue if a full skb might not fit, kick."""
         nic.tx_to_xmit -= 1
-        self._free_old_xmit(nic)
         q = nic.txq
         vm = nic.vm
         now = self.engine.now
-        if not nic.tx_pool or q.num_free == 0:
+        # do { disable_cb; free_old_xmit_skbs } while (kick && !virtqueue_enable_cb_delayed)
+        while True:
+            q.disable_cb()
+            self._free_old_xmit(nic)
+            if q.enable_cb_delayed():
+                break
+        if not nic.tx_pool or q.num_free == 0:     # not reached: the queue stops at 19 free
             nic.qdisc.appendleft(pkt)
-            self._stop_queue(nic)
+            nic.tx_stopped = True
             return
         gpa = nic.tx_pool.popleft()
         vm.mem.write(gpa, TX_HDR + pkt.frame, "guest")
@@ -384,9 +591,15 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(now, "ring", vm.name, 0,
                     f"{vm.name}'s driver puts frame #{pkt.id} at GPA 0x{gpa:x} on the TX ring · "
-                    f"avail.idx = {q.avail_idx_shadow}", queue="tx", gpa=gpa, pkt=pkt.id)
-        if q.num_free == 0:
-            self._stop_queue(nic)
+                    f"avail.idx = {q.avail_idx_shadow} · used_event = {q.used_event()}",
+                    queue="tx", gpa=gpa, pkt=pkt.id, avail_idx=q.avail_idx_shadow,
+                    used_event=q.used_event(), last_used=q.last_used_idx)
+        if q.num_free < TX_STOP_FREE:
+            nic.tx_stopped = True                  # netif_stop_subqueue
+            if tr.on:
+                tr.emit(now, "ring", vm.name, 0,
+                        f"{vm.name}'s TX queue stops: {q.num_free} descriptors free < 2 + MAX_SKB_FRAGS = "
+                        f"{TX_STOP_FREE} (netif_stop_subqueue)", queue="tx", stopped=True, num_free=q.num_free)
         if q.kick_prepare():
             self._kick(nic, "TX", now)
         else:
@@ -397,65 +610,124 @@ class Virtio(Technique):
                 tr.emit(now, "kick", vm.name, 0, f"{vm.name} does not kick: {why}", queue="tx", kicked=False)
         self._qdisc_run(nic)
 
-    def _stop_queue(self, nic: VirtioNic) -> None:
-        nic.tx_stopped = True
-        if not nic.txq.enable_cb_delayed():
-            # enough were used meanwhile: clean and go on
-            self._tx_clean(nic)
-
     def _free_old_xmit(self, nic: VirtioNic) -> None:
+        """``free_old_xmit_skbs``: every used TX buffer back to the driver."""
         q = nic.txq
+        pool = nic.tx_pool
         while (got := q.get_buf()) is not None:
-            gpa = got[0]
-            nic.tx_pool.append(gpa)
+            pool.append(got[0])
 
-    def _tx_clean(self, nic: VirtioNic) -> None:
-        """TX completion (interrupt or delayed callback): reclaim and restart."""
-        nic.txq.disable_cb()
-        self._free_old_xmit(nic)
-        if nic.tx_stopped and nic.txq.num_free:
-            nic.tx_stopped = False
+    def _wake_queue(self, nic: VirtioNic) -> None:
+        """``netif_tx_wake_queue`` once 2 + MAX_SKB_FRAGS descriptors are free."""
+        if nic.txq.num_free >= TX_STOP_FREE:
+            if nic.tx_stopped:
+                nic.tx_stopped = False
+                tr = self.engine.trace
+                if tr.on:
+                    tr.emit(self.engine.now, "ring", nic.vm.name, 0,
+                            f"{nic.vm.name}'s TX queue restarts: {nic.txq.num_free} descriptors free ≥ "
+                            f"{TX_STOP_FREE} (netif_tx_wake_queue)", queue="tx", stopped=False,
+                            num_free=nic.txq.num_free)
             self._qdisc_run(nic)
 
-    def _backend_tx(self, nic: VirtioNic) -> None:
-        """The backend drains the TX ring: pop, copy out to the tap, publish used."""
+    def _napi_tx(self, nic: VirtioNic) -> None:
+        """``virtnet_poll_tx``: reclaim, wake the queue, re-enable callbacks,
+        and poll again if more completed meanwhile (``virtqueue_poll``)."""
         q = nic.txq
-        vm = nic.vm
+        q.disable_cb()
+        self._free_old_xmit(nic)
+        self._wake_queue(nic)
+        opaque = q.enable_cb_prepare()
+        nic.tx_napi_active = False                 # napi_complete_done
+        if opaque != q.used_idx_ram():
+            nic.tx_napi_active = True
+            q.disable_cb()
+            self.engine.at(self.engine.now, self._napi_tx, nic)
+
+    def _poll_cleantx(self, nic: VirtioNic) -> None:
+        """``virtnet_poll_cleantx``: the RX poll reclaims TX buffers too."""
+        q = nic.txq
+        if q.num_free == q.num:
+            return                                 # nothing outstanding: the loop would change nothing
+        while True:
+            q.disable_cb()
+            self._free_old_xmit(nic)
+            if q.enable_cb_delayed():
+                break
+        self._wake_queue(nic)
+
+    # -- transmit: the host side -----------------------------------------------------
+    def _tx_start(self, nic: VirtioNic) -> None:
+        """``handle_tx`` (vhost) / ``virtio_net_tx_bh`` (QEMU): no kicks while draining."""
+        nic.txq.disable_notify()
+        nic.tx_run_pkts = nic.tx_run_bytes = 0
+        self._tx_work(nic)
+
+    def _tx_work(self, nic: VirtioNic) -> None:
+        """``handle_tx_copy`` / ``virtio_net_flush_tx`` from this moment up to
+        the next point the guest can observe (a published batch, the run's end)."""
         now = self.engine.now
+        q = nic.txq
+        heads = nic.tx_heads
+        pk_weight, byte_weight = self.tx_weight
         tr = self.engine.trace
-        if nic.tx_run == 0:
-            q.disable_notify()
-        popped = q.pop()
-        if popped is None:
-            if q.enable_notify():
-                q.disable_notify()
-                popped = q.pop()
-        if popped is None:
-            nic.tx_running = False
+        if nic.tx_run_pkts >= pk_weight or nic.tx_run_bytes >= byte_weight:
+            self._signal_used(nic, q, heads, "tx")         # vhost_tx_batch at the end of handle_tx_copy
+            if tr.on:
+                tr.emit(now, "note", nic.vm.name, 0, self._weight_msg("TX", nic.tx_run_pkts, nic.tx_run_bytes),
+                        queue="tx", requeue=True)
+            self.engine.at(now + self.requeue_ns, self._tx_start, nic)
             return
-        head, gpa, length, _flags = popped
-        pkt = nic.tx_sent.pop(gpa)
-        frame = vm.mem.read(gpa + VIRTIO_NET_HDR_LEN, length - VIRTIO_NET_HDR_LEN)
-        cost = self.pkt_ns + self.vmm.copy_cost(length)
-        end = nic.backend.reserve(now, cost)
-        self.metrics.copy(length - VIRTIO_NET_HDR_LEN)
-        pkt.copies += 1
-        if frame != pkt.frame:
-            self.metrics.corrupt += 1
-        q.push(head, 0)
-        if tr.on:
-            tr.emit(now, "copy", vm.name, 0,
-                    f"{self.backend_name} pops desc {head} and copies frame #{pkt.id} "
-                    f"({pkt.size} B) from GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x} to the tap — the one copy",
-                    queue="tx", desc=head, gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop")
-        ready = self.host_tx.reserve(end, self.host_stack_ns)
-        self.sim.transmit(pkt, ready)
-        self._notify(nic, q, "tx")
-        nic.tx_run += 1
-        delay = 0
-        if self.opts["vhost"] and nic.tx_run % VHOST_BUDGET == 0:
-            delay = int(self.costs["vhost_requeue_ns"])
-        self.engine.at(end + delay, self._backend_tx, nic)
+        backend = nic.backend
+        t0 = t = backend.busy_until if backend.busy_until > now else now
+        avail = q.avail_pending()
+        n = 0
+        vm = nic.vm
+        mem = vm.mem
+        m = self.metrics
+        copy_cost = self.vmm.copy_cost
+        name = self.backend_name
+        while True:
+            if len(heads) >= self.tx_batch:
+                if n:
+                    break                                   # published at t
+                self._signal_used(nic, q, heads, "tx")     # done_idx == VHOST_NET_BATCH → vhost_tx_batch
+            if not avail:
+                if n:
+                    break
+                if q.enable_notify():                       # they slipped one in
+                    q.disable_notify()
+                    avail = q.avail_pending()
+                    continue
+                # nothing new: the run ends with kicks enabled
+                self._signal_used(nic, q, heads, "tx")
+                nic.tx_running = False
+                return
+            head, gpa, length, _flags = q.pop()
+            avail -= 1
+            pkt = nic.tx_sent.pop(gpa)
+            frame = mem.read(gpa + VIRTIO_NET_HDR_LEN, length - VIRTIO_NET_HDR_LEN)
+            t += self.pkt_ns + copy_cost(length)
+            m.copy(length - VIRTIO_NET_HDR_LEN)
+            pkt.copies += 1
+            if frame != pkt.frame:
+                m.corrupt += 1
+            heads.append((head, 0))
+            if tr.on:
+                tr.emit(now, "copy", vm.name, 0,
+                        f"{name} pops desc {head} and copies frame #{pkt.id} ({pkt.size:,} B) from GPA "
+                        f"0x{gpa + VIRTIO_NET_HDR_LEN:x} to the tap ("
+                        f"{'sendmsg' if self.vhost else 'writev'}: 1 copy)",
+                        queue="tx", desc=head, gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
+            self.sim.transmit(pkt, self.host_tx.reserve(t, self.host_stack_ns))
+            n += 1
+            nic.tx_run_pkts += 1
+            nic.tx_run_bytes += length
+            if nic.tx_run_pkts >= pk_weight or nic.tx_run_bytes >= byte_weight:
+                break
+        backend.busy_until = t
+        backend.busy_ns += t - t0
+        self.engine.at(t, self._tx_work, nic)
 
     # -- accounting ------------------------------------------------------------------
     def in_flight(self) -> int:
@@ -467,12 +739,24 @@ class Virtio(Technique):
         out = []
         for nic in self.nics:
             for q in (nic.rxq, nic.txq):
+                extra = {"hdr_len": VIRTIO_NET_HDR_LEN}
+                if q is nic.rxq:
+                    extra.update(mrg_rxbuf=self.mrg_rxbuf, rx_buf_len=nic.rx_buf_len())
                 out.append(QueueInfo(nic.vm.name, q.name, "virtio-split", q.num, q.desc, q.avail, q.used,
-                                     q.event_idx, {"hdr_len": VIRTIO_NET_HDR_LEN}))
+                                     q.event_idx, extra))
         return out
 
     def ring_views(self) -> list[RingView]:
-        return [ring_view(nic.vm.name, q) for nic in self.nics for q in (nic.rxq, nic.txq)]
+        out = []
+        for nic in self.nics:
+            if self.mrg_rxbuf:
+                bufs = f"mrg_rxbuf on · {nic.rx_buf_len():,} B buffers (EWMA {nic.avg_pkt_len:,} B)"
+            else:
+                bufs = f"mrg_rxbuf off · {SMALL_BUF_LEN:,} B small buffers"
+            out.append(ring_view(nic.vm.name, nic.rxq, bufs))
+            out.append(ring_view(nic.vm.name, nic.txq,
+                                 f"TX NAPI · stops below {TX_STOP_FREE} free" + (" (stopped)" if nic.tx_stopped else "")))
+        return out
 
 
 def _tap_of(nic: VirtioNic) -> deque:
@@ -484,7 +768,7 @@ def _flags(f: int) -> str:
     return "|".join(parts) or "–"
 
 
-def ring_view(vm: str, q: Virtqueue) -> RingView:
+def ring_view(vm: str, q: Virtqueue, extra: str = "") -> RingView:
     """The virtqueue as its bytes in guest RAM say, plus both sides' shadows."""
     used_pending = set()
     idx = q.last_used_idx
@@ -510,5 +794,7 @@ def ring_view(vm: str, q: Virtqueue) -> RingView:
     note = (f"event idx {'on' if q.event_idx else 'off'} · avail.flags "
             f"{'NO_INTERRUPT' if af & VRING_AVAIL_F_NO_INTERRUPT else '0'} · used.flags "
             f"{'NO_NOTIFY' if uf & VRING_USED_F_NO_NOTIFY else '0'}")
+    if extra:
+        note = f"{note} · {extra}"
     return RingView(vm, q.name, "virtio-split", q.num, ("idx", "addr", "len", "flags", "next"),
                     tuple(rows), tuple(owners), tuple(marks), q.last_touched, q.desc, note)
