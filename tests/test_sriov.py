@@ -339,10 +339,10 @@ def test_label_options_and_views():
     assert len(q) == 8 and len({x.desc_gpa for x in q[:2]}) == 2
     rv = t.ring_views()
     assert len(rv) == 8 and rv[0].kind == "82599-adv" and "no exit" in rv[0].note and "adaptive ITR" in rv[0].note
-    assert len(rv[0].rows) == 32 and rv[0].columns == ("idx", "format", "pkt_addr / pkt_info", "length", "status_error")
-    assert {r[1] for r in rv[0].rows} == {"read", "write-back"}
-    assert any(r[1] == "write-back" and r[4] == "DD|EOP" and r[3] == "1514" for r in rv[0].rows)
-    assert rv[1].columns == ("idx", "descriptor", "buffer_addr", "cmd", "olinfo / status")
+    assert len(rv[0].rows) == 32 and rv[0].columns == ("idx", "fmt", "pkt_addr/info", "len", "status")
+    assert {r[1] for r in rv[0].rows} == {"read", "wb"}
+    assert any(r[1] == "wb" and r[4] == "DD|EOP" and r[3] == "1514" for r in rv[0].rows)
+    assert rv[1].columns == ("idx", "fmt", "addr len", "cmd", "olinfo")
     assert {r[1] for r in rv[1].rows} == {"–"}            # vm0 sent nothing
     iv = t.iommu_view()
     assert not iv.idle_reason and [r[0] for r in iv.rows] == ["02:10.0", "02:10.2", "02:10.4", "02:10.6"]
@@ -358,9 +358,9 @@ def test_the_tx_ring_pane_shows_a_context_and_a_data_descriptor_per_frame():
     s.run()
     tx = s.technique.ring_views()[1]
     kinds = [r[1] for r in tx.rows]
-    assert kinds[:40] == ["context", "data"] * 20
-    assert tx.rows[0][2:4] == ("MACLEN 14", "DEXT|DTYP_CTXT")
-    assert tx.rows[1][3] == "DEXT|IFCS|EOP|RS" and tx.rows[1][2].endswith("len 590") and tx.rows[1][4] == "CC DD"
+    assert kinds[:40] == ["ctxt", "data"] * 20
+    assert tx.rows[0][2:4] == ("MACLEN 14", "DEXT|CTXT")
+    assert tx.rows[1][3] == "EOP|RS" and tx.rows[1][2].endswith(" 590") and tx.rows[1][4] == "CC DD"
 
 
 # -- the command line ---------------------------------------------------------------------------------

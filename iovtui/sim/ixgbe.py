@@ -285,26 +285,28 @@ def adv_ring_view(vm: str, ring: _AdvRing, note: str = "") -> RingView:
         if ring.kind == "rx":
             pi, _hi, _rss, st, ln, _vlan = _RXWB.unpack_from(ram, d)
             if st & RXD_STAT_DD:
-                rows.append((str(i), "write-back", f"pkt_info 0x{pi:04x}", str(ln),
+                rows.append((str(i), "wb", f"info 0x{pi:04x}", str(ln),
                              _flags(st, ((RXD_STAT_DD, "DD"), (RXD_STAT_EOP, "EOP")))))
             else:
                 pkt, hdr = _QQ.unpack_from(ram, d)
-                rows.append((str(i), "read", f"pkt_addr 0x{pkt:08x}", "–", "–"))
+                rows.append((str(i), "read", f"0x{pkt:08x}", "–", "–"))
         else:
             t = ring.types[i]
             if t == "ctxt":
                 vml, _seed, _tucmd, _mss = _CTX.unpack_from(ram, d)
-                rows.append((str(i), "context", f"MACLEN {vml >> ADVTXD_MACLEN_SHIFT & 0x7F}",
-                             "DEXT|DTYP_CTXT", "–"))
+                rows.append((str(i), "ctxt", f"MACLEN {vml >> ADVTXD_MACLEN_SHIFT & 0x7F}",
+                             "DEXT|CTXT", "–"))
             elif t == "data":
                 addr, cmd, ol = _TXD.unpack_from(ram, d)
-                rows.append((str(i), "data", f"0x{addr:08x} len {cmd & 0xFFFF}", "DEXT|IFCS|EOP|RS",
+                rows.append((str(i), "data", f"0x{addr:08x} {cmd & 0xFFFF}", "EOP|RS",
                              ("CC DD" if ol & TXD_STAT_DD else "CC") if ol & ADVTXD_CC else "–"))
             else:
                 rows.append((str(i), "–", "–", "–", "–"))
         owners.append(ring.owner(i))
-    cols = (("idx", "format", "pkt_addr / pkt_info", "length", "status_error") if ring.kind == "rx"
-            else ("idx", "descriptor", "buffer_addr", "cmd", "olinfo / status"))
+    # short headings: the hex view names every field in full (read = pkt_addr/hdr_addr,
+    # wb = the write-back pkt_info/rss/status_error/length/vlan; ctxt/data for TX)
+    cols = (("idx", "fmt", "pkt_addr/info", "len", "status") if ring.kind == "rx"
+            else ("idx", "fmt", "addr len", "cmd", "olinfo"))
     reg = "VFRD" if ring.kind == "rx" else "VFTD"
     marks = ((f"{reg}H", str(ring.head)), (f"{reg}T", str(ring.tail)),
              ("next_to_clean", str(ring.next_to_clean)), ("hw owns", str(ring.hw_owned())))
