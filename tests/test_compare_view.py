@@ -34,9 +34,9 @@ def test_three_columns_at_the_same_virtual_time():
 
 def test_the_orderings_fall_out_of_the_model():
     d = driver()
-    d.advance(20_000_000)                      # ~800 frames at 500 Mb/s
+    d.advance(100_000_000)                     # ~410 frames at 50 Mb/s
     cols = {c.technique: c.summary for c in d.publish().columns}
-    assert all(s["packets"]["delivered"] > 500 for s in cols.values())
+    assert all(s["packets"]["delivered"] > 300 for s in cols.values())
     assert cols["emulation"]["exits"]["per_packet"] > cols["virtio"]["exits"]["per_packet"]
     copies = [cols[t]["copies_per_packet"] for t in ("emulation", "virtio", "sriov")]
     assert copies[0] == pytest.approx(2, abs=0.05) and copies[1] == pytest.approx(1, abs=0.05) and copies[2] == 0

@@ -92,36 +92,39 @@ def test_isolated_packet_costs_7_to_8_exits_under_emulation(steady):
 
 
 def test_orderings_fall_out_of_the_mechanics(steady):
-    r = {t: summary(steady, t, packets=1500)[1] for t in TECHNIQUES}
-    modern = {"host": {"apicv": True, "vtd_posted_interrupts": True}}
-    posted = summary(steady.with_options(**modern), "sriov", 1500)[1]
-    e, v, s = (r[t]["exits"]["per_packet"] for t in TECHNIQUES)
-    # QEMU's e1000 mitigation batches a 500 Mb/s stream (~5 frames per interrupt), so its
-    # exits per packet no longer dwarf one wake-up + EOI per frame; what stays far above
-    # is the exits that go out to userspace QEMU (ICR, IMC, IMS, STATUS)
-    eu, vu, su = (r[t]["exits"]["userspace"] / r[t]["packets"]["delivered"] for t in TECHNIQUES)
-    assert eu > 0.5 and vu == su == 0
-    # at a low offered load (about 200 frames/s: one interrupt per frame) the count itself is far above
-    low = {t: summary(steady.with_options(traffic={"rate": 200}), t, packets=200)[1] for t in TECHNIQUES}
-    e, v, s = (low[t]["exits"]["per_packet"] for t in TECHNIQUES)
-    assert e > 2 * v and e > 2 * s                                   # emulation far above
-    # a 500 Mb/s stream leaves the guest idle between frames: with APICv + VT-d PI
-    # the only exits left are its HLTs; busy at line rate it has almost none
+    # steady-stream: one frame every 240 µs, so every technique handles each frame on its own
+    profiles = {"none": {}, "apicv": {"apicv": True}, "apicv+pi": {"apicv": True, "vtd_posted_interrupts": True}}
+    for name, host in profiles.items():
+        r = {t: summary(steady.with_options(host=host), t, packets=600)[1] for t in TECHNIQUES}
+        e, v, s = (r[t]["exits"]["per_packet"] for t in TECHNIQUES)
+        assert e > 2 * v and e > 2 * s, (name, e, v, s)                  # emulation far above
+        eu, vu, su = (r[t]["exits"]["userspace"] / r[t]["packets"]["delivered"] for t in TECHNIQUES)
+        assert eu > 4 and vu == su == 0                                   # ICR, IMC, STATUS, IMS, STATUS
+        lat = [r[t]["latency_ns"]["p50"] for t in TECHNIQUES]
+        assert lat[0] > lat[1] > lat[2], (name, lat)                      # SR-IOV best, emulation worst
+        cpu = [r[t]["cpu_ns_per_packet"] for t in TECHNIQUES]
+        assert cpu[0] > cpu[1] > cpu[2], (name, cpu)
+    # an idle guest between frames: with APICv + VT-d PI the only exits left are its HLTs;
+    # busy at line rate it has almost none
+    posted = summary(steady.with_options(host=profiles["apicv+pi"]), "sriov", 600)[1]
     assert set(posted["exits"]["by_reason"]) == {"HLT"} and posted["interrupts"]["host"] == 0
-    busy = summary(load_preset("line-rate").with_options(**modern), "sriov", 3000)[1]
-    assert busy["exits"]["per_packet"] < 0.05 < v
-    # latency where it is the point (one request at a time): SR-IOV best, emulation worst
-    pp = load_preset("pingpong")
-    lat = [summary(pp, t, packets=400)[1]["latency_ns"]["p50"] for t in TECHNIQUES]
-    assert lat[0] > lat[1] > lat[2]
-    # in a stream, ixgbevf's adaptive ITR moves to bulk (12K interrupts/s) and trades latency
-    # for fewer interrupts: a frame waits at most about one EITR interval (84 µs)
-    assert r["sriov"]["latency_ns"]["p50"] < r["sriov"]["latency_ns"]["p99"] < 84_000 + 10_000
+    busy = summary(load_preset("line-rate").with_options(host=profiles["apicv+pi"]), "sriov", 3000)[1]
+    assert busy["exits"]["per_packet"] < 0.05
+    # above QEMU's mitigation floor (500 Mb/s, ~5 frames per interrupt) emulation's exits per
+    # frame fall, but the ones that go out to userspace QEMU stay far above the others' zero
+    fast = {t: summary(steady.with_options(traffic={"rate": "500 Mb/s"}), t, packets=1500)[1] for t in TECHNIQUES}
+    assert fast["emulation"]["exits"]["userspace"] / fast["emulation"]["packets"]["delivered"] > 0.5
+    assert fast["virtio"]["exits"]["userspace"] == fast["sriov"]["exits"]["userspace"] == 0
+    # at line rate emulation runs out of CPU; vhost-net and SR-IOV both keep up, at very
+    # different CPU cost per packet (QEMU's userspace virtio backend does not keep up)
     line = load_preset("line-rate")
-    tp = [summary(line, t, packets=3000)[1]["throughput_gbps"] for t in TECHNIQUES]
-    assert tp[0] < tp[1] < tp[2]
-    cpu = [r[t]["cpu_ns_per_packet"] for t in TECHNIQUES]
-    assert cpu[0] > cpu[1] > cpu[2]
+    lr = {t: summary(line, t, packets=3000)[1] for t in TECHNIQUES}
+    qemu = summary(line.with_options(virtio={"vhost": False}), "virtio", 3000)[1]
+    tp = [lr[t]["throughput_gbps"] for t in TECHNIQUES]
+    assert tp[0] < qemu["throughput_gbps"] < tp[2] and tp[0] < tp[1]
+    assert lr["virtio"]["packets"]["dropped"] == lr["sriov"]["packets"]["dropped"] == 0
+    cpu = [lr[t]["cpu_ns_per_packet"] for t in TECHNIQUES]
+    assert cpu[0] > cpu[1] > 2 * cpu[2]
 
 
 def test_sriov_exits_come_only_from_interrupts(steady):
