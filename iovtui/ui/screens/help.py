@@ -19,7 +19,11 @@ SIMPLIFIED = (
     "HLT (exit 12) and the next interrupt wakes it; there is no timer tick, no scheduler and no other "
     "program in it, so a saturated run shows no HLT exits.",
     "The host profile (a, [host]) is one of three platforms, no APICv, APICv, APICv + VT-d posted "
-    "interrupts, the same for every VM, with the guest's APIC in xAPIC or x2APIC mode.",
+    "interrupts, the same for every VM, with the guest's APIC in xAPIC or x2APIC mode. Halt-polling's "
+    "time and the TSC-deadline MSR_WRITE a NOHZ guest makes going idle are not modelled; an assigned "
+    "VF's host interrupt (no VT-d PI) is taken on another CPU than the vCPU's.",
+    "Every cost is exact: no jitter, so a steady stream gives the same figures every frame (real hosts "
+    "vary, which batches interrupts at moderate load); the e1000 driver's 2-second watchdog is left out.",
     "Costs are order-of-magnitude defaults from the literature (any preset's [costs] overrides them); "
     "exits, copies and interrupts per packet come from the mechanics, not from those numbers.",
     "One engine action can do several things at one virtual instant; n narrates them one by one "
