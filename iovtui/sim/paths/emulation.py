@@ -621,7 +621,7 @@ class Emulation(Technique):
         out = []
         for n in self.nics:
             pend = [f"{r} ← {v}" for r, v in n.coalesced if r == "RDT"]
-            note = "device owns RDH..RDT−1; the driver writes RDT = next_to_use − 1"
+            note = "device owns RDH..RDT−1 · the driver writes RDT = next_to_use − 1"
             if pend:
                 note += f" · coalesced, not yet applied: {', '.join(pend)}"
             out.append(ring_view(n.vm.name, n.rx, "e1000-legacy", "RDH", "RDT", note))

@@ -70,7 +70,7 @@ class RingPane(TitledPane):
             return [Strip.blank(w)] * h
         out = flow([f"{r.vm} {r.name}", r.kind, f"{r.size} entries"] + [f"{k} {v}" for k, v in r.marks],
                    w, Style(color="#d7d7af"))
-        out += flow([r.note], w, Style(color="grey62"))
+        out += flow(r.note.split(" · "), w, Style(color="grey62"))     # breaks between its parts
         widths = self._widths(r)
         head = "".join(f" {c:>{widths[k]}}" for k, c in enumerate(r.columns)) + "  owner"
         out.append(Strip([Segment(head, Style(bold=True, color="grey70"))]).crop_extend(0, w, None))
