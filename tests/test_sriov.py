@@ -328,7 +328,7 @@ def test_a_whole_run_for_one_vm_never_touches_the_other(seed, unmapped, readonly
 def test_label_options_and_views():
     s = sim_for(four_vm_preset(sriov={"ring_size": 32}, iommu={"iotlb_entries": 128}), "sriov", packets=50)
     t = s.technique
-    assert t.label() == "SR-IOV (VF 02:10.0…, posted interrupts off)"
+    assert t.label() == "SR-IOV (VF 02:10.0…, MSI-X via the host)"
     o = t.options()
     assert (o["posted_interrupts"], o["x2apic"], o["iotlb_entries"], o["vfs"]) == (False, False, 128, 4)
     assert (o["itr"], o["superpages"], o["descriptors"]) == ("adaptive", False, "82599-adv")
@@ -350,7 +350,7 @@ def test_label_options_and_views():
     nv = t.nic_view()
     assert not nv.idle_reason and [r[1] for r in nv.rows] == ["02:00.0", "02:10.0", "02:10.2", "02:10.4", "02:10.6"]
     posted = sim_for(make_preset(host={"apicv": True, "vtd_posted_interrupts": True}), "sriov", packets=1).technique
-    assert posted.label() == "SR-IOV (VF 02:10.0, VT-d posted interrupts)"
+    assert posted.label() == "SR-IOV (VF 02:10.0, VT-d posted MSI-X)"
 
 
 def test_the_tx_ring_pane_shows_a_context_and_a_data_descriptor_per_frame():

@@ -146,7 +146,9 @@ class SrIov(Technique):
 
     def label(self) -> str:
         first = self.nic.vfs[0].bdf if self.nic.vfs else "-"
-        pi = "VT-d posted interrupts" if self.host.vtd_pi else "posted interrupts off"
+        # how the VF's MSI-X reaches the guest: straight into its posted-interrupt
+        # descriptor (VT-d PI) or through a host interrupt (vfio_msihandler → irqfd)
+        pi = "VT-d posted MSI-X" if self.host.vtd_pi else "MSI-X via the host"
         return f"SR-IOV (VF {first}{'…' if len(self.vms) > 1 else ''}, {pi})"
 
     def host_busy_ns(self) -> int:
