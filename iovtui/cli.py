@@ -837,9 +837,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _check_terminal_size()
     _warn(run["preset"])
     remember_terminal()
-    app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
-                     packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
-                     presenter=args.presenter, at_event=args.at)
+    from .sim.preset import PresetError
+
+    try:
+        app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
+                         packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
+                         presenter=args.presenter, at_event=args.at)
+    except PresetError as e:
+        raise CliError(str(e)) from None
     app.run()
     return getattr(app, "return_code", 0) or 0
 
@@ -856,8 +861,13 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise
     _check_terminal_size()
     remember_terminal()
-    app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
-                     palette=args.palette, presenter=args.presenter, predict=args.predict)
+    from .sim.preset import PresetError
+
+    try:
+        app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
+                         palette=args.palette, presenter=args.presenter, predict=args.predict)
+    except PresetError as e:        # the technique cannot lay out its rings in this guest RAM
+        raise CliError(str(e)) from None
     app.run()
     return getattr(app, "return_code", 0) or 0
 
