@@ -272,8 +272,8 @@ def _new_file(path: str, force: bool, what: str) -> Path:
 
 #: before a run whose trace will be larger than this, say how large on stderr
 BIG_TRACE_BYTES = 1 << 30
-#: packets of the prefix run that measures a trace's bytes per packet
-TRACE_PREFIX_PACKETS = 1000
+#: packets of the shorter of the two prefix runs that measure a trace's bytes per packet
+TRACE_PREFIX_PACKETS = 2000
 
 
 def _size(n: float) -> str:
@@ -284,22 +284,36 @@ def _size(n: float) -> str:
 
 
 def estimate_trace_bytes(preset, tech: str, seed: int, packets: int, until_ns: int | None) -> int:
-    """The size a ``--trace`` of this run will have, from a prefix of the same
-    run (its first TRACE_PREFIX_PACKETS packets): bytes per packet × packets,
-    or bytes per virtual ns × ``until_ns`` if that is less."""
+    """The size a ``--trace`` of this run will have, from two prefixes of the
+    same run (n and 2n packets): the longer one's bytes, plus the rest of the
+    packets at the rate of the packets between the two (a run's first
+    packets, before its queues fill, can cost twice the bytes of the later
+    ones); with ``until_ns``, at most the longer prefix's bytes per virtual ns
+    times ``until_ns``."""
     from .sim.trace import SizeSink, Trace
     from .sim.world import Simulation
 
-    n = min(packets, TRACE_PREFIX_PACKETS)
-    tr = Trace()
-    size = SizeSink()
-    tr.add_sink(size)
-    sim = Simulation(preset, tech, seed=seed, packets=n, trace=tr)
-    sim.run(until_ns=until_ns)
-    est = size.bytes * packets / n
-    if until_ns is not None and sim.engine.now:
-        est = min(est, size.bytes * until_ns / sim.engine.now)
+    def prefix(n: int) -> tuple[int, int]:
+        tr = Trace()
+        size = SizeSink()
+        tr.add_sink(size)
+        sim = Simulation(preset, tech, seed=seed, packets=n, trace=tr)
+        sim.run(until_ns=until_ns)
+        return size.bytes, sim.engine.now
+
+    n = min(TRACE_PREFIX_PACKETS, max(1, packets // 2))
+    a, _ = prefix(n)
+    c, now = prefix(2 * n)
+    est = c + max(0, c - a) / n * max(0, packets - 2 * n)
+    if until_ns is not None and now:
+        est = min(est, c * until_ns / now)
     return int(est)
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 class _Outputs:
@@ -319,6 +333,7 @@ class _Outputs:
         fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
         os.close(fd)
         tmp = Path(name)
+        tmp.chmod(0o666 & ~_umask())         # as open() would have made it (mkstemp: 0600)
         self.pending.append((tmp, final))
         return tmp
 
@@ -402,6 +417,7 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
 
                 out.dump_tmpdir = Path(tempfile.mkdtemp(dir=dump_dir.parent, prefix=f".{dump_dir.name}.",
                                                         suffix=".part"))
+                out.dump_tmpdir.chmod(0o777 & ~_umask())      # as mkdir would have (mkdtemp: 0700)
                 out.pending.append((out.dump_tmpdir, dump_dir))
             except OSError as e:
                 raise CliError(f"--dump-ram {args.dump_ram}: cannot create directory: {e.strerror}") from None

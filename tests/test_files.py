@@ -48,6 +48,12 @@ def test_a_failed_run_leaves_no_file_and_no_directory(tmp_path):
     run_cli("run", "--packets", "30", "--trace", str(tmp_path / "new.jsonl"),
             "--dump-ram", str(tmp_path / "a" / "b"), check_rc=0)
     assert {"new.jsonl", "a/b/vm0.ram", "a/b/layout.json"} <= set(listing(tmp_path))
+    # with the modes a plain open() and mkdir() give (not a temporary file's 0600)
+    (tmp_path / "ref").write_text("")
+    (tmp_path / "refdir").mkdir()
+    mode = (tmp_path / "ref").stat().st_mode
+    assert (tmp_path / "new.jsonl").stat().st_mode == (tmp_path / "a" / "b" / "vm0.ram").stat().st_mode == mode
+    assert (tmp_path / "a" / "b").stat().st_mode == (tmp_path / "refdir").stat().st_mode
 
 
 def test_a_run_interrupted_mid_trace_leaves_nothing_and_said_how_big_it_would_be(tmp_path):

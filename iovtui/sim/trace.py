@@ -121,14 +121,12 @@ class JsonlSink:
     def __init__(self, fh: IO[str], header: dict[str, Any]) -> None:
         self.fh = fh
         self.events = 0
-        self.last_t = 0
         head = {"format": "iovtui-trace", "version": TRACE_FORMAT_VERSION}
         head.update(header)
         fh.write(json.dumps(head, separators=(",", ":")) + "\n")
 
     def __call__(self, ev: TraceEvent) -> None:
         self.events += 1
-        self.last_t = ev.t
         self.fh.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
 
     def end(self, t: int, **fields: Any) -> None:
