@@ -434,3 +434,21 @@ async def test_a_technique_that_cannot_lay_out_the_preset_leaves_the_run_as_it_w
             assert who in said and "vm[0].ram = 4 MiB" in said and said.count("\n") == 0, said
             assert app.technique == "virtio" and app.driver.sim is sim and app.is_running
             assert not isinstance(app.screen, CompareScreen) and app.driver.running
+
+
+async def test_a_preset_picked_in_the_app_opens_on_its_technique():
+    """p, rogue-dma: the run is SR-IOV (where its DMAR faults happen); a
+    preset about every technique keeps the one in use."""
+    from iovtui.ui.screens import PresetScreen
+    app = create_app(load_preset("steady-stream"), "emulation", start_paused=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for name, tech in (("rogue-dma", "sriov"), ("multi-tenant", "sriov"), ("interrupt-moderation", "emulation")):
+            await pilot.press("p")
+            await pilot.pause()
+            assert isinstance(app.screen, PresetScreen)
+            names = [n for n, _, _ in app.screen.presets]
+            app.screen.query_one("#preset-list").highlighted = names.index(name)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert app.driver.sim.preset.name == name and app.technique == tech, name
+            assert app.driver.sim.technique.name == tech
