@@ -179,3 +179,13 @@ def test_an_unreadable_user_presets_directory_is_skipped_with_one_line(unreadabl
         assert str(unreadable_user_presets) in said[0] and "Permission denied" in said[0]
         if argv == ["presets"]:
             assert "steady-stream" in out
+
+
+def test_a_trace_from_before_the_closing_record_is_named_by_its_version(tmp_path):
+    """A version-1 trace (no closing record then) is refused for its version,
+    not called truncated."""
+    t = traced(tmp_path)
+    lines = t.read_text().splitlines(keepends=True)
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({**json.loads(lines[0]), "version": 1}) + "\n" + "".join(lines[1:-1]))
+    one_line_error(run_cli("replay", str(old)), "trace format version 1", "reads version 2")

@@ -16,7 +16,8 @@ __all__ = ["TraceEvent", "Trace", "TRACE_FORMAT_VERSION", "KINDS", "END_KIND"]
 #: the kind of a trace file's closing record (not an event: it has no seq)
 END_KIND = "end"
 
-TRACE_FORMAT_VERSION = 1
+#: 2: a complete trace ends with a closing record ("kind": "end"); 1 had none
+TRACE_FORMAT_VERSION = 2
 
 #: The kinds of event the model emits.  ``stage`` on an event numbers the step
 #: of the technique's path it belongs to (1-6 for the SR-IOV receive flow of
