@@ -86,7 +86,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_app_options(p: argparse.ArgumentParser) -> None:
     """The app's options: the bare `iovtui` command and `serve` share them."""
     p.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
-    p.add_argument("--technique", default="virtio", help="emulation | virtio | sriov (default virtio)")
+    p.add_argument("--technique", default=None,
+                   help="emulation | virtio | sriov (default: the preset's technique, else virtio)")
     p.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
     p.add_argument("--speed", type=_speed, default=1.0, help="×1 = 1 µs of virtual time per wall-clock ms")
     p.add_argument("--theme", choices=("dark", "light"), default="dark", help="colour theme (t switches it)")
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "offered packet (--packets, or the preset's traffic.count) is delivered or "
                                    "dropped, or at --until, whichever comes first.")
     r.add_argument("--preset", default="steady-stream", help="preset name or TOML file")
-    r.add_argument("--technique", default="virtio", help="emulation | virtio | sriov")
+    r.add_argument("--technique", default=None,
+                   help="emulation | virtio | sriov (default: the preset's technique, else virtio)")
     r.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
                    help="packets to offer (default: the preset's traffic.count)")
     r.add_argument("--until", type=parse_time, default=None, metavar="TIME",
@@ -173,11 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- shared helpers --------------------------------------------------------------
-def _load(preset: str, overrides: Sequence[str] = ()):
+def _stderr_once():
+    """An ``on_warning`` callback for list_presets / load_preset: each line
+    once on stderr (e.g. an unreadable user presets directory, skipped)."""
+    said: set[str] = set()
+
+    def warn(line: str) -> None:
+        if line not in said:
+            said.add(line)
+            print(f"iovtui: warning: {line}", file=sys.stderr)
+    return warn
+
+
+_WARN_ONCE = _stderr_once()
+
+
+def _load(preset: str, overrides: Sequence[str] = (), on_warning=None):
     from .sim.preset import PresetError, load_preset
 
     try:
-        p = load_preset(preset)
+        p = load_preset(preset, on_warning=on_warning or _WARN_ONCE)
         sets = []
         for item in overrides:
             if "=" not in item or "." not in item.split("=", 1)[0]:
@@ -253,59 +270,212 @@ def _new_file(path: str, force: bool, what: str) -> Path:
     return p
 
 
+#: before a run whose trace will be larger than this, say how large on stderr
+BIG_TRACE_BYTES = 1 << 30
+#: packets of the shorter of the two prefix runs that measure a trace's bytes per packet
+TRACE_PREFIX_PACKETS = 2000
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def estimate_trace_bytes(preset, tech: str, seed: int, packets: int, until_ns: int | None) -> int:
+    """The size a ``--trace`` of this run will have, from two prefixes of the
+    same run (n and 2n packets): the longer one's bytes, plus the rest of the
+    packets at the rate of the packets between the two (a run's first
+    packets, before its queues fill, can cost twice the bytes of the later
+    ones); with ``until_ns``, at most the longer prefix's bytes per virtual ns
+    times ``until_ns``."""
+    from .sim.trace import SizeSink, Trace
+    from .sim.world import Simulation
+
+    def prefix(n: int) -> tuple[int, int]:
+        tr = Trace()
+        size = SizeSink()
+        tr.add_sink(size)
+        sim = Simulation(preset, tech, seed=seed, packets=n, trace=tr)
+        sim.run(until_ns=until_ns)
+        return size.bytes, sim.engine.now
+
+    n = min(TRACE_PREFIX_PACKETS, max(1, packets // 2))
+    a, _ = prefix(n)
+    c, now = prefix(2 * n)
+    est = c + max(0, c - a) / n * max(0, packets - 2 * n)
+    if until_ns is not None and now:
+        est = min(est, c * until_ns / now)
+    return int(est)
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+class _Outputs:
+    """The files a run writes, each under a temporary name in its own
+    directory until the run has succeeded (then renamed into place with
+    os.replace); on failure or Ctrl-C, :meth:`discard` removes the
+    temporaries and every directory the command created."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []      # (temporary, final)
+        self.created_dirs: list[Path] = []              # made by this command, outermost first
+        self.dump_tmpdir: Path | None = None            # a new dump directory, under a temporary name
+
+    def temp_for(self, final: Path) -> Path:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(name)
+        tmp.chmod(0o666 & ~_umask())         # as open() would have made it (mkstemp: 0600)
+        self.pending.append((tmp, final))
+        return tmp
+
+    def make_dirs(self, d: Path) -> None:
+        """Create ``d``'s missing parents (remembered, to remove on failure)."""
+        missing = []
+        for a in [d, *d.parents]:
+            if a.exists():
+                break
+            missing.append(a)
+        for a in reversed(missing):
+            a.mkdir()
+            self.created_dirs.append(a)
+
+    def commit(self) -> None:
+        for tmp, final in self.pending:
+            os.replace(tmp, final)
+        self.pending.clear()
+        self.created_dirs.clear()
+
+    def discard(self) -> None:
+        import shutil
+
+        for tmp, _final in self.pending:
+            try:
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
+            except OSError:
+                pass
+        self.pending.clear()
+        for d in reversed(self.created_dirs):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self.created_dirs.clear()
+
+
 # -- subcommands ---------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    out = _Outputs()
+    try:
+        return _run(args, out)
+    except BaseException:
+        out.discard()        # a failed or interrupted run leaves nothing behind
+        raise
+
+
+def _run(args: argparse.Namespace, out: _Outputs) -> int:
+    from .sim.preset import PresetError
     from .sim.trace import JsonlSink, Trace
     from .sim.world import Simulation
 
     preset = _load(args.preset, args.set)
-    tech = _check_technique(args.technique)
+    tech = _check_technique(args.technique or preset.technique or "virtio")
     _warn(preset)
     trace = Trace()
-    fh = None
+    fh = sink = None
+    tpath = None
     if args.trace:
         tpath = _new_file(args.trace, args.force, "trace file")
-        try:
-            fh = open(tpath, "w", encoding="utf-8")
-        except OSError as e:
-            raise CliError(f"trace file {args.trace}: cannot write: {e.strerror}") from None
     dump_dir = None
     if args.dump_ram:
         dump_dir = Path(args.dump_ram)
         if dump_dir.exists() and not dump_dir.is_dir():
             raise CliError(f"--dump-ram {args.dump_ram}: exists and is not a directory")
+        if dump_dir.is_dir():
+            if not os.access(dump_dir, os.W_OK):
+                raise CliError(f"--dump-ram {args.dump_ram}: directory is not writable")
+            clash = [n for n in ["layout.json"] + [f"{v.name}.ram" for v in preset.vms]
+                     if (dump_dir / n).exists()]
+            if clash and not args.force:
+                raise CliError(f"--dump-ram {args.dump_ram}: {clash[0]} already exists; pass --force to overwrite")
+        else:
+            # a new directory: made under a temporary name beside it, renamed on success
+            try:
+                out.make_dirs(dump_dir.parent)
+                import tempfile
+
+                out.dump_tmpdir = Path(tempfile.mkdtemp(dir=dump_dir.parent, prefix=f".{dump_dir.name}.",
+                                                        suffix=".part"))
+                out.dump_tmpdir.chmod(0o777 & ~_umask())      # as mkdir would have (mkdtemp: 0700)
+                out.pending.append((out.dump_tmpdir, dump_dir))
+            except OSError as e:
+                raise CliError(f"--dump-ram {args.dump_ram}: cannot create directory: {e.strerror}") from None
+    if tpath is not None:
+        packets = args.packets if args.packets is not None else preset.traffic["count"]
+        if packets > BIG_TRACE_BYTES // 20_000:     # no technique writes 20 kB a packet
+            try:
+                est = estimate_trace_bytes(preset, tech, args.seed, packets, args.until)
+            except PresetError as e:
+                raise CliError(str(e)) from None
+            if est > BIG_TRACE_BYTES:
+                print(f"iovtui: the trace {args.trace} will be about {_size(est)} "
+                      f"({packets:,} packets × {est / packets:,.0f} B)", file=sys.stderr)
+        # a regular file (new or --force) is written under a temporary name;
+        # a device or pipe (/dev/null, a FIFO) is written in place
+        in_place = tpath.exists() and not tpath.is_file()
         try:
-            dump_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(tpath if in_place else out.temp_for(tpath), "w", encoding="utf-8")
         except OSError as e:
-            raise CliError(f"--dump-ram {args.dump_ram}: cannot create directory: {e.strerror}") from None
-        if not os.access(dump_dir, os.W_OK):
-            raise CliError(f"--dump-ram {args.dump_ram}: directory is not writable")
-        clash = [n for n in ["layout.json"] + [f"{v.name}.ram" for v in preset.vms] if (dump_dir / n).exists()]
-        if clash and not args.force:
-            raise CliError(f"--dump-ram {args.dump_ram}: {clash[0]} already exists; pass --force to overwrite")
+            raise CliError(f"trace file {args.trace}: cannot write: {e.strerror}") from None
+        src, digest = _preset_file(preset.source)
+        sink = JsonlSink(fh, {"preset": preset.name, "preset_source": src, "preset_sha256": digest,
+                              "seed": args.seed, "technique": tech, "packets": packets,
+                              "overrides": list(args.set),
+                              **({"until_ns": args.until} if args.until else {})})
+        trace.add_sink(sink)
     try:
-        if fh is not None:
-            packets = args.packets if args.packets is not None else preset.traffic["count"]
-            src, digest = _preset_file(preset.source)
-            trace.add_sink(JsonlSink(fh, {"preset": preset.name, "preset_source": src,
-                                          "preset_sha256": digest,
-                                          "seed": args.seed, "technique": tech, "packets": packets,
-                                          "overrides": list(args.set),
-                                          **({"until_ns": args.until} if args.until else {})}))
-        sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
-        sim.run(until_ns=args.until)
+        try:
+            try:
+                sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
+            except PresetError as e:
+                raise CliError(str(e)) from None
+            sim.run(until_ns=args.until)
+            if sink is not None:
+                sink.end(sim.engine.now, complete=sim.complete)
+        finally:
+            if fh is not None:
+                fh.close()
+    except OSError as e:
+        if fh is None:
+            raise
+        raise CliError(f"trace file {args.trace}: cannot write: {e.strerror or e}") from None
     except MemoryError as e:
         raise CliError(str(e)) from None
-    finally:
-        if fh is not None:
-            fh.close()
     summary = sim.summary()
     if args.until is not None:
         # where the run ended: at --until, or complete before it
         summary["until_ns"] = args.until
         summary["complete"] = sim.complete
     if dump_dir is not None:
-        write_ram_dump(sim, dump_dir)
+        try:
+            write_ram_dump(sim, dump_dir, out)
+        except OSError as e:
+            raise CliError(f"--dump-ram {args.dump_ram}: cannot write: {e.strerror or e}") from None
+    try:
+        out.commit()
+    except OSError as e:
+        raise CliError(f"cannot put the output in place: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -313,14 +483,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_ram_dump(sim, d: Path) -> None:
-    for vm in sim.vms:
-        (d / f"{vm.name}.ram").write_bytes(bytes(vm.mem.ram))
+def write_ram_dump(sim, d: Path, out: _Outputs | None = None) -> None:
+    """``d/<vm>.ram`` and ``d/layout.json``; with ``out``, each written under a
+    temporary name (or into ``out``'s new temporary directory) for
+    ``out.commit`` to put in place."""
+    files = [(f"{vm.name}.ram", bytes(vm.mem.ram)) for vm in sim.vms]
     layout = {
         "vms": [{"name": vm.name, "mac": vm.mac, "ram_bytes": vm.mem.size} for vm in sim.vms],
         "queues": [q.to_json() for q in sim.technique.queues()],
     }
-    (d / "layout.json").write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
+    files.append(("layout.json", (json.dumps(layout, indent=2) + "\n").encode("utf-8")))
+    for name, data in files:
+        if out is None:
+            (d / name).write_bytes(data)
+        elif out.dump_tmpdir is not None:
+            (out.dump_tmpdir / name).write_bytes(data)
+        else:
+            out.temp_for(d / name).write_bytes(data)
 
 
 def human_summary(s: dict[str, Any], label: str) -> str:
@@ -394,9 +573,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import csv
     import io as _io
 
+    from .sim.preset import PresetError
+
     preset = _load(args.preset)
     _warn(preset)
-    rows = compare_rows(preset, args.packets, args.seed, args.host)
+    try:
+        rows = compare_rows(preset, args.packets, args.seed, args.host)
+    except PresetError as e:           # a technique cannot lay out its rings in this guest RAM
+        raise CliError(str(e)) from None
     if args.format == "json":
         print(json.dumps({"preset": preset.name, "seed": args.seed, "host": args.host, "results": rows}, indent=2))
         return 0
@@ -454,10 +638,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   f"{c[14]}" + (f" ✗{c[15]}" if r["dropped"] else ""))
     from rich.measure import Measurement
 
-    con = Console()
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:    # `| head`: quietly, exit 0 as every command does (main)
+            self.quiet = True
+            raise BrokenPipeError
+
+    con = _Console()
     need = Measurement.get(con, con.options.update(width=1000), t).maximum
     if con.width < need:   # a comparison needs its columns: wider than a narrow (or piped) console
-        con = Console(width=need)
+        con = _Console(width=need)
     con.print(t)
     if several:
         con.print("hosts: " + " | ".join(label.removeprefix("host: ") for label in profiles), highlight=False)
@@ -470,6 +659,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from .sim.preset import PresetError, _load_file, list_presets
+    from .sim.world import check_runnable
 
     if args.validate:
         path = Path(args.validate)
@@ -477,26 +667,27 @@ def cmd_presets(args: argparse.Namespace) -> int:
             raise CliError(f"{args.validate}: no such file")
         try:
             p = _load_file(path)
+            check_runnable(p)          # every technique can lay out its rings in each VM's RAM
         except PresetError as e:
             raise CliError(str(e)) from None
         _warn(p)
         print(f"{path}: ok — {p.name}: {p.description}")
         return 0
     rows = []
-    for name, path, origin in list_presets():
+    for name, path, origin in list_presets(on_warning=_WARN_ONCE):
         try:
             p = _load_file(path)
-            rows.append((name, p.description, len(p.vms), p.traffic["pattern"], origin))
+            rows.append((name, p.description, len(p.vms), p.traffic["pattern"], p.technique or "–", origin))
         except PresetError as e:
-            rows.append((name, f"(invalid: {e})", 0, "-", origin))
+            rows.append((name, f"(invalid: {e})", 0, "-", "-", origin))
     if not rows:
         print("no presets found")
         return 0
     w = max(len(r[0]) for r in rows)
-    print(f"{'name':<{w}}  vms  pattern   description")
-    for name, desc, nvm, pat, origin in rows:
+    print(f"{'name':<{w}}  vms  pattern   technique  description")
+    for name, desc, nvm, pat, tech, origin in rows:
         mark = " (user)" if origin == "user" else ""
-        print(f"{name:<{w}}  {nvm:>3}  {pat:<8}  {desc}{mark}")
+        print(f"{name:<{w}}  {nvm:>3}  {pat:<8}  {tech:<9}  {desc}{mark}")
     return 0
 
 
@@ -509,6 +700,73 @@ def _preset_file(source: str) -> tuple[str, str | None]:
     if not p.is_file():
         return source, None
     return str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _header_problem(head: dict[str, Any]) -> str | None:
+    """What is wrong with a trace header's values (None if nothing): the
+    key, and what it may be."""
+    from .sim.paths import available
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = [
+        ("preset", lambda v: isinstance(v, str) and v != "", "a preset name (a non-empty string)"),
+        ("seed", lambda v: is_int(v) and 0 <= v <= 2**32 - 1, "an integer 0..4294967295"),
+        ("technique", lambda v: v in available(), "one of " + ", ".join(available())),
+        ("packets", lambda v: is_int(v) and 1 <= v <= 10_000_000, "an integer 1..10000000"),
+    ]
+    optional = [
+        ("preset_source", lambda v: isinstance(v, str), "a file path (a string)"),
+        ("preset_sha256", lambda v: v is None or (isinstance(v, str) and len(v) == 64
+                                                  and all(c in "0123456789abcdef" for c in v)),
+         "64 hex digits or null"),
+        ("overrides", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+         'a list of "SECTION.KEY=VALUE" strings'),
+        ("until_ns", lambda v: is_int(v) and 1 <= v <= MAX_UNTIL_NS, f"an integer 1..{MAX_UNTIL_NS} (ns)"),
+    ]
+    for key, ok, allowed in checks + optional:
+        if key not in head:
+            if (key, ok, allowed) in checks:
+                return f"the header has no \"{key}\" (it must be {allowed})"
+            continue
+        if not ok(head[key]):
+            return f"the header's \"{key}\" is {json.dumps(head[key])[:60]}; it must be {allowed}"
+    return None
+
+
+def check_trace_body(path: str) -> None:
+    """Refuse (CliError, one line) a trace whose body is damaged: a line that
+    is not a JSON record (its number given), or no closing record at the end
+    (the trace was cut short)."""
+    from .sim.trace import END_KIND
+
+    n = 0
+    last = None
+    with open(path, "rb") as fh:
+        fh.readline()                     # the header (checked by trace_run)
+        n = 1
+        for raw in fh:
+            n += 1
+            line = raw.rstrip(b"\r\n")
+            # a cheap test on every line (a trace may be gigabytes), json on the suspects
+            if not (line.startswith(b"{") and line.endswith(b"}")):
+                if not raw.endswith(b"\n") and last is not None:
+                    raise CliError(f"{path}: truncated at line {n:,}: the last line is cut off and the "
+                                   "closing record is missing; the trace is incomplete, record it again")
+                raise CliError(f"{path}: line {n:,} is corrupt (not a JSON record); "
+                               "the trace was damaged, record it again")
+            last = line
+    end = None
+    if last is not None:
+        try:
+            end = json.loads(last)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CliError(f"{path}: line {n:,} is corrupt (not a JSON record); "
+                           "the trace was damaged, record it again") from None
+    if not isinstance(end, dict) or end.get("kind") != END_KIND:
+        raise CliError(f"{path}: truncated after line {n:,}: no closing record (\"kind\": \"{END_KIND}\"), "
+                       "so the run that wrote it did not finish; record it again")
 
 
 def trace_run(path: str) -> dict[str, Any]:
@@ -530,9 +788,16 @@ def trace_run(path: str) -> dict[str, Any]:
         raise CliError(f"{path}: not an iovtui trace (the first line must be the header written by 'iovtui run --trace')")
     if head.get("version") != TRACE_FORMAT_VERSION:
         raise CliError(f"{path}: trace format version {head.get('version')!r}; this iovtui reads version {TRACE_FORMAT_VERSION}")
+    bad = _header_problem(head)
+    if bad:
+        raise CliError(f"{path}: {bad}")
+    try:
+        check_trace_body(path)
+    except OSError as e:
+        raise CliError(f"{path}: cannot read trace file: {e.strerror or e}") from None
     src = head.get("preset_source") or ""
     digest = head.get("preset_sha256")
-    name = head.get("preset", "")
+    name = head["preset"]
     if src and Path(src).is_file():
         name = src
     elif src and not _is_shipped(src):
@@ -544,10 +809,8 @@ def trace_run(path: str) -> dict[str, Any]:
                            "so the replay would be another run; restore it, or record the trace again")
         raise CliError(f"{path}: the preset {name!r} is not the one the trace was recorded with "
                        "(another iovtui version?), so the replay would be another run; record the trace again")
-    packets = head.get("packets")
-    return {"preset": preset, "technique": _check_technique(head.get("technique", "")),
-            "seed": int(head.get("seed", 1)),
-            "packets": packets if isinstance(packets, int) and packets > 0 else None}
+    return {"preset": preset, "technique": _check_technique(head["technique"]),
+            "seed": head["seed"], "packets": head["packets"]}
 
 
 def _is_shipped(source: str) -> bool:
@@ -590,16 +853,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _check_terminal_size()
     _warn(run["preset"])
     remember_terminal()
-    app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
-                     packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
-                     presenter=args.presenter, at_event=args.at)
+    from .sim.preset import PresetError
+
+    try:
+        app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
+                         packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
+                         presenter=args.presenter, at_event=args.at)
+    except PresetError as e:
+        raise CliError(str(e)) from None
     app.run()
     return getattr(app, "return_code", 0) or 0
 
 
 def cmd_app(args: argparse.Namespace) -> int:
     preset = _load(args.preset)
-    tech = _check_technique(args.technique)
+    tech = _check_technique(args.technique or preset.technique or "virtio")
     _warn(preset)
     try:
         from .ui.app import create_app, remember_terminal
@@ -609,8 +877,13 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise
     _check_terminal_size()
     remember_terminal()
-    app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
-                     palette=args.palette, presenter=args.presenter, predict=args.predict)
+    from .sim.preset import PresetError
+
+    try:
+        app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
+                         palette=args.palette, presenter=args.presenter, predict=args.predict)
+    except PresetError as e:        # the technique cannot lay out its rings in this guest RAM
+        raise CliError(str(e)) from None
     app.run()
     return getattr(app, "return_code", 0) or 0
 
@@ -638,8 +911,8 @@ def _check_terminal_size() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _load(args.preset)
-    tech = _check_technique(args.technique)
+    preset = _load(args.preset)
+    tech = _check_technique(args.technique or preset.technique or "virtio")
     from . import serve as srv
 
     try:
@@ -672,6 +945,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _WARN_ONCE
+    _WARN_ONCE = _stderr_once()      # each warning once per command
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

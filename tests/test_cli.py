@@ -123,7 +123,7 @@ async def test_replay_at_opens_on_that_event_of_the_traced_run(tmp_path):
     t = tmp_path / "run.jsonl"
     run_cli("run", "--technique", "sriov", "--packets", "40", "--trace", str(t), check_rc=0)
     lines = [json.loads(x) for x in t.read_text().splitlines()]
-    events = {e["seq"]: e for e in lines[1:]}
+    events = {e["seq"]: e for e in lines[1:] if e["kind"] != "end"}
     r = trace_run(str(t))
     assert r["packets"] == 40
     for seq in (3, 44, max(events)):           # set-up, the middle of an action, the last
@@ -293,3 +293,84 @@ def test_host_keys_can_be_set_in_any_order():
     assert d["exits"]["by_reason"].get("MSR_WRITE", 0) > 0          # x2APIC without APICv: the EOI is a WRMSR
     one_line_error(run_cli("run", "--set", "host.vtd_posted_interrupts=true"),
                    "--set host.vtd_posted_interrupts=true", "host.apicv = true")
+
+
+def test_compare_into_a_closed_pipe_exits_0_quietly():
+    """`iovtui compare | head -1`: the reader has gone; like every other
+    command, exit 0 with nothing on stderr (not rich's exit 1)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for args in (["compare", "--packets", "100"], ["compare", "--packets", "100", "--format", "csv"],
+                 ["run", "--packets", "100"], ["presets"]):
+        r, w = os.pipe()
+        os.close(r)                       # nobody reads: the first write meets a broken pipe
+        try:
+            p = subprocess.run([sys.executable, "-m", "iovtui", *args], stdout=w, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env=env, timeout=120)
+        finally:
+            os.close(w)
+        assert (p.returncode, p.stderr) == (0, ""), (args, p.returncode, p.stderr)
+
+
+SMALL_RAM = ('name = "small"\ndescription = "4 MiB of RAM, 4096-entry rings"\n'
+             '[[vm]]\nname = "vm0"\nmac = "52:54:00:00:00:01"\nram = "4 MiB"\n'
+             '[sriov]\nring_size = 4096\n[emulation]\nring_size = 4096\n')
+
+
+def test_a_preset_no_technique_can_lay_out_is_refused_in_one_line(tmp_path):
+    """4 MiB of guest RAM cannot hold a 4096-entry ring's buffers: validate
+    refuses it (naming the key, the need and the limit), and compare and run
+    say so in one line instead of a traceback."""
+    small = tmp_path / "small.toml"
+    small.write_text(SMALL_RAM)
+    one_line_error(run_cli("presets", "--validate", str(small)), "vm[0].ram = 4 MiB", "ring_size", "need",
+                   "at least")
+    one_line_error(run_cli("compare", "--preset", str(small), "--packets", "50"), "vm[0].ram", "ring_size")
+    one_line_error(run_cli("run", "--preset", str(small), "--technique", "sriov", "--packets", "50"),
+                   "vm[0].ram", "sriov.ring_size")
+
+
+def test_the_presets_technique_is_the_default_and_the_command_line_wins():
+    s = json.loads(run_cli("run", "--preset", "rogue-dma", "--packets", "60", "--json", check_rc=0).stdout)
+    assert s["technique"] == "sriov" and s["iommu"]["faults"] > 0     # where its story happens
+    s = json.loads(run_cli("run", "--preset", "interrupt-moderation", "--packets", "60", "--json",
+                           check_rc=0).stdout)
+    assert s["technique"] == "emulation"
+    s = json.loads(run_cli("run", "--preset", "rogue-dma", "--technique", "virtio", "--packets", "60", "--json",
+                           check_rc=0).stdout)
+    assert s["technique"] == "virtio"
+    s = json.loads(run_cli("run", "--preset", "steady-stream", "--packets", "60", "--json", check_rc=0).stdout)
+    assert s["technique"] == "virtio"                                 # a preset about every technique
+    rows = {line.split()[0]: line.split()[3] for line in run_cli("presets", check_rc=0).stdout.splitlines()[1:]}
+    assert rows["rogue-dma"] == "sriov" and rows["posted-interrupts"] == "sriov"
+    assert rows["vhost-on"] == "virtio" and rows["steady-stream"] == "–"
+
+
+def test_the_app_opens_on_the_presets_technique(monkeypatch):
+    """The bare `iovtui --preset rogue-dma` opens the app on SR-IOV."""
+    import iovtui.cli as cli
+    import iovtui.ui.app as app_mod
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_create_app(preset, technique, **kw):
+        seen["technique"] = technique
+        raise Stop
+
+    monkeypatch.setattr(app_mod, "create_app", fake_create_app)
+    monkeypatch.setattr(cli, "_check_terminal_size", lambda: None)
+    for argv, want in ((["--preset", "rogue-dma"], "sriov"), (["--preset", "rogue-dma", "--technique", "emulation"],
+                                                              "emulation"), (["--preset", "pingpong"], "virtio")):
+        try:
+            cli.main(argv)
+        except Stop:
+            pass
+        assert seen.pop("technique") == want, argv

@@ -162,9 +162,12 @@ def ask_all(preset: str, tech: str, steps: int = 500, answer=lambda q: q.answer)
 
 
 @pytest.mark.parametrize("preset,tech,kinds", [
-    ("steady-stream", "emulation", {"switch", "register", "interrupt"}),
-    ("steady-stream", "virtio", {"switch", "notify", "interrupt", "kick"}),
-    ("steady-stream", "sriov", {"switch", "iommu", "interrupt"}),
+    ("steady-stream", "emulation", {"register", "interrupt"}),
+    ("steady-stream", "virtio", {"notify", "interrupt", "kick"}),
+    ("steady-stream", "sriov", {"iommu", "interrupt"}),
+    ("multi-tenant", "emulation", {"switch", "register", "interrupt"}),
+    ("multi-tenant", "virtio", {"switch", "interrupt"}),
+    ("multi-tenant", "sriov", {"switch", "iommu", "interrupt"}),
 ])
 def test_questions_are_asked_before_and_answered_by_the_model(preset, tech, kinds):
     d, asked = ask_all(preset, tech)
@@ -177,6 +180,20 @@ def test_questions_are_asked_before_and_answered_by_the_model(preset, tech, kind
         for line in q.explanation:
             assert line in new_msgs
     assert d.quiz.score == (len(asked), len(asked))
+
+
+@pytest.mark.parametrize("tech", ["emulation", "virtio", "sriov"])
+def test_no_question_gives_its_own_answer(tech):
+    """One VM: "which VM (or VF) gets this frame?" is not asked (its only
+    choice besides a drop is the answer); with four it is, with every VM a
+    choice.  The answer keys are digits, none of them a key of the main view."""
+    _d, asked = ask_all("steady-stream", tech, steps=400)
+    assert asked and "switch" not in {q.kind for q, *_ in asked}
+    _d, asked = ask_all("multi-tenant", tech, steps=600)
+    sw = [q for q, *_ in asked if q.kind == "switch"]
+    assert sw and all(len(q.choices) == 5 for q in sw)         # four VMs, or dropped
+    for q, *_ in asked:
+        assert [k for k, _t in q.choices] == [str(i) for i in range(1, len(q.choices) + 1)]
 
 
 def test_answers_follow_the_mechanics():
@@ -342,3 +359,96 @@ async def test_q_quits_from_a_question_and_other_letters_do_nothing():
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+async def test_answer_keys_are_digits_and_main_keys_do_not_act_under_a_question():
+    """b under a question neither answers it nor steps the run back; 1 answers
+    (it does not switch the main run to emulation underneath); n after the
+    reveal closes it and steps on."""
+    from iovtui.ui.screens import QuestionScreen
+    app = create_app(load_preset("steady-stream"), "sriov", start_paused=True, predict=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _step_until_asked(pilot, app)
+        scr = app.screen
+        assert isinstance(scr, QuestionScreen)
+        keys = [k for k, _t in scr.question.choices]
+        assert keys[0] == "1"
+        text = str(scr.query_one("#question-text").render())
+        assert f"1–{keys[-1]} answers" in text and "  1  " in text
+        ran = app.driver.sim.engine.events_run
+        shown = app._applied.last_event.seq
+        for key in ("b", "a", "c", "e"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is scr and scr.reveal is None, key
+            assert app.driver.sim.engine.events_run == ran and app._applied.last_event.seq == shown, key
+        await pilot.press("1")
+        await pilot.pause()
+        assert scr.reveal is not None and scr.reveal.chosen == "1"
+        assert app.technique == "sriov"                      # 1 answered; it did not switch technique
+        assert app.driver.sim.engine.events_run == ran + 1
+        assert "n: continue" in str(scr.query_one("#question-text").render())
+        revealed = app._applied.last_event.seq
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is not scr                        # closed, and the run stepped on:
+        nxt = app.screen.question if isinstance(app.screen, QuestionScreen) else None
+        assert nxt is not None or app._applied.last_event.seq > revealed    # to the next event (or question)
+
+
+async def test_switching_away_from_the_presets_technique_says_so():
+    app = create_app(load_preset("rogue-dma"), "sriov", start_paused=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.technique == "virtio"
+        said = app.w_narration.text.plain
+        assert "the preset rogue-dma is about SR-IOV (press 3)" in said and "on virtio" in said
+        assert said.count("\n") == 0
+    app = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.technique == "sriov" and "is about" not in app.w_narration.text.plain
+
+
+SMALL_RAM = {"name": "small", "description": "4 MiB of RAM, 4096-entry rings",
+             "vm": [{"name": "vm0", "mac": "52:54:00:00:00:01", "ram": "4 MiB"}],
+             "sriov": {"ring_size": 4096}, "emulation": {"ring_size": 4096}}
+
+
+async def test_a_technique_that_cannot_lay_out_the_preset_leaves_the_run_as_it_was():
+    """4 MiB of guest RAM holds virtio's 256-entry rings but not a 4096-entry
+    e1000 or 82599 ring: 1, 3 and c say so in one line and the virtio run
+    goes on."""
+    from iovtui.sim.preset import preset_from_dict
+    from iovtui.ui.screens import CompareScreen
+    app = create_app(preset_from_dict(SMALL_RAM, "<small>"), "virtio")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        sim = app.driver.sim
+        for key, who in (("3", "SR-IOV cannot run"), ("1", "emulation cannot run"), ("c", "compare cannot run")):
+            await pilot.press(key)
+            await pilot.pause()
+            said = app.w_narration.text.plain
+            assert who in said and "vm[0].ram = 4 MiB" in said and said.count("\n") == 0, said
+            assert app.technique == "virtio" and app.driver.sim is sim and app.is_running
+            assert not isinstance(app.screen, CompareScreen) and app.driver.running
+
+
+async def test_a_preset_picked_in_the_app_opens_on_its_technique():
+    """p, rogue-dma: the run is SR-IOV (where its DMAR faults happen); a
+    preset about every technique keeps the one in use."""
+    from iovtui.ui.screens import PresetScreen
+    app = create_app(load_preset("steady-stream"), "emulation", start_paused=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for name, tech in (("rogue-dma", "sriov"), ("multi-tenant", "sriov"), ("interrupt-moderation", "emulation")):
+            await pilot.press("p")
+            await pilot.pause()
+            assert isinstance(app.screen, PresetScreen)
+            names = [n for n, _, _ in app.screen.presets]
+            app.screen.query_one("#preset-list").highlighted = names.index(name)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert app.driver.sim.preset.name == name and app.technique == tech, name
+            assert app.driver.sim.technique.name == tech

@@ -52,7 +52,9 @@ class Reveal:
 
 
 def _keys(n: int) -> list[str]:
-    return [chr(ord("a") + i) for i in range(n)]
+    """The answer keys: digits 1..n — no letter, since the main view's
+    letters step (n), step back (b), switch host (a), compare (c)…"""
+    return [str(i + 1) for i in range(n)]
 
 
 def _choices(texts: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -91,9 +93,13 @@ def candidates(events: Sequence[TraceEvent], sim: Any) -> list[Question]:
                           f"Will it interrupt the guest?",
                 ch, ch[0][0] if d["notified"] else ch[1][0], (ev.msg,), ev.stage))
         elif k == "switch" and d.get("dst") and len(switch) == 1:
-            out.append(_switch_question(ev, sim, dropped=None))
+            sq = _switch_question(ev, sim, dropped=None)
+            if sq is not None:
+                out.append(sq)
         elif k == "drop" and ev.stage == 2 and d.get("dst") and d.get("direction") == "rx" and not switch:
-            out.append(_switch_question(ev, sim, dropped=d.get("reason", "")))
+            sq = _switch_question(ev, sim, dropped=d.get("reason", ""))
+            if sq is not None:
+                out.append(sq)
         elif k == "dma" and ev.stage == 3 and d.get("rid") and d.get("gpa") is not None:
             gpa = d["gpa"]
             ch = _choices(("translates it from the IOTLB (a hit)",
@@ -145,7 +151,9 @@ def candidates(events: Sequence[TraceEvent], sim: Any) -> list[Question]:
     return out
 
 
-def _switch_question(ev: TraceEvent, sim: Any, dropped: str | None) -> Question:
+def _switch_question(ev: TraceEvent, sim: Any, dropped: str | None) -> Question | None:
+    """Which VF (or VM) gets the frame — None when there is only one to
+    choose (the question would give its own answer)."""
     d = ev.data
     dst = d["dst"]
     vlan = d.get("vlan")
@@ -160,6 +168,8 @@ def _switch_question(ev: TraceEvent, sim: Any, dropped: str | None) -> Question:
                  for vm in sim.vms]
         who = "the host bridge"
         unit = "VM"
+    if len(ports) < 2:
+        return None
     texts = [t for _n, t in ports][:6] + ["none — the frame is dropped"]
     ch = _choices(texts)
     if dropped is not None:

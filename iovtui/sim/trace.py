@@ -11,9 +11,13 @@ import json
 from collections import deque
 from typing import Any, Callable, IO
 
-__all__ = ["TraceEvent", "Trace", "TRACE_FORMAT_VERSION", "KINDS"]
+__all__ = ["TraceEvent", "Trace", "TRACE_FORMAT_VERSION", "KINDS", "END_KIND"]
 
-TRACE_FORMAT_VERSION = 1
+#: the kind of a trace file's closing record (not an event: it has no seq)
+END_KIND = "end"
+
+#: 2: a complete trace ends with a closing record ("kind": "end"); 1 had none
+TRACE_FORMAT_VERSION = 2
 
 #: The kinds of event the model emits.  ``stage`` on an event numbers the step
 #: of the technique's path it belongs to (1-6 for the SR-IOV receive flow of
@@ -111,13 +115,37 @@ class ListSink:
 
 
 class JsonlSink:
-    """Writes one JSON object per line; the first line is a header."""
+    """Writes one JSON object per line; the first line is a header and, once
+    the run is over, :meth:`end` writes the closing record (``"kind": "end"``)
+    that tells a complete trace from one that was cut short."""
 
     def __init__(self, fh: IO[str], header: dict[str, Any]) -> None:
         self.fh = fh
+        self.events = 0
         head = {"format": "iovtui-trace", "version": TRACE_FORMAT_VERSION}
         head.update(header)
         fh.write(json.dumps(head, separators=(",", ":")) + "\n")
 
     def __call__(self, ev: TraceEvent) -> None:
+        self.events += 1
         self.fh.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+
+    def end(self, t: int, **fields: Any) -> None:
+        """The closing record: virtual time ``t`` the run ended at, the number
+        of events written, and ``fields`` (e.g. whether the run completed)."""
+        rec = {"kind": "end", "t": t, "events": self.events, **fields,
+               "msg": f"end of trace: {self.events:,} events"}
+        self.fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+class SizeSink:
+    """Counts the bytes a :class:`JsonlSink` would write (an estimate of a
+    trace's size from a short prefix of the run)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.events = 0
+
+    def __call__(self, ev: TraceEvent) -> None:
+        self.events += 1
+        self.bytes += len(json.dumps(ev.to_dict(), separators=(",", ":"))) + 1

@@ -40,6 +40,7 @@ NOTICE_SECONDS = 4.0
 #: after ExitApp, how long Textual's shutdown may take before the process ends itself
 EXIT_GRACE_S = 3.0
 TECH_KEYS = {"1": "emulation", "2": "virtio", "3": "sriov"}
+TECH_LABEL = {"emulation": "emulation", "virtio": "virtio", "sriov": "SR-IOV"}
 TECH_NAMES = {"emulation": "device emulation", "virtio": "virtio", "sriov": "SR-IOV"}
 PANE_IDS = ("ram", "ring", "exits", "iommu", "nic")
 PANE_NAMES = {"ram": "Guest RAM", "ring": "Ring", "exits": "Exits", "iommu": "IOMMU", "nic": "NIC VFs"}
@@ -120,7 +121,8 @@ class IovApp(App):
         ("k", "exit log ⇄ kvm_stat view (event, Total, %Total, CurAvg/s)"),
         ("f", "follow the next frame: its buffer, descriptor, exits, IOMMU entry and VF marked ◆"),
         ("g", "predict-then-reveal: before certain steps a question (will this kick exit? which VF? "
-              "will the IOMMU fault?); a letter answers; the score is in the header"),
+              "will the IOMMU fault?); a digit (1–4…) answers, n continues after the answer; "
+              "the score is in the header"),
         ("t", "light ⇄ dark theme (also --theme; --palette colorblind, --presenter; NO_COLOR is honoured)"),
         ("?", "this help"),
         ("ctrl+p", "command palette (every action)"),
@@ -351,7 +353,8 @@ class IovApp(App):
             # asked while running: the run goes on once the answer is seen
             self._resume_after_question = self._was_running
             self._asking = True
-            self.push_screen(QuestionScreen(f.question, f.score), self._question_closed)
+            scr = QuestionScreen(f.question, f.score)
+            self.push_screen(scr, lambda reveal, scr=scr: self._question_closed(reveal, scr.step_after))
         self._was_running = f.running
 
     def _apply_follow(self, f: Frame) -> None:
@@ -384,10 +387,12 @@ class IovApp(App):
         and runs the step."""
         return self.driver.answer(key)
 
-    def _question_closed(self, _reveal) -> None:
+    def _question_closed(self, _reveal, step_after: bool = False) -> None:
         self._asking = False
         if self._resume_after_question and self.driver.predict:
             self.driver.resume()
+        elif step_after:                 # n after the reveal: continue, one step on
+            self.action_step()
 
     def notice(self, text: str) -> None:
         """One line in place of the narration, kept for a few seconds even
@@ -403,13 +408,41 @@ class IovApp(App):
         self.w_exits.clear_rates()
 
     # -- actions -----------------------------------------------------------------------
+    def _cannot_run(self, preset: Preset, tech: str) -> str | None:
+        """Why ``tech`` cannot lay out ``preset``'s rings in guest RAM (the
+        PresetError's one line), or None if it can."""
+        from ..sim.preset import PresetError
+
+        try:
+            Simulation(preset, tech, packets=1)
+        except PresetError as e:
+            return str(e)
+        return None
+
+    def _off_subject(self, tech: str) -> str | None:
+        """A line saying the preset is about another technique than ``tech``
+        (None if it is about ``tech``, or about every technique)."""
+        about = self.preset.technique
+        if not about or about == tech:
+            return None
+        key = next(k for k, t in TECH_KEYS.items() if t == about)
+        return (f"the preset {self.preset.name} is about {TECH_LABEL[about]} (press {key}); on "
+                f"{TECH_LABEL[tech]} what it demonstrates does not happen")
+
     def action_technique(self, name: str) -> None:
         if name not in available():
             self.notice(f"{name} is not built in this version; available: {', '.join(available())}")
             return
+        why = self._cannot_run(self.preset, name)
+        if why:                  # stay on the current run
+            self.notice(f"{TECH_LABEL[name]} cannot run this preset: {why}")
+            return
         self.technique = name
         self._reset_exit_log()
         self.driver.restart(self._factory())
+        off = self._off_subject(name)
+        if off:
+            self.notice(off)
 
     def action_toggle_pause(self) -> None:
         self.driver.toggle()
@@ -556,10 +589,16 @@ class IovApp(App):
             return
         from ..sim.preset import PresetError, load_preset
         try:
-            self.preset = load_preset(name)
+            preset = load_preset(name)
         except PresetError as e:
             self.notice(str(e))
             return
+        tech = preset.technique or self.technique      # open where the preset's story is
+        why = self._cannot_run(preset, tech)
+        if why:                  # stay on the current run
+            self.notice(why)
+            return
+        self.preset, self.technique = preset, tech
         self._reset_exit_log()
         self.w_ram.vm_index = self.w_ring.vm_index = 0
         self.driver.restart(self._factory())
@@ -567,6 +606,8 @@ class IovApp(App):
     def action_compare(self) -> None:
         """The compare view; this run pauses while it is open (one simulation
         set at a time) and resumes as it was when it closes."""
+        from ..sim.preset import PresetError
+
         was_running = self.driver.running
         self.driver.pause()
 
@@ -574,8 +615,14 @@ class IovApp(App):
             if was_running:
                 self.driver.resume()
 
-        self.push_screen(CompareScreen(self.preset, seed=self.seed, packets=self.packets,
-                                       speed_index=self.driver.speed_index), closed)
+        try:
+            screen = CompareScreen(self.preset, seed=self.seed, packets=self.packets,
+                                   speed_index=self.driver.speed_index)
+        except PresetError as e:      # a technique cannot lay out its rings: stay on this run
+            self.notice(f"compare cannot run this preset: {e}")
+            closed(None)
+            return
+        self.push_screen(screen, closed)
 
     def action_help(self) -> None:
         from ..sim.paths import stage_table

@@ -15,12 +15,16 @@ __all__ = ["QuestionScreen"]
 
 
 class QuestionScreen(ModalScreen):
-    """Asks ``question``; a letter answers it.  The app's driver grades the
-    answer and runs the step; the screen then shows right or wrong and what
-    the model did.  Enter, space or escape closes it after the
-    reveal; before it, they skip the question (the step runs, ungraded)."""
+    """Asks ``question``; a digit answers it (never a letter: the main
+    view's letters step, step back, switch host…).  The app's driver grades
+    the answer and runs the step; the screen then shows right or wrong and
+    what the model did.  After the reveal, n continues (closes and steps on,
+    or lets a running run go on) and enter, space or escape close it; before
+    it, enter, space or escape skip the question (the step runs, ungraded)."""
 
     BINDINGS = [Binding("escape,enter,space", "close", "close", show=False),
+                Binding("n", "next", "continue", show=False),
+                *(Binding(str(i), f"answer('{i}')", show=False) for i in range(1, 10)),
                 Binding("q", "app.quit", "quit", show=False)]
 
     def __init__(self, question: Question, score: tuple[int, int]) -> None:
@@ -28,6 +32,7 @@ class QuestionScreen(ModalScreen):
         self.question = question
         self.score = score
         self.reveal: Reveal | None = None
+        self.step_after = False          # closed with n: the app steps on (when paused)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="question-box"):
@@ -51,26 +56,30 @@ class QuestionScreen(ModalScreen):
                 mark, style = " ", "grey50"
             t.append_text(Text.assemble((f"  {mark} {key}  ", style), (f"{text}\n", style)))
         if r is None:
-            t.append("\na letter answers, then the step runs · enter/space/escape: skip · q: quit",
+            keys = [k for k, _t in q.choices]
+            t.append(f"\n{keys[0]}–{keys[-1]} answers, then the step runs · enter/space/escape: skip · q: quit",
                      style="italic grey62")
             return t
         verdict = ("✓ Right. ", "bold #87d787") if r.right else (f"✗ Not this time: it is ({q.answer}). ", "bold #ff875f")
         t.append_text(Text.assemble("\n", verdict, ("What the model did:\n", "bold")))
         for line in q.explanation:
             t.append(f"  • {line}\n", style="#d7d7af")
-        t.append("\nenter / space / escape: continue", style="italic grey62")
+        t.append("\nn: continue · enter / space / escape: close", style="italic grey62")
         return t
 
-    def on_key(self, event) -> None:
-        if self.reveal is not None:
+    def action_answer(self, key: str) -> None:
+        if self.reveal is not None or key not in {k for k, _t in self.question.choices}:
             return
-        key = event.character or ""
-        if key and key.lower() in {k for k, _t in self.question.choices}:
-            event.stop()
-            self.reveal = self.app.answer_question(key.lower())
-            if self.reveal is not None:
-                self.score = (self.score[0] + self.reveal.right, self.score[1] + 1)
-            self.query_one("#question-text", Static).update(self._text())
+        self.reveal = self.app.answer_question(key)
+        if self.reveal is not None:
+            self.score = (self.score[0] + self.reveal.right, self.score[1] + 1)
+        self.query_one("#question-text", Static).update(self._text())
+
+    def action_next(self) -> None:
+        if self.reveal is None:          # answer first (or skip with enter)
+            return
+        self.step_after = True
+        self.dismiss(self.reveal)
 
     def action_close(self) -> None:
         if self.reveal is None:           # skipped: the step runs, ungraded
