@@ -592,7 +592,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     remember_terminal()
     app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
                      packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
-                     presenter=args.presenter, at_event=args.at)
+                     presenter=args.presenter, at_event=args.at, replay=True)
     app.run()
     return getattr(app, "return_code", 0) or 0
 
