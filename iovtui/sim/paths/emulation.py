@@ -512,8 +512,8 @@ class Emulation(Technique):
                     f"QEMU e1000 reads RX descriptor {slot} (buffer GPA 0x{gpa:x}) at RDH", queue="rx",
                     desc=slot, gpa=gpa, pkt=pkt.id)
             tr.emit(now, "copy", vm.name, 4,
-                    f"QEMU copies frame #{pkt.id} ({pkt.size} B) tap → its buffer → GPA 0x{gpa:x} "
-                    f"(two copies); writes length {len(frame) + 4} B (with the FCS) and DD|EOP|IXSM, "
+                    f"QEMU copies frame #{pkt.id} ({pkt.size:,} B) tap → its buffer → GPA 0x{gpa:x} "
+                    f"(two copies); writes length {len(frame) + 4:,} B (with the FCS) and DD|EOP|IXSM, "
                     f"RDH → {rx.head}; ICR |= 0x{cause:02x}", queue="rx", desc=slot, gpa=gpa,
                     bytes=pkt.size, pkt=pkt.id)
         self._set_interrupt_cause(nic, nic.regs.icr | cause, now)     # set_ics

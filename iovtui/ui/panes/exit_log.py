@@ -91,7 +91,7 @@ class ExitLogPane(TitledPane):
                 (f"{_fmt_t(ev.t):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
                 (f"{d.get('reason', '')} {d.get('number', '')}", "bold #ffaf5f" if user else "bold #87d787"),
                 (f" {'⇧ user' if user else '⌂ kvm'}", "#ffaf5f" if user else "#87d787"),
-                (f" {d.get('cost_ns', 0) / 1000:.2f}µs", "grey62"),
+                (f" {d.get('cost_ns', 0) / 1000:,.2f} µs", "grey62"),
                 (f" · {d.get('cause', '')}", ""),
                 (" · set-up, not counted" if ev.seq <= setup_seq else "", "italic grey62"),
             )
