@@ -350,11 +350,8 @@ class IovApp(App):
         self.frames_applied += 1
         name, hint, rp = self.preset.name, self.show_hint, self.replay
         variants = [header_text(f, name, hint=hint, replay=rp), header_text(f, name, compact=True, hint=hint, replay=rp)]
-        if hint:     # the hint is the first thing a narrow header drops
-            variants += [header_text(f, name, hint=hint, replay=rp, short=True),
-                         header_text(f, name, hint=hint, replay=rp, short="tiny"),
-                         header_text(f, name, replay=rp), header_text(f, name, compact=True, replay=rp)]
-        variants.append(header_text(f, name, compact="two-lines", replay=rp))
+        # narrower, the hint takes the first of two lines (the host profile and the run stay on the second)
+        variants.append(header_text(f, name, compact="two-lines", hint=hint, replay=rp))
         self.w_header.variants = tuple(variants)
         self.w_path.text = PathStrip.build(f, self.w_path.size.width or self.size.width)
         self.w_stats.text = StatsBar.build(f, self.w_stats.size.width or self.size.width)

@@ -220,7 +220,7 @@ class StatsBar(Bar):
 
 
 def header_text(frame: Frame, preset: str, compact: bool | str = False, hint: bool = False,
-                replay: bool = False, short: bool = False) -> Text:
+                replay: bool = False) -> Text:
     """``hint``: say how to pause and step (until the user first does);
     ``replay``: this run is ``iovtui replay`` of a trace file."""
     state = ("▶ running", "bold #87d787") if frame.running else ("‖ paused", "bold #ffd75f")
@@ -237,11 +237,6 @@ def header_text(frame: Frame, preset: str, compact: bool | str = False, hint: bo
     else:
         state = (state, ("", ""))
     host = (frame.host, "#d7afff")
-    if short == "tiny":
-        return Text.assemble((" "), *state, (" · ", "grey42"), (frame.technique, "bold"))
-    if short:        # the run state, the hint and the technique's name, nothing else
-        return Text.assemble((" "), *state, (" · ", "grey42"), (frame.technique, "bold"), (" · ", "grey42"),
-                             (preset, ""), (" · ", "grey42"), (speed_label(frame.speed), ""))
     if compact:
         # the run state first, so it is never the part a narrow terminal loses;
         # if it still does not fit, the run's identity goes on a second line
@@ -249,7 +244,9 @@ def header_text(frame: Frame, preset: str, compact: bool | str = False, hint: bo
         t = Text.assemble((" "), *state, sep, (frame.label, "bold"), sep, host, sep, (preset, ""), sep,
                           (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
         if compact == "two-lines":
-            t = Text.assemble((" "), *state, sep, (frame.label, "bold"), ("\n "), host, sep, (preset, ""), sep,
+            # with the hint, the first line names only the technique
+            label = frame.technique if hint else frame.label
+            t = Text.assemble((" "), *state, sep, (label, "bold"), ("\n "), host, sep, (preset, ""), sep,
                               (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
         return t
     sep = ("  ·  ", "grey42")
