@@ -858,7 +858,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
                          packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
-                         presenter=args.presenter, at_event=args.at)
+                         presenter=args.presenter, at_event=args.at, replay=True)
     except PresetError as e:
         raise CliError(str(e)) from None
     app.run()

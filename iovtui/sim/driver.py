@@ -74,6 +74,14 @@ class Frame:
     #: (k, n): the narrated event is the k-th of n that one engine action
     #: emitted at the same instant (n steps through them); (0, 0) otherwise
     step_pos: tuple[int, int] = (0, 0)
+    #: events with a seq up to this one were emitted by the drivers' set-up:
+    #: their exits are not counted in the summary (one rule for every view)
+    setup_seq: int = 0
+    setup_exits: int = 0               # how many exits the set-up took (not counted)
+    #: the traffic's direction: "rx", "tx" or "both" (the preset's traffic.direction)
+    direction: str = "rx"
+    #: the direction of the narrated event's path ("rx" / "tx"): which stage table it numbers
+    path_dir: str = "rx"
 
 
 EVENTS_PER_FRAME = 200
@@ -120,6 +128,12 @@ class Driver:
         self.follower.reset()
         self.trace.add_sink(self.follower)
         self.sim = make_sim(self.trace)
+        #: the events the drivers' set-up emitted (ring set-up, the first tail
+        #: write or kick): the counters (summary, kvm_stat) leave them out, and
+        #: the exit log marks them so (Metrics.reset_setup)
+        self.setup_seq = self.sink.total
+        self.setup_exits = sum(1 for e in self.sink.events if e.kind == "exit")
+        self._path_dir = "rx"
         self.question = None
         self._seen_events = 0
         self._write_serial = {vm.name: vm.mem.write_serial for vm in self.sim.vms}
@@ -407,6 +421,15 @@ class Driver:
             mem_views.append(MemoryView(vm.name, mem.size, mem.hpa_base, tuple(mem.regions), fresh))
         t = sim.technique
         last = self._last_event
+        direction = sim.preset.traffic["direction"]
+        path_dir = direction
+        if direction == "both":
+            # follow the narrated event's direction (an event without one keeps the last)
+            q = last.data.get("queue") if last is not None else None
+            if q in ("rx", "tx"):
+                self._path_dir = q
+            path_dir = self._path_dir
+        tx = path_dir == "tx" and bool(t.tx_stages)
         return Frame(
             seq=self.frames_published,
             t_ns=sim.engine.now,
@@ -417,7 +440,7 @@ class Driver:
             host=sim.host.label(),
             preset=sim.preset.name,
             seed=sim.seed,
-            stages=t.stages,
+            stages=t.tx_stages if tx else t.stages,
             stage=last.stage if last is not None else 0,
             summary=sim.summary(),
             events=evs,
@@ -435,6 +458,10 @@ class Driver:
             score=self.quiz.score,
             step_pos=((self._action_events - held, self._action_events)
                       if self._action_events > 1 and not self.running else (0, 0)),
+            setup_seq=self.setup_seq,
+            setup_exits=self.setup_exits,
+            direction=direction,
+            path_dir="tx" if tx else "rx",
         )
 
     def _follow_view(self) -> FollowView | None:

@@ -197,7 +197,7 @@ class Vmm:
             num = EXIT_REASONS[reason]
             where = "userspace" if user else "kernel"
             tr.emit(self.engine.now, "exit", vm.name, stage,
-                    f"{vm.name} exits: {reason} ({num}) · {cause} · {where} · {cost / 1000:.2f} µs",
+                    f"{vm.name} exits: {reason} ({num}) · {cause} · {where} · {cost / 1000:,.2f} µs",
                     reason=reason, number=num, cause=cause, where=where, cost_ns=cost, pkt=pkt,
                     start_ns=start)
         return end
@@ -228,7 +228,7 @@ class Vmm:
         if tr.on:
             tr.emit(self.engine.now, "exit", vm.name, stage,
                     f"{vm.name} exits: HLT (12) · guest idle since {idle_from / 1000:,.3f} µs, "
-                    f"woken by {why} · kernel · {cost / 1000:.2f} µs",
+                    f"woken by {why} · kernel · {cost / 1000:,.2f} µs",
                     reason="HLT", number=12, cause=f"guest idle (woken by {why})", where="kernel",
                     cost_ns=cost, pkt=None, start_ns=idle_from)
         return end

@@ -109,9 +109,9 @@ class Simulation:
             rx = pkt.direction == "rx"
             what = f"{vm.name}'s stack receives" if rx else "the outside host receives"
             # a received frame's delivery ends the receive flow's last stage
-            tr.emit(t, "deliver", vm.name, len(self.technique.stages) if rx else 0,
-                    f"{what} frame #{pkt.id} ({pkt.size} B) · latency {(t - pkt.t0) / 1000:.2f} µs",
-                    pkt=pkt.id, size=pkt.size, latency_ns=t - pkt.t0)
+            tr.emit(t, "deliver", vm.name, len(self.technique.stages) if rx else self.technique.tx_wire_stage,
+                    f"{what} frame #{pkt.id} ({pkt.size:,} B) · latency {(t - pkt.t0) / 1000:,.2f} µs",
+                    pkt=pkt.id, size=pkt.size, latency_ns=t - pkt.t0, queue=pkt.direction)
         traffic = self.traffic
         if traffic.pattern == "pingpong":
             traffic.on_complete(pkt, True)

@@ -37,6 +37,8 @@ __all__ = ["IovApp", "create_app", "MAX_FPS", "MIN_W", "MIN_H", "too_small"]
 
 MAX_FPS = 30
 NOTICE_SECONDS = 4.0
+#: while running, each narration line stays up at least this long (readable at ×1)
+NARRATION_HOLD_S = 2.0
 #: after ExitApp, how long Textual's shutdown may take before the process ends itself
 EXIT_GRACE_S = 3.0
 TECH_KEYS = {"1": "emulation", "2": "virtio", "3": "sriov"}
@@ -71,9 +73,10 @@ class IovApp(App):
     TECH_GROUP = Binding.Group("technique", compact=True)
     SPEED_GROUP = Binding.Group("speed", compact=True)
     BINDINGS = [
-        Binding("1", "technique('emulation')", "emulation", group=TECH_GROUP),
-        Binding("2", "technique('virtio')", "virtio", group=TECH_GROUP),
-        Binding("3", "technique('sriov')", "SR-IOV", group=TECH_GROUP),
+        # one footer item "1–3 technique" (a compact group read as the number 123)
+        Binding("1", "technique('emulation')", "technique", key_display="1–3"),
+        Binding("2", "technique('virtio')", "virtio", show=False),
+        Binding("3", "technique('sriov')", "SR-IOV", show=False),
         Binding("space", "toggle_pause", "pause"),
         Binding("n", "step", "step"),
         Binding("b", "step_back", "back", show=False),
@@ -131,8 +134,12 @@ class IovApp(App):
 
     def __init__(self, preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
                  packets: int | None = None, start_paused: bool = False, theme: str = "dark",
-                 palette: str = "default", presenter: bool = False, predict: bool = False) -> None:
+                 palette: str = "default", presenter: bool = False, predict: bool = False,
+                 replay: bool = False) -> None:
         super().__init__()
+        self.replay = replay                 # `iovtui replay FILE`: the header says so
+        self.show_hint = True                # "space pauses, n steps" until the user first does
+        self._narr_since = -NARRATION_HOLD_S
         self.look = Look(theme, palette, contrast=presenter, no_style_safe=self.no_color)
         self._filters.insert(1, self.look)     # after ANSI → truecolor, before NO_COLOR's monochrome
         self.theme = TEXTUAL_THEME[theme]
@@ -274,13 +281,21 @@ class IovApp(App):
         # at 80 columns every footer key fits only without the palette hint and
         # the host key (both are in ? help and the palette; the key always works)
         wide = width >= 100
-        if footer.show_command_palette != wide:
+        # below 80 columns (down to the 60 minimum) the speed keys, presets and
+        # compare leave the footer too, so that what stays is never cut
+        roomy = width >= 80
+        if footer.show_command_palette != wide or self._footer_roomy != roomy:
             footer.show_command_palette = wide
+            self._footer_roomy = roomy
             self._show_in_footer("a", wide)
+            for key in ("plus", "equals_sign", "minus", "p", "c"):
+                self._show_in_footer(key, roomy)
             footer.refresh(recompose=True)
         if self._applied is not None:       # the path strip breaks between stages for the new width
             self.w_path.text = PathStrip.build(self._applied, width)
             self.w_stats.text = StatsBar.build(self._applied, width)
+
+    _footer_roomy = True
 
     def _show_in_footer(self, key: str, show: bool) -> None:
         """Show or hide one key's binding in the footer (Bindings are frozen:
@@ -335,16 +350,24 @@ class IovApp(App):
             return
         self._applied = f
         self.frames_applied += 1
-        self.w_header.variants = (header_text(f, self.preset.name), header_text(f, self.preset.name, compact=True),
-                                  header_text(f, self.preset.name, compact="two-lines"))
+        name, hint, rp = self.preset.name, self.show_hint, self.replay
+        variants = [header_text(f, name, hint=hint, replay=rp), header_text(f, name, compact=True, hint=hint, replay=rp)]
+        # narrower, the hint takes the first of two lines (the host profile and the run stay on the second)
+        variants.append(header_text(f, name, compact="two-lines", hint=hint, replay=rp))
+        self.w_header.variants = tuple(variants)
         self.w_path.text = PathStrip.build(f, self.w_path.size.width or self.size.width)
         self.w_stats.text = StatsBar.build(f, self.w_stats.size.width or self.size.width)
         self._apply_follow(f)
-        narr = Narration.build(f)
-        if self.notice_text and time.monotonic() < self.notice_until:
+        now = time.monotonic()
+        if self.notice_text and now < self.notice_until:
             from rich.text import Text
-            narr = Text.assemble((" ⚑ ", "bold #ff875f"), (self.notice_text, "#ff875f"))
-        self.w_narration.text = narr
+            self.w_narration.text = Text.assemble((" ⚑ ", "bold #ff875f"), (self.notice_text, "#ff875f"))
+            self._narr_since = -NARRATION_HOLD_S
+        elif not f.running or now - self._narr_since >= NARRATION_HOLD_S:
+            # running, a line stays up NARRATION_HOLD_S before the newest
+            # replaces it; paused or stepping, it follows every step
+            self.w_narration.text = Narration.build(f)
+            self._narr_since = now if f.running else -NARRATION_HOLD_S
         for pane in self.panes.values():
             pane.update_frame(f)
         self.w_exits.add_events(self._pending_events)
@@ -445,9 +468,12 @@ class IovApp(App):
             self.notice(off)
 
     def action_toggle_pause(self) -> None:
+        self.show_hint = False
+        self.notice_until = 0.0
         self.driver.toggle()
 
     def action_step(self) -> None:
+        self.show_hint = False
         self.notice_until = 0.0          # the step's own explanation replaces any notice
         self.driver.step()
 
@@ -497,10 +523,17 @@ class IovApp(App):
         self.notice(msg)
 
     def action_next_ring(self) -> None:
+        self._clear_notice()             # (an older notice is about something else)
         self.w_ring.cycle()
 
     def action_kvm_stat(self) -> None:
+        self._clear_notice()
         self.w_exits.toggle_aggregate()
+
+    def _clear_notice(self) -> None:
+        if self.notice_until:
+            self.notice_until = 0.0
+            self.driver.publish()
 
     def action_follow(self) -> None:
         f = self._latest or self._applied          # what the follow bar shows
@@ -601,6 +634,7 @@ class IovApp(App):
         self.preset, self.technique = preset, tech
         self._reset_exit_log()
         self.w_ram.vm_index = self.w_ring.vm_index = 0
+        self.w_ring.ring_index = None        # the ring where the new preset's traffic is
         self.driver.restart(self._factory())
 
     def action_compare(self) -> None:
@@ -728,14 +762,14 @@ def restore_terminal() -> None:
 def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
                packets: int | None = None, start_paused: bool = False, theme: str = "dark",
                palette: str = "default", presenter: bool = False, predict: bool = False,
-               at_event: int | None = None) -> IovApp:
+               at_event: int | None = None, replay: bool = False) -> IovApp:
     """The one factory the CLI, `serve` and the tests use.  ``at_event``:
     open paused on the trace event with that seq (``iovtui replay --at``)."""
     if theme not in THEMES or palette not in PALETTES:
         raise ValueError(f"theme must be one of {THEMES}, palette one of {PALETTES}")
     app = IovApp(preset, technique, seed=seed, speed=speed, packets=packets,
                  start_paused=start_paused or at_event is not None,
-                 theme=theme, palette=palette, presenter=presenter, predict=predict)
+                 theme=theme, palette=palette, presenter=presenter, predict=predict, replay=replay)
     if at_event is not None:
         app.driver.seek_event(at_event)
     return app

@@ -48,6 +48,10 @@ class Technique:
     name = ""
     #: the path strip: one short label per stage of the receive flow (stage n = stages[n-1])
     stages: tuple[str, ...] = ()
+    #: the transmit path strip, numbered the same way (a TX event's stage n = tx_stages[n-1])
+    tx_stages: tuple[str, ...] = ()
+    #: the transmit stage of the frame leaving on the wire (the outside host receives it)
+    tx_wire_stage = 0
 
     def __init__(self, sim: "Simulation") -> None:
         self.sim = sim

@@ -161,6 +161,10 @@ class Emulation(Technique):
     name = "emulation"
     stages = ("guest posts buffer, RDT write", "host bridge → tap", "QEMU reads RX descriptor",
               "copy into guest buffer", "ICR → INTx → inject", "ISR exits, guest reads frame")
+    #: transmit, numbered alike (5 and 6, the interrupt and its handler, as on receive)
+    tx_stages = ("driver fills TX descriptor", "TDT write exits to QEMU", "QEMU copies guest → tap",
+                 "host stack → wire", "ICR → INTx → inject", "ISR exits, TX clean-up")
+    tx_wire_stage = 4
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -508,8 +512,8 @@ class Emulation(Technique):
                     f"QEMU e1000 reads RX descriptor {slot} (buffer GPA 0x{gpa:x}) at RDH", queue="rx",
                     desc=slot, gpa=gpa, pkt=pkt.id)
             tr.emit(now, "copy", vm.name, 4,
-                    f"QEMU copies frame #{pkt.id} ({pkt.size} B) tap → its buffer → GPA 0x{gpa:x} "
-                    f"(two copies); writes length {len(frame) + 4} B (with the FCS) and DD|EOP|IXSM, "
+                    f"QEMU copies frame #{pkt.id} ({pkt.size:,} B) tap → its buffer → GPA 0x{gpa:x} "
+                    f"(two copies); writes length {len(frame) + 4:,} B (with the FCS) and DD|EOP|IXSM, "
                     f"RDH → {rx.head}; ICR |= 0x{cause:02x}", queue="rx", desc=slot, gpa=gpa,
                     bytes=pkt.size, pkt=pkt.id)
         self._set_interrupt_cause(nic, nic.regs.icr | cause, now)     # set_ics
@@ -541,11 +545,11 @@ class Emulation(Technique):
         if tr.on:
             what = (f"a context descriptor (TXSM) and extended data descriptor {slot}" if tx.csum_offload
                     else f"TX descriptor {slot} (cmd 0x8b: EOP|IFCS|RS|IDE)")
-            tr.emit(self.engine.now, "ring", vm.name, 0,
+            tr.emit(self.engine.now, "ring", vm.name, 1,
                     f"{vm.name}'s e1000 driver fills {what} for frame #{pkt.id}",
                     queue="tx", desc=slot, gpa=gpa, pkt=pkt.id)
         tdt = tx.advance_tail()
-        self._mmio(nic, "TDT", tdt, "transmit", stage=0, extra_ns=self._xmit_work(nic, tdt))
+        self._mmio(nic, "TDT", tdt, "transmit", stage=2, extra_ns=self._xmit_work(nic, tdt))
         if nic.qdisc and tx.unused() >= tx.descs_per_frame() and not nic.tx_to_xmit:
             self.schedule_xmit(nic, nic.qdisc.popleft())
 
@@ -589,7 +593,7 @@ class Emulation(Technique):
         nic.regs.regs[REG["TDH"]] = tx.head
         tr = self.engine.trace
         if tr.on and sent:
-            tr.emit(self.engine.now, "copy", vm.name, 0,
+            tr.emit(self.engine.now, "copy", vm.name, 3,
                     f"QEMU e1000 (in the exit) copies {len(sent)} frame(s) guest → its buffer → tap "
                     f"(two copies each); sets DD, TDH → {tx.head}; ICR |= 0x{cause:02x}", queue="tx")
         end = vm.exit_end

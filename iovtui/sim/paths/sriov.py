@@ -109,6 +109,10 @@ class SrIov(Technique):
     name = "sriov"
     stages = ("guest posts buffer GPA", "NIC switch picks VF", "VF DMA write to GPA",
               "IOMMU GPA → HPA", "NIC writes frame, DD", "guest reads frame")
+    #: transmit, numbered alike (4: the IOMMU translates the VF's read; 5: the MSI-X)
+    tx_stages = ("driver writes TX descriptors, tail", "VF fetches TX descriptor", "VF DMA read of GPA",
+                 "IOMMU GPA → HPA", "DD, MSI-X → inject", "frame on the wire")
+    tx_wire_stage = 6
     #: ixgbevf_clean_rx_irq refills once ixgbevf_desc_unused() >= 16, never at a poll's end
     REFILL_AT_POLL_END = False
     COUNT_RX_BYTES = True
@@ -483,7 +487,7 @@ class SrIov(Technique):
         port.tx_sent[slot] = pkt
         tr = self.engine.trace
         if tr.on:
-            tr.emit(self.engine.now, "ring", vm.name, 0,
+            tr.emit(self.engine.now, "ring", vm.name, 1,
                     f"{vm.name} writes a context descriptor ({(slot - 1) % tx.size}) and data descriptor {slot} "
                     f"(DTYP_DATA|DEXT|IFCS|EOP|RS, {pkt.size:,} B, PAYLEN {pkt.size:,}, CC) for frame #{pkt.id} "
                     f"and writes the tail ({tx.tail}) straight to {port.vf.name} — no exit",

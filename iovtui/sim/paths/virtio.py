@@ -150,6 +150,10 @@ class Virtio(Technique):
     name = "virtio"
     stages = ("guest posts RX buffer", "host bridge → tap", "backend pops avail",
               "copy into guest buffer", "irqfd → inject", "guest reads frame")
+    #: transmit, numbered alike (stage 4 publishes used entries and 5 signals, as on receive)
+    tx_stages = ("driver adds frame to avail", "kick → ioeventfd", "backend copies to tap",
+                 "backend publishes used", "irqfd → inject", "frame on the wire, TX freed")
+    tx_wire_stage = 6
 
     def __init__(self, sim: "Simulation") -> None:
         super().__init__(sim)
@@ -395,7 +399,7 @@ class Virtio(Technique):
         tr = self.engine.trace
         if tr.on:
             what = f"{n} used entries" if n != 1 else "1 used entry"
-            tr.emit(self.engine.now, "ring", nic.vm.name, 4 if which == "rx" else 0,
+            tr.emit(self.engine.now, "ring", nic.vm.name, 4,
                     f"{self.backend_name} publishes {what} on {nic.vm.name}'s {which} ring · used.idx → "
                     f"{q.used_idx}", queue=which, used_idx=q.used_idx, published=n, qemu_event="virtqueue_flush")
         self._notify(nic, q, which)
@@ -538,12 +542,15 @@ class Virtio(Technique):
         self.metrics.kicks += 1
         where = "ioeventfd" if not self.kick_user else "QEMU"
         end = self.vmm.exit(vm, self.kick_reason, f"virtio kick ({which} queue notify → {where})",
-                            user=self.kick_user, at=at, stage=1 if which == "RX" else 0)
+                            user=self.kick_user, at=at, stage=1 if which == "RX" else 2)
         tr = self.engine.trace
         if tr.on:
-            tr.emit(end, "kick", vm.name, 1 if which == "RX" else 0,
-                    f"{vm.name} kicks the {which} queue (virtio_queue_notify)",
-                    queue=which.lower(), qemu_event="virtio_queue_notify", kicked=True)
+            # recorded now, with the exit; when the vCPU is back is a data field
+            # (a record's t is never after the clock it is shown with)
+            tr.emit(self.engine.now, "kick", vm.name, 1 if which == "RX" else 2,
+                    f"{vm.name} kicks the {which} queue (virtio_queue_notify); the backend hears it at "
+                    f"{end / 1000:,.3f} µs",
+                    queue=which.lower(), qemu_event="virtio_queue_notify", kicked=True, end_ns=end)
         if which == "RX":
             if nic.rx_waiting_kick:
                 # handle_rx_kick / virtio_net_handle_rx → qemu_flush_queued_packets
@@ -589,7 +596,7 @@ class Virtio(Technique):
         nic.tx_sent[gpa] = pkt
         tr = self.engine.trace
         if tr.on:
-            tr.emit(now, "ring", vm.name, 0,
+            tr.emit(now, "ring", vm.name, 1,
                     f"{vm.name}'s driver puts frame #{pkt.id} at GPA 0x{gpa:x} on the TX ring · "
                     f"avail.idx = {q.avail_idx_shadow} · used_event = {q.used_event()}",
                     queue="tx", gpa=gpa, pkt=pkt.id, avail_idx=q.avail_idx_shadow,
@@ -597,7 +604,7 @@ class Virtio(Technique):
         if q.num_free < TX_STOP_FREE:
             nic.tx_stopped = True                  # netif_stop_subqueue
             if tr.on:
-                tr.emit(now, "ring", vm.name, 0,
+                tr.emit(now, "ring", vm.name, 1,
                         f"{vm.name}'s TX queue stops: {q.num_free} descriptors free < 2 + MAX_SKB_FRAGS = "
                         f"{TX_STOP_FREE} (netif_stop_subqueue)", queue="tx", stopped=True, num_free=q.num_free)
         if q.kick_prepare():
@@ -607,7 +614,7 @@ class Virtio(Technique):
             if tr.on:
                 why = (f"avail_event = {q.avail_event()} not crossed" if q.event_idx
                        else "device set NO_NOTIFY")
-                tr.emit(now, "kick", vm.name, 0, f"{vm.name} does not kick: {why}", queue="tx", kicked=False)
+                tr.emit(now, "kick", vm.name, 2, f"{vm.name} does not kick: {why}", queue="tx", kicked=False)
         self._qdisc_run(nic)
 
     def _free_old_xmit(self, nic: VirtioNic) -> None:
@@ -624,7 +631,7 @@ class Virtio(Technique):
                 nic.tx_stopped = False
                 tr = self.engine.trace
                 if tr.on:
-                    tr.emit(self.engine.now, "ring", nic.vm.name, 0,
+                    tr.emit(self.engine.now, "ring", nic.vm.name, 6,
                             f"{nic.vm.name}'s TX queue restarts: {nic.txq.num_free} descriptors free ≥ "
                             f"{TX_STOP_FREE} (netif_tx_wake_queue)", queue="tx", stopped=False,
                             num_free=nic.txq.num_free)
@@ -674,7 +681,7 @@ class Virtio(Technique):
         if nic.tx_run_pkts >= pk_weight or nic.tx_run_bytes >= byte_weight:
             self._signal_used(nic, q, heads, "tx")         # vhost_tx_batch at the end of handle_tx_copy
             if tr.on:
-                tr.emit(now, "note", nic.vm.name, 0, self._weight_msg("TX", nic.tx_run_pkts, nic.tx_run_bytes),
+                tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("TX", nic.tx_run_pkts, nic.tx_run_bytes),
                         queue="tx", requeue=True)
             self.engine.at(now + self.requeue_ns, self._tx_start, nic)
             return
@@ -714,7 +721,7 @@ class Virtio(Technique):
                 m.corrupt += 1
             heads.append((head, 0))
             if tr.on:
-                tr.emit(now, "copy", vm.name, 0,
+                tr.emit(now, "copy", vm.name, 3,
                         f"{name} pops desc {head} and copies frame #{pkt.id} ({pkt.size:,} B) from GPA "
                         f"0x{gpa + VIRTIO_NET_HDR_LEN:x} to the tap ("
                         f"{'sendmsg' if self.vhost else 'writev'}: 1 copy)",

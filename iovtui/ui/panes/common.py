@@ -38,11 +38,15 @@ OWNER_STYLE = {"device": ("●", "#5fafff"), "driver": ("○", "grey62"), "used"
 
 
 def fmt_t(ns: int) -> str:
+    """A time with its unit: µs below 10 ms, ms below 1 s, then s (thousands
+    separated, never more than three digits before the point past µs)."""
     if ns < 10_000:
         return f"{ns / 1000:.3f} µs"
     if ns < 10_000_000:
         return f"{ns / 1000:,.1f} µs"
-    return f"{ns / 1e6:,.3f} ms"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:,.3f} ms"
+    return f"{ns / 1e9:,.6f} s"
 
 
 def flow(items: list, width: int, style: Style, sep: str = " · ") -> list[Strip]:

@@ -28,7 +28,8 @@ class RingPane(TitledPane):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.vm_index = 0
-        self.ring_index = 0
+        #: None: the ring where the traffic is (the TX ring for a transmit preset)
+        self.ring_index: int | None = None
         self.border_title = "Descriptor ring"
 
     def ring(self):
@@ -37,10 +38,19 @@ class RingPane(TitledPane):
             return None
         vm = f.memory[min(self.vm_index, len(f.memory) - 1)].vm if f.memory else ""
         mine = [r for r in f.rings if r.vm == vm] or list(f.rings)
-        return mine[self.ring_index % len(mine)]
+        return mine[self._index(mine) % len(mine)]
+
+    def _index(self, mine) -> int:
+        if self.ring_index is not None:
+            return self.ring_index
+        want = "tx" if self.frame is not None and self.frame.direction == "tx" else "rx"
+        return next((k for k, r in enumerate(mine) if r.name == want), 0)
 
     def cycle(self) -> None:
-        self.ring_index += 1
+        f = self.frame
+        vm = f.memory[min(self.vm_index, len(f.memory) - 1)].vm if f is not None and f.memory else ""
+        mine = [r for r in f.rings if r.vm == vm] if f is not None else []
+        self.ring_index = self._index(mine or (list(f.rings) if f is not None else [])) + 1
         self._key = None
         self.refresh()
 

@@ -78,18 +78,22 @@ class ExitLogPane(TitledPane):
     def add_events(self, events: Iterable[TraceEvent]) -> None:
         """Add the exits among ``events`` (every event published since the
         last frame drawn: frames the app skipped still bring their exits)."""
+        setup_seq = self.frame.setup_seq if self.frame is not None else 0
         for ev in events:
             if ev.kind != "exit":
                 continue
             d = ev.data
             where = d.get("where", "")
             user = where == "userspace"
+            # stamped when it is recorded (never after the clock: in time order
+            # across VMs); the set-up's exits are shown but not counted
             t = Text.assemble(
-                (f"{_fmt_t(d.get('start_ns', ev.t)):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
+                (f"{_fmt_t(ev.t):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
                 (f"{d.get('reason', '')} {d.get('number', '')}", "bold #ffaf5f" if user else "bold #87d787"),
                 (f" {'⇧ user' if user else '⌂ kvm'}", "#ffaf5f" if user else "#87d787"),
-                (f" {d.get('cost_ns', 0) / 1000:.2f}µs", "grey62"),
+                (f" {d.get('cost_ns', 0) / 1000:,.2f} µs", "grey62"),
                 (f" · {d.get('cause', '')}", ""),
+                (" · set-up, not counted" if ev.seq <= setup_seq else "", "italic grey62"),
             )
             self.lines.append(t)
             self.seqs.append(ev.seq)
@@ -146,6 +150,10 @@ class ExitLogPane(TitledPane):
                 out.append(Strip([Segment(f" {name:<{name_w}}{n:>9,}{pct:>7.1f}{shown}")]).crop_extend(0, w, None))
             if len(out) == 1:
                 out.append(Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None))
+            n = f.setup_exits if (f := self.frame) is not None else 0
+            if n and len(out) < h:       # the one rule: the set-up's exits are not counted
+                out.append(Strip([Segment(f" + {n:,} set-up exit{'s' if n != 1 else ''} not counted",
+                                          Style(color="grey50", italic=True))]).crop_extend(0, w, None))
             return out
         if not self.lines:
             return [Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None)]

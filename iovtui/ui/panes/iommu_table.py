@@ -3,6 +3,8 @@ TableView, or the one sentence saying why it is idle."""
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 
 from rich.table import Table
@@ -11,6 +13,8 @@ from ...sim.driver import Frame
 from .common import FOLLOW_GLYPH, TitledPane
 
 __all__ = ["TablePane", "IommuPane", "pack_columns"]
+
+_PCT = re.compile(r"(\d) %")
 
 
 class TablePane(TitledPane):
@@ -76,6 +80,8 @@ class TablePane(TitledPane):
         from rich.console import Group
 
         def text(line: str) -> Text:
+            # a number and its per cent sign are one word: a wrap never splits "83.1 %"
+            line = _PCT.sub(r"\1%", line)
             return Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70", overflow="fold")
         extra = [Text(followed[1], style="#d787ff", overflow="fold")] if followed is not None else []
         return Group(*(text(line) for line in tv.head), *parts, *extra, *(text(line) for line in tv.lines))

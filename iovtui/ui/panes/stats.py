@@ -80,16 +80,17 @@ class PathStrip(Bar):
 
     @staticmethod
     def build(frame: Frame, width: int = 10_000) -> Text:
-        t = Text(" path  ", style="bold")
-        col = 7
+        # the direction of the path shown: receive, or transmit
+        t = Text(f" {frame.path_dir.upper()} path ", style="bold")
+        col = 9
         for i, stage in enumerate(frame.stages, start=1):
             lit = i == frame.stage
             style = "bold black on #ffd75f" if lit else "#87afd7"
             item = f"{STAGE_MARKS[i]} {stage}" + (" ◀" if lit else "")
-            if col > 7 and col + 4 + len(item) > width:
-                t.append("\n   ─▶ ", style="grey50")
-                col = 7
-            elif col > 7:
+            if col > 9 and col + 4 + len(item) > width:
+                t.append("\n     ─▶ ", style="grey50")
+                col = 9
+            elif col > 9:
                 t.append(" ─▶ ", style="grey50")
                 col += 4
             t.append(item, style=style)
@@ -129,8 +130,14 @@ class Narration(Bar):
         k, n = frame.step_pos
         # [k/n]: one engine action did n things at this instant; n shows the next
         at = (f"[{k}/{n}] ", "#87afd7") if n > 1 else ("", "")
-        t = ev.data.get("start_ns", ev.t)      # an exit: when its vCPU takes it
-        return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(t)}  ", "grey62"), at, (ev.msg, ""))
+        msg = ev.msg
+        if ev.kind == "exit":
+            start = ev.data.get("start_ns", ev.t)
+            if start > ev.t:                   # recorded now; its vCPU gets to it later
+                msg += f" · its vCPU takes it at {_fmt_t(start)}"
+            if ev.seq <= frame.setup_seq:
+                msg += " · set-up, not counted"
+        return Text.assemble((f" {mark} ", "bold #ffd75f"), (f"{_fmt_t(ev.t)}  ", "grey62"), at, (msg, ""))
 
 
 class FollowBar(Bar):
@@ -190,46 +197,59 @@ class StatsBar(Bar):
             Text.assemble(("irq ", "grey62"), (f"{irq['injected']:,}", "bold"),
                           (f" +{irq['posted']:,} posted" if irq["posted"] else "", "grey62")),
             Text(f"{s['throughput_gbps']:.2f} Gb/s", style="bold"),
-            Text.assemble(("p50 ", "grey62"), (_fmt_t(lat["p50"]), "bold"), (" p99 ", "grey62"),
-                          (_fmt_t(lat["p99"]), "bold")),
+            Text.assemble(("p50 ", "grey62"), (_fmt_t(lat["p50"]) if some else "–", "bold"), (" p99 ", "grey62"),
+                          (_fmt_t(lat["p99"]) if some else "–", "bold")),
             Text.assemble(("pkts ", "grey62"), (f"{pk['delivered']:,}/{pk['offered']:,}", "bold"),
                           (f" ✗{pk['dropped']:,}" if pk["dropped"] else "", "bold #ff875f")),
             Text.assemble(("t = ", "grey62"), (_fmt_t(frame.t_ns), "bold")),
         ]
+        # one line at every width: what does not fit is left out, the least
+        # telling first (copies, irq, Gb/s, pkts, exits, latency); the clock stays
+        order = [1, 2, 3, 5, 0, 4]
+        keep = list(range(len(items)))
+        while keep and 1 + sum(items[i].cell_len for i in keep) + 3 * (len(keep) - 1) > width and order:
+            gone = order.pop(0)
+            keep.remove(gone)
         out = Text(" ")
-        col = 1
-        for i, item in enumerate(items):
-            n = item.cell_len
-            if i and col + 3 + n > width:
-                out.append("\n ")
-                col = 1
-            elif i:
+        for k, i in enumerate(keep):
+            if k:
                 out.append(" │ ", style="grey42")
-                col += 3
-            out.append_text(item)
-            col += n
+            out.append_text(items[i])
+        out.truncate(max(1, width))
         return out
 
 
-def header_text(frame: Frame, preset: str, compact: bool | str = False) -> Text:
+def header_text(frame: Frame, preset: str, compact: bool | str = False, hint: bool = False,
+                replay: bool = False) -> Text:
+    """``hint``: say how to pause and step (until the user first does);
+    ``replay``: this run is ``iovtui replay`` of a trace file."""
     state = ("▶ running", "bold #87d787") if frame.running else ("‖ paused", "bold #ffd75f")
     if frame.complete:
         state = ("■ complete", "bold #87afd7")
     if frame.predict:
         right, asked = frame.score
         state = (f"{state[0]} · ? predict {right}/{asked}", state[1])
+    if replay:
+        state = (f"⟲ replay · {state[0]}", state[1])
+    if hint and not frame.complete:
+        tip = "space pauses, n steps" if frame.running else "space runs, n steps"
+        state = (state[0], state[1]), (f" ({tip})", "italic #ffd75f")
+    else:
+        state = (state, ("", ""))
     host = (frame.host, "#d7afff")
     if compact:
         # the run state first, so it is never the part a narrow terminal loses;
         # if it still does not fit, the run's identity goes on a second line
         sep = (" · ", "grey42")
-        t = Text.assemble((" "), state, sep, (frame.label, "bold"), sep, host, sep, (preset, ""), sep,
+        t = Text.assemble((" "), *state, sep, (frame.label, "bold"), sep, host, sep, (preset, ""), sep,
                           (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
         if compact == "two-lines":
-            t = Text.assemble((" "), state, sep, (frame.label, "bold"), ("\n "), host, sep, (preset, ""), sep,
+            # with the hint, the first line names only the technique
+            label = frame.technique if hint else frame.label
+            t = Text.assemble((" "), *state, sep, (label, "bold"), ("\n "), host, sep, (preset, ""), sep,
                               (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""))
         return t
     sep = ("  ·  ", "grey42")
     return Text.assemble((" iovtui ", "bold black on #87afd7"), (" "), (frame.label, "bold"), sep, host, sep,
                          (preset, ""), sep, (f"seed {frame.seed}", ""), sep, (speed_label(frame.speed), ""),
-                         sep, state)
+                         sep, *state)
