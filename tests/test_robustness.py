@@ -42,9 +42,11 @@ def test_ctrl_c_stops_a_headless_run_with_one_line(argv, tmp_path):
     assert err.strip() == "iovtui: interrupted" and "Traceback" not in err
 
 
-def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[int, bytes]:
+def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0, term: str = "xterm-256color",
+                quit_with: bytes = b"\x03", signal_to_send: int | None = None) -> tuple[int, bytes]:
     """Start the app in a real pseudo-terminal, type ``keys`` (each after a
-    short pause), then Ctrl-C; return the exit status and everything it wrote."""
+    short pause), then Ctrl-C (or ``quit_with``, or send ``signal_to_send``);
+    return the exit status and everything it wrote."""
     import fcntl
     import pty
     import struct
@@ -52,9 +54,10 @@ def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: the app on the pty
-        os.environ.update(ENV)
-        os.environ["TERM"] = "xterm-256color"
-        os.execv(sys.executable, [sys.executable, "-m", "iovtui", "--preset", "steady-stream"])
+        # (COLUMNS and LINES, set during a test run, would override the pty's size)
+        env = {k: v for k, v in ENV.items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = term
+        os.execve(sys.executable, [sys.executable, "-m", "iovtui", "--preset", "steady-stream"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     out = bytearray()
 
@@ -69,26 +72,33 @@ def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[
                     return
 
     deadline = time.monotonic() + timeout
-    while b"steady-stream" not in out and time.monotonic() < deadline:
-        drain(0.2)
-    assert b"steady-stream" in out, "the app never drew its header"
-    for k in keys:
-        os.write(fd, k.encode())
-        drain(0.8)
-    os.write(fd, b"\x03")                         # Ctrl-C, as a terminal in raw mode sends it
     status = None
-    while time.monotonic() < deadline:
-        drain(0.1)
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = st
-            break
-    if status is None:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise AssertionError("the app did not exit on Ctrl-C")
-    drain(0.2)
-    os.close(fd)
+    try:
+        while b"steady-stream" not in out and time.monotonic() < deadline:
+            drain(0.2)
+        assert b"steady-stream" in out, "the app never drew its header"
+        for k in keys:
+            os.write(fd, k.encode())
+            drain(0.8)
+        if signal_to_send is not None:
+            os.kill(pid, signal_to_send)
+        else:
+            os.write(fd, quit_with)               # Ctrl-C, as a terminal in raw mode sends it (or q)
+        while time.monotonic() < deadline:
+            drain(0.1)
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+        if status is None:
+            raise AssertionError(f"the app did not exit on {quit_with!r}" if signal_to_send is None
+                                 else f"the app did not exit on signal {signal_to_send}")
+        drain(0.2)
+    finally:
+        if status is None:                        # (a hung app must not outlive the test)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
     return os.waitstatus_to_exitcode(status), bytes(out)
 
 
@@ -101,6 +111,16 @@ def test_ctrl_c_in_every_mode_exits_cleanly_and_restores_the_terminal(keys):
     assert b"\x1b[?1049l" in tail                 # left the alternate screen
     assert b"\x1b[?25h" in tail                   # the cursor is back
     assert b"Traceback" not in out
+
+
+@pytest.mark.parametrize("term", ["dumb", "unknown"])
+def test_a_dumb_terminal_draws_and_quits_on_q(term):
+    # (Rich takes TERM=dumb for an 80×25 console; the real size came second and
+    # the screen laid itself out for both sizes in turn, for ever: blank, 100 % CPU)
+    code, out = _run_in_pty(["n"], size=(30, 100), term=term, quit_with=b"q")
+    assert code == 0
+    assert b"Guest RAM" in out and b"Traceback" not in out
+    assert b"\x1b[?1049l" in out[-400:]
 
 
 # -- NO_COLOR ------------------------------------------------------------------------------------

@@ -131,6 +131,13 @@ class IovApp(App):
                  packets: int | None = None, start_paused: bool = False, theme: str = "dark",
                  palette: str = "default", presenter: bool = False, predict: bool = False) -> None:
         super().__init__()
+        if self.console.is_dumb_terminal:
+            # TERM=dumb (or unknown): Rich assumes an 80×25 console, so the first
+            # Resize says 80×25 while the driver's says the real size; the main
+            # screen then lays itself out for both in turn, for ever (see
+            # screens/base.py SteadyResize).  Start from the size the driver will report.
+            import shutil
+            self.console.size = tuple(shutil.get_terminal_size())
         self.look = Look(theme, palette, contrast=presenter, no_style_safe=self.no_color)
         self._filters.insert(1, self.look)     # after ANSI → truecolor, before NO_COLOR's monochrome
         self.theme = TEXTUAL_THEME[theme]
@@ -169,6 +176,10 @@ class IovApp(App):
             self._timer.resume()
 
     # -- layout --------------------------------------------------------------------
+    def get_default_screen(self) -> Screen:
+        from .screens.base import MainScreen
+        return MainScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         self.w_header = HeaderBar(id="header")
         self.w_path = PathStrip(id="path")

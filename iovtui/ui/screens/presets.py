@@ -10,11 +10,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from .base import SteadyResize
 
 __all__ = ["PresetScreen"]
 
 
-class PresetScreen(ModalScreen):
+class PresetScreen(SteadyResize, ModalScreen):
     """Pick a preset; each is listed with what it demonstrates."""
 
     BINDINGS = [Binding("escape,p", "app.pop_screen", "close")]
