@@ -214,6 +214,23 @@ class IovApp(App):
         self.w_too_small = Static("", id="too-small")
         yield self.w_too_small
 
+    def on_load(self) -> None:
+        """SIGTERM (kill, a terminal emulator closing, ``serve`` stopping)
+        ends the app as ctrl+c does: the run stops, the terminal is restored
+        (main screen, cursor shown, mouse tracking off) and the exit status
+        is 0, ctrl+c's.  Without this Python's default ended the process at
+        once, in the alternate screen with the mouse still tracked."""
+        import asyncio
+        import signal
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            pass                         # not the main thread, or no Unix signals: the default stays
+
+    def _on_sigterm(self) -> None:
+        self.exit()
+
     def on_mount(self) -> None:
         self._timer = None
         self.driver.subscribe(self._on_frame)
@@ -406,6 +423,13 @@ class IovApp(App):
         self.notice_text = text
         self.notice_until = time.monotonic() + NOTICE_SECONDS
         self.driver.publish()
+
+    def _on_notify(self, event) -> None:
+        """One toast at a time: a new one replaces the one showing (Textual
+        stacks them; random keys in the compare view built a column of
+        "That key acts on the main view" down half the screen).  Textual's
+        own handler, which runs after this one, adds the new toast."""
+        self._notifications.clear()
 
     def _reset_exit_log(self) -> None:
         """A new run or a replay: the next frame brings the recent exits again."""
@@ -610,6 +634,20 @@ class IovApp(App):
         notes = annotate_page(sim.technique, pane.vm_index, gpa, data)
         title = f"{vm.name} page GPA 0x{gpa:x} · {r.label if r else 'free'} · escape closes"
         self.push_screen(HexScreen(title, data, gpa, notes))
+
+    def action_command_palette(self) -> None:
+        """ctrl+p: the palette, unless one is open already anywhere in the
+        stack (Textual looks only at the top screen: under the too-small
+        cover a second palette had the first one's id, DuplicateIds) or the
+        terminal is too small to show it."""
+        from textual.command import CommandPalette
+
+        from .screens.command import IovCommandPalette
+        if not self.use_command_palette or isinstance(self.screen, TooSmallScreen):
+            return
+        if any(isinstance(s, CommandPalette) for s in self.screen_stack):
+            return
+        self.push_screen(IovCommandPalette(id="--command-palette"))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The palette offers what the screen it was opened on can do: the

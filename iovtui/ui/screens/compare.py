@@ -560,6 +560,8 @@ class CompareScreen(SteadyResize, Screen):
         self.notify("That key acts on the main view: escape returns to it.", timeout=3)
 
     def action_close(self) -> None:
+        if self.app.screen is not self:      # (dismiss() pops whatever is on top)
+            return
         self.driver.pause()
         if self.driver._task is not None:
             self.driver._task.cancel()

@@ -51,5 +51,15 @@ class PresetScreen(SteadyResize, ModalScreen):
         ol.focus()
 
     def on_option_list_option_selected(self, event) -> None:
+        event.stop()
+        # a selection that arrives once the picker has left the top of the
+        # stack (escape, or a second enter, came first) is too late: dismiss()
+        # pops whatever screen is on top, and with only the main view left
+        # Textual raised ScreenStackError
+        if self.app.screen is not self or self._chosen:
+            return
+        self._chosen = True
         self.dismiss(event.option.id)
+
+    _chosen = False
 
