@@ -1,5 +1,6 @@
-"""What every screen of the app shares: a screen ignores a Resize that is
-already out of date.
+"""What every screen of the app shares: it closes only from the top of the
+stack (see SteadyResize.dismiss), and it ignores a Resize that is already
+out of date.
 
 Textual 8.2.8 posts a Resize to a screen from two places: the app (the
 terminal's size, debounced) and the screen's own layout pass (its region
@@ -16,12 +17,25 @@ a Resize that does not match it is stale: the newer one is on its way.
 from __future__ import annotations
 
 from textual import events
+from textual.await_complete import AwaitComplete
 
 __all__ = ["MainScreen", "SteadyResize"]
 
 
 class SteadyResize:
     """Mixin for a Screen (put it before Screen/ModalScreen in the bases)."""
+
+    def dismiss(self, result=None):
+        """Close this screen with ``result`` -- only if it is the one on top.
+
+        Textual's dismiss() pops whatever screen is on top; a late request
+        (a selection, a second enter, a command that arrives once escape or
+        the too-small cover came first) popped another screen, or raised
+        ScreenStackError with only the main view left, or called this
+        screen's callback twice (InvalidStateError)."""
+        if self.app.screen is not self:
+            return AwaitComplete.nothing()
+        return super().dismiss(result)
 
     def _on_resize(self, event: events.Resize) -> None:
         app = self.app

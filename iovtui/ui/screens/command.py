@@ -1,8 +1,9 @@
-"""The command palette (ctrl+p), guarded against two Textual 8.2.8 faults."""
+"""The command palette (ctrl+p), guarded against Textual 8.2.8 faults."""
 
 from __future__ import annotations
 
 from textual.command import CommandList, CommandPalette
+from textual.widgets import LoadingIndicator
 
 from .base import SteadyResize
 
@@ -19,6 +20,18 @@ class IovCommandPalette(SteadyResize, CommandPalette):
     raised ``KeyError: 0`` and ended the app.  The keys work again a frame
     later, once the list is on screen.
     """
+
+    # Textual's search worker goes on after the palette is closed (escape,
+    # or a key that pops it, while it still gathers commands) and shows or
+    # hides the list it no longer has: NoMatches "CommandList" ended the app
+    # (found by the fuzz test).  A closed palette has nothing to show.
+    def _watch__list_visible(self) -> None:
+        if self.query(CommandList) and self.query("#--input"):
+            super()._watch__list_visible()
+
+    async def _watch__show_busy(self) -> None:
+        if self.query(CommandList) and self.query(LoadingIndicator):
+            await super()._watch__show_busy()
 
     def _action_command_list(self, action: str) -> None:
         if action in ("page_up", "page_down"):
