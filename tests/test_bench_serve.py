@@ -65,10 +65,83 @@ def test_serve_answers_with_the_textual_serve_page_and_stops_on_ctrl_c():
     assert f"http://127.0.0.1:{port}" in out
 
 
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found += [int(d), *_descendants(int(d))]
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc for the app processes")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stopped_by_a_signal_stops_every_browser_sessions_app(sig):
+    """A signal to the server alone (kill, systemd, a supervisor): the
+    server and the app of each open tab end, as a terminal's Ctrl-C (which
+    reaches the whole process group) ends them."""
+    pytest.importorskip("textual_serve")
+    import asyncio
+
+    import aiohttp
+
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "iovtui", "serve", "--port", str(port)],
+                         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    apps: list[int] = []
+
+    async def session() -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                try:
+                    ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws?width=100&height=30")
+                    break
+                except (aiohttp.ClientError, OSError):
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the server never answered")
+            drawn = b""
+            while b"steady-stream" not in drawn:       # the app is up and has drawn its header
+                m = await asyncio.wait_for(ws.receive(), 20)
+                assert m.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT), m
+                drawn += m.data if isinstance(m.data, bytes) else m.data.encode()
+            apps.extend(pid for pid in _descendants(p.pid) if _running(pid))
+            assert apps, "no app process under the server"
+            p.send_signal(sig)
+            await asyncio.to_thread(p.wait, 40)
+
+    try:
+        asyncio.run(session())
+        out, err = p.communicate(timeout=5)
+        left = [pid for pid in apps if _running(pid)]
+    finally:
+        _stop(p)
+        for pid in apps:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert p.returncode == 0, (p.returncode, err)
+    assert left == [], "the app of a browser session outlived its server"
+    assert err == "iovtui: server stopped\n", err
+
+
 def test_serve_launches_the_app_with_this_python_and_its_options(tmp_path):
     from iovtui.serve import app_command
 
     cmd = app_command("line-rate", "sriov", 7, 2.5)
+    cmd = cmd.removeprefix("exec ")           # (the shell becomes the app: a signal reaches it)
     assert cmd.startswith(sys.executable) or cmd.startswith(f"'{sys.executable}'")
     assert "-m iovtui --preset line-rate --technique sriov --seed 7 --speed 2.5" in cmd
     f = tmp_path / "my preset.toml"
@@ -233,12 +306,14 @@ def test_serve_passes_the_look_options_to_each_session():
     args = build_parser().parse_args(["serve", "--theme", "light", "--palette", "colorblind", "--presenter",
                                       "--predict", "--technique", "sriov"])
     cmd = shlex.split(app_command(args.preset, args.technique, args.seed, args.speed, extra=look_args(args)))
+    if cmd[0] == "exec":                                  # (the shell becomes the app)
+        cmd = cmd[1:]
     assert cmd[1:3] == ["-m", "iovtui"]
     session = build_parser().parse_args(cmd[3:])          # what the browser session's app will see
     assert (session.theme, session.palette, session.presenter, session.predict) == ("light", "colorblind", True, True)
     assert session.technique == "sriov"
     plain = build_parser().parse_args(shlex.split(app_command("steady-stream", "virtio", 1, 1.0,
-                                                               extra=look_args(build_parser().parse_args(["serve"]))))[3:])
+                                                               extra=look_args(build_parser().parse_args(["serve"]))))[4:])
     assert (plain.theme, plain.palette, plain.presenter, plain.predict) == ("dark", "default", False, False)
 
 

@@ -42,9 +42,11 @@ def test_ctrl_c_stops_a_headless_run_with_one_line(argv, tmp_path):
     assert err.strip() == "iovtui: interrupted" and "Traceback" not in err
 
 
-def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[int, bytes]:
+def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0, term: str = "xterm-256color",
+                quit_with: bytes = b"\x03", signal_to_send: int | None = None) -> tuple[int, bytes]:
     """Start the app in a real pseudo-terminal, type ``keys`` (each after a
-    short pause), then Ctrl-C; return the exit status and everything it wrote."""
+    short pause), then Ctrl-C (or ``quit_with``, or send ``signal_to_send``);
+    return the exit status and everything it wrote."""
     import fcntl
     import pty
     import struct
@@ -52,9 +54,10 @@ def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: the app on the pty
-        os.environ.update(ENV)
-        os.environ["TERM"] = "xterm-256color"
-        os.execv(sys.executable, [sys.executable, "-m", "iovtui", "--preset", "steady-stream"])
+        # (COLUMNS and LINES, set during a test run, would override the pty's size)
+        env = {k: v for k, v in ENV.items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = term
+        os.execve(sys.executable, [sys.executable, "-m", "iovtui", "--preset", "steady-stream"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     out = bytearray()
 
@@ -69,26 +72,33 @@ def _run_in_pty(keys: list[str], size=(24, 80), timeout: float = 25.0) -> tuple[
                     return
 
     deadline = time.monotonic() + timeout
-    while b"steady-stream" not in out and time.monotonic() < deadline:
-        drain(0.2)
-    assert b"steady-stream" in out, "the app never drew its header"
-    for k in keys:
-        os.write(fd, k.encode())
-        drain(0.8)
-    os.write(fd, b"\x03")                         # Ctrl-C, as a terminal in raw mode sends it
     status = None
-    while time.monotonic() < deadline:
-        drain(0.1)
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = st
-            break
-    if status is None:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise AssertionError("the app did not exit on Ctrl-C")
-    drain(0.2)
-    os.close(fd)
+    try:
+        while b"steady-stream" not in out and time.monotonic() < deadline:
+            drain(0.2)
+        assert b"steady-stream" in out, "the app never drew its header"
+        for k in keys:
+            os.write(fd, k.encode())
+            drain(0.8)
+        if signal_to_send is not None:
+            os.kill(pid, signal_to_send)
+        else:
+            os.write(fd, quit_with)               # Ctrl-C, as a terminal in raw mode sends it (or q)
+        while time.monotonic() < deadline:
+            drain(0.1)
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+        if status is None:
+            raise AssertionError(f"the app did not exit on {quit_with!r}" if signal_to_send is None
+                                 else f"the app did not exit on signal {signal_to_send}")
+        drain(0.2)
+    finally:
+        if status is None:                        # (a hung app must not outlive the test)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
     return os.waitstatus_to_exitcode(status), bytes(out)
 
 
@@ -100,6 +110,27 @@ def test_ctrl_c_in_every_mode_exits_cleanly_and_restores_the_terminal(keys):
     tail = out[-400:]
     assert b"\x1b[?1049l" in tail                 # left the alternate screen
     assert b"\x1b[?25h" in tail                   # the cursor is back
+    assert b"Traceback" not in out
+
+
+@pytest.mark.parametrize("term", ["dumb", "unknown"])
+def test_a_dumb_terminal_draws_and_quits_on_q(term):
+    # (Rich takes TERM=dumb for an 80×25 console; the real size came second and
+    # the screen laid itself out for both sizes in turn, for ever: blank, 100 % CPU)
+    code, out = _run_in_pty(["n"], size=(30, 100), term=term, quit_with=b"q")
+    assert code == 0
+    assert b"Guest RAM" in out and b"Traceback" not in out
+    assert b"\x1b[?1049l" in out[-400:]
+
+
+@pytest.mark.parametrize("keys", [[], ["c"], ["p"]], ids=["main", "compare", "presets"])
+def test_sigterm_exits_as_ctrl_c_does_and_restores_the_terminal(keys):
+    code, out = _run_in_pty(keys, signal_to_send=signal.SIGTERM)
+    assert code == 0                              # ctrl+c's status (the app handles SIGTERM as it)
+    tail = out[-400:]
+    assert b"\x1b[?1049l" in tail                 # left the alternate screen
+    assert b"\x1b[?25h" in tail                   # the cursor is back
+    assert b"\x1b[?1000l" in tail                 # mouse tracking off
     assert b"Traceback" not in out
 
 
@@ -378,3 +409,81 @@ async def test_resize_storm_down_to_40x12_with_each_screen_open(kind):
         await pilot.pause(0.1)
         assert a.frames_applied > applied and all(p.region.area for p in a.panes.values())
         assert a.w_header.region.area and not a.w_too_small.region.area
+
+
+# -- crashes found by random keys and resizes ----------------------------------------------------
+
+async def test_ctrl_p_again_under_the_too_small_cover_keeps_the_one_palette():
+    from textual.command import CommandPalette
+
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.resize_terminal(50, 12)           # the "too small" cover comes over the palette
+        await pilot.pause(0.3)
+        assert "iovtui needs at least" in str(a.screen.query_one("#too-small-msg").render())
+        await pilot.press("ctrl+p")                   # (was DuplicateIds: '--command-palette')
+        await pilot.pause()
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.3)
+        assert isinstance(a.screen, CommandPalette)   # the palette the user opened, back as it was
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert sum(isinstance(s, CommandPalette) for s in a.screen_stack) == 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert a.screen is a.screen_stack[0]
+
+
+async def test_page_down_typed_straight_after_ctrl_p_is_harmless():
+    import asyncio
+
+    from textual import events
+    from textual.command import CommandList
+
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        # a paste: ctrl+p and page-downs queued at once, while the palette fills (was KeyError: 0)
+        a.post_message(events.Key("ctrl+p", None))
+        for _ in range(20):
+            await asyncio.sleep(0)
+            a.post_message(events.Key("pagedown", None))
+            a.post_message(events.Key("pageup", None))
+        await pilot.pause(0.2)
+        commands = a.screen.query_one(CommandList)
+        assert commands.option_count > 10
+        before = commands.highlighted
+        await pilot.press("pagedown")                 # once the list is on screen the key works
+        await pilot.pause()
+        assert commands.highlighted is not None and commands.highlighted > (before or 0)
+
+
+@pytest.mark.parametrize("keys", [["enter", "enter"], ["enter", "escape"], ["down", "enter", "p"]])
+async def test_a_preset_choice_arriving_after_the_picker_closed_is_ignored(keys):
+    from textual import events
+
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+        for k in keys:                                # queued at once: the selection arrives last
+            a.post_message(events.Key(k, None))
+        await pilot.pause(0.3)                        # (was ScreenStackError: Can't pop screen)
+        assert a.screen is a.screen_stack[0]
+        await pilot.press("n")                        # the main view still answers
+        await pilot.pause()
+
+
+async def test_one_toast_at_a_time():
+    from textual.widgets._toast import Toast
+
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40), notifications=True) as pilot:
+        await pilot.press("c")
+        await pilot.pause(0.3)
+        await pilot.press(*"1pe2vm3kf")               # main-view keys in the compare view: a notice each
+        await pilot.pause(0.3)
+        toasts = list(a.screen.query(Toast))
+        assert len(toasts) == 1, [str(t.render()) for t in toasts]
+        assert "acts on the main view" in str(toasts[0].render())

@@ -140,6 +140,13 @@ class IovApp(App):
         self.replay = replay                 # `iovtui replay FILE`: the header says so
         self.show_hint = True                # "space pauses, n steps" until the user first does
         self._narr_since = -NARRATION_HOLD_S
+        if self.console.is_dumb_terminal:
+            # TERM=dumb (or unknown): Rich assumes an 80×25 console, so the first
+            # Resize says 80×25 while the driver's says the real size; the main
+            # screen then lays itself out for both in turn, for ever (see
+            # screens/base.py SteadyResize).  Start from the size the driver will report.
+            import shutil
+            self.console.size = tuple(shutil.get_terminal_size())
         self.look = Look(theme, palette, contrast=presenter, no_style_safe=self.no_color)
         self._filters.insert(1, self.look)     # after ANSI → truecolor, before NO_COLOR's monochrome
         self.theme = TEXTUAL_THEME[theme]
@@ -178,6 +185,10 @@ class IovApp(App):
             self._timer.resume()
 
     # -- layout --------------------------------------------------------------------
+    def get_default_screen(self) -> Screen:
+        from .screens.base import MainScreen
+        return MainScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         self.w_header = HeaderBar(id="header")
         self.w_path = PathStrip(id="path")
@@ -211,6 +222,23 @@ class IovApp(App):
         yield self.w_footer
         self.w_too_small = Static("", id="too-small")
         yield self.w_too_small
+
+    def on_load(self) -> None:
+        """SIGTERM (kill, a terminal emulator closing, ``serve`` stopping)
+        ends the app as ctrl+c does: the run stops, the terminal is restored
+        (main screen, cursor shown, mouse tracking off) and the exit status
+        is 0, ctrl+c's.  Without this Python's default ended the process at
+        once, in the alternate screen with the mouse still tracked."""
+        import asyncio
+        import signal
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            pass                         # not the main thread, or no Unix signals: the default stays
+
+    def _on_sigterm(self) -> None:
+        self.exit()
 
     def on_mount(self) -> None:
         self._timer = None
@@ -423,6 +451,13 @@ class IovApp(App):
         self.notice_text = text
         self.notice_until = time.monotonic() + NOTICE_SECONDS
         self.driver.publish()
+
+    def _on_notify(self, event) -> None:
+        """One toast at a time: a new one replaces the one showing (Textual
+        stacks them; random keys in the compare view built a column of
+        "That key acts on the main view" down half the screen).  Textual's
+        own handler, which runs after this one, adds the new toast."""
+        self._notifications.clear()
 
     def _reset_exit_log(self) -> None:
         """A new run or a replay: the next frame brings the recent exits again."""
@@ -680,6 +715,20 @@ class IovApp(App):
         notes = annotate_page(sim.technique, pane.vm_index, gpa, data)
         title = f"{vm.name} page GPA 0x{gpa:x} · {r.label if r else 'free'} · escape closes"
         self.push_screen(HexScreen(title, data, gpa, notes))
+
+    def action_command_palette(self) -> None:
+        """ctrl+p: the palette, unless one is open already anywhere in the
+        stack (Textual looks only at the top screen: under the too-small
+        cover a second palette had the first one's id, DuplicateIds) or the
+        terminal is too small to show it."""
+        from textual.command import CommandPalette
+
+        from .screens.command import IovCommandPalette
+        if not self.use_command_palette or isinstance(self.screen, TooSmallScreen):
+            return
+        if any(isinstance(s, CommandPalette) for s in self.screen_stack):
+            return
+        self.push_screen(IovCommandPalette(id="--command-palette"))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The palette offers what the screen it was opened on can do: the

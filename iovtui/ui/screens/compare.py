@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer
+from .base import SteadyResize
 
 from ...sim.compare import CompareDriver, CompareFrame, CompareColumn
 from ...sim.driver import DEFAULT_SPEED_INDEX, speed_label
@@ -449,7 +450,7 @@ def compare_header(frame: CompareFrame) -> tuple[Text, ...]:
     return (wide, narrow, two)
 
 
-class CompareScreen(Screen):
+class CompareScreen(SteadyResize, Screen):
     """Full-size screen: the three techniques side by side, live."""
 
     SPEED_GROUP = Binding.Group("speed", compact=True)
@@ -559,6 +560,8 @@ class CompareScreen(Screen):
         self.notify("That key acts on the main view: escape returns to it.", timeout=3)
 
     def action_close(self) -> None:
+        if self.app.screen is not self:      # (dismiss() pops whatever is on top)
+            return
         self.driver.pause()
         if self.driver._task is not None:
             self.driver._task.cancel()

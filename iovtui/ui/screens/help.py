@@ -8,6 +8,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from .base import SteadyResize
 
 from rich.table import Table
 
@@ -36,7 +37,7 @@ SIMPLIFIED = (
 )
 
 
-class HelpScreen(ModalScreen):
+class HelpScreen(SteadyResize, ModalScreen):
     BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "close")]
 
     def __init__(self, keys: list[tuple[str, str]], stages: list[tuple[str, tuple[str, ...]]] = ()) -> None:

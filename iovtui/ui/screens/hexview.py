@@ -8,13 +8,14 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from .base import SteadyResize
 
 from ...sim.packet import parse_frame
 
 __all__ = ["HexScreen", "hex_text", "annotate_page"]
 
 
-class HexScreen(ModalScreen):
+class HexScreen(SteadyResize, ModalScreen):
     BINDINGS = [Binding("escape,enter,q", "app.pop_screen", "close")]
 
     def __init__(self, title: str, data: bytes, base: int, notes: list[tuple[int, int, str]]) -> None:

@@ -10,11 +10,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+from .base import SteadyResize
 
 __all__ = ["PresetScreen"]
 
 
-class PresetScreen(ModalScreen):
+class PresetScreen(SteadyResize, ModalScreen):
     """Pick a preset; each is listed with what it demonstrates."""
 
     BINDINGS = [Binding("escape,p", "app.pop_screen", "close")]
@@ -50,5 +51,15 @@ class PresetScreen(ModalScreen):
         ol.focus()
 
     def on_option_list_option_selected(self, event) -> None:
+        event.stop()
+        # a selection that arrives once the picker has left the top of the
+        # stack (escape, or a second enter, came first) is too late: dismiss()
+        # pops whatever screen is on top, and with only the main view left
+        # Textual raised ScreenStackError
+        if self.app.screen is not self or self._chosen:
+            return
+        self._chosen = True
         self.dismiss(event.option.id)
+
+    _chosen = False
 

@@ -8,11 +8,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
+from .base import SteadyResize
 
 __all__ = ["TooSmallScreen"]
 
 
-class TooSmallScreen(Screen):
+class TooSmallScreen(SteadyResize, Screen):
     BINDINGS = [
         Binding("q", "app.quit", "quit"),
         # every other key of the app and its screens does nothing until the terminal grows
