@@ -487,3 +487,24 @@ async def test_one_toast_at_a_time():
         toasts = list(a.screen.query(Toast))
         assert len(toasts) == 1, [str(t.render()) for t in toasts]
         assert "acts on the main view" in str(toasts[0].render())
+
+
+@pytest.mark.parametrize("keys", [["ctrl+p", "t", "escape"], ["ctrl+p", "down", "enter", "enter"],
+                                  ["ctrl+p", "enter", "escape"], ["ctrl+p", "s", "enter", "escape"]])
+async def test_keys_queued_in_the_palette_as_it_closes_are_harmless(keys):
+    # (found by the fuzz test: the palette's search went on after it closed, NoMatches
+    # "CommandList"; a selection arriving once it had gone popped the main view, ScreenStackError)
+    import asyncio
+
+    from textual import events
+
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(5):
+            for k in keys:
+                a.post_message(events.Key(k, k if len(k) == 1 else None))
+                await asyncio.sleep(0)
+            await pilot.pause(0.4)
+            while a.screen is not a.screen_stack[0]:
+                await pilot.press("escape")
+        assert a.is_running
