@@ -16,7 +16,7 @@ def test_run_json_has_the_design_keys():
         assert KEYS <= set(d)
         assert d["technique"] == tech and d["preset"] == "steady-stream" and d["seed"] == 1
         assert set(d["packets"]) == {"offered", "delivered", "dropped", "to_host"} and d["packets"]["offered"] == 300
-        assert set(d["exits"]) == {"total", "per_packet", "by_reason", "kernel", "userspace"}
+        assert set(d["exits"]) == {"total", "per_packet", "by_reason", "kernel", "userspace", "setup_not_counted"}
         assert d["exits"]["kernel"] + d["exits"]["userspace"] == d["exits"]["total"]
         assert set(d["interrupts"]) == {"injected", "posted", "host"}
         assert set(d["latency_ns"]) == {"p50", "p99", "min", "max", "precision"}

@@ -151,6 +151,7 @@ async def test_the_first_kick_follows_one_rule_in_summary_kvm_stat_and_log():
         await pilot.pause(0.1)
         sim = a.driver.sim
         assert sim.summary()["exits"]["by_reason"] == {}
+        assert sim.summary()["exits"]["setup_not_counted"] == 1       # the JSON says the rule too
         first = a.w_exits.lines[0].plain
         assert "EPT_MISCONFIG" in first and "set-up, not counted" in first, first
         await pilot.press("k")

@@ -1,4 +1,5 @@
 """The app, driven with Pilot as a user would drive it."""
+import os
 import re
 import pytest
 
@@ -423,3 +424,21 @@ async def test_a_notice_stays_readable_while_running():
         await pilot.press("n")                  # a step's explanation replaces it
         await pilot.pause(0.1)
         assert "restarted" not in str(a.w_narration.text)
+
+
+async def test_help_numbers_both_paths_for_every_technique():
+    from iovtui.sim.paths import stage_table
+
+    a = app()
+    async with a.run_test(size=(160, 60)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.1)
+        from rich.console import Console
+
+        con = Console(width=400, record=True, file=open(os.devnull, "w"))
+        for w in a.screen.query("Static"):
+            con.print(w.content)
+        text = con.export_text()
+        assert "The receive path, step by step" in text and "The transmit path, step by step" in text
+        for _name, stages in stage_table(tx=True) + stage_table():
+            assert all(label in text for label in stages), stages

@@ -695,7 +695,7 @@ class IovApp(App):
 
     def action_help(self) -> None:
         from ..sim.paths import stage_table
-        self.push_screen(HelpScreen(self.KEY_HELP, stage_table()))
+        self.push_screen(HelpScreen(self.KEY_HELP, stage_table(), stage_table(tx=True)))
 
     def action_ram(self, dx: int, dy: int) -> None:
         if self.active_pane == "ram":

@@ -40,11 +40,12 @@ def available() -> list[str]:
     return [n for n in TECHNIQUES if _load(n) is not None]
 
 
-def stage_table() -> list[tuple[str, tuple[str, ...]]]:
-    """Each built technique's receive stages, numbered alike: stage n of one
-    technique is the analogue of stage n of the others (SR-IOV's are the six
-    steps of DOMAIN.md).  The narration and the path strip use these numbers."""
-    return [(n, _load(n).stages) for n in available()]
+def stage_table(tx: bool = False) -> list[tuple[str, tuple[str, ...]]]:
+    """Each built technique's receive (or, with ``tx``, transmit) stages,
+    numbered alike: stage n of one technique is the analogue of stage n of the
+    others (SR-IOV's receive stages are the six steps of DOMAIN.md).  The
+    narration and the path strip use these numbers."""
+    return [(n, _load(n).tx_stages if tx else _load(n).stages) for n in available()]
 
 
 def make_technique(name: str, sim: "Simulation") -> Technique:

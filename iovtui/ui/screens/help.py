@@ -40,10 +40,12 @@ SIMPLIFIED = (
 class HelpScreen(SteadyResize, ModalScreen):
     BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "close")]
 
-    def __init__(self, keys: list[tuple[str, str]], stages: list[tuple[str, tuple[str, ...]]] = ()) -> None:
+    def __init__(self, keys: list[tuple[str, str]], stages: list[tuple[str, tuple[str, ...]]] = (),
+                 tx_stages: list[tuple[str, tuple[str, ...]]] = ()) -> None:
         super().__init__()
         self.keys = keys
         self.stages = list(stages)
+        self.tx_stages = list(tx_stages)
 
     def compose(self) -> ComposeResult:
         t = Table(box=None, show_header=False, pad_edge=False)
@@ -54,22 +56,27 @@ class HelpScreen(SteadyResize, ModalScreen):
         with VerticalScroll(id="help-box"):
             yield Static(Text("iovtui keys", style="bold"), classes="title")
             yield Static(t)
-            if self.stages:
-                yield Static(Text("\nThe receive path, step by step — the narration and the path strip number "
+            for title, table in (("The receive path", self.stages), ("The transmit path", self.tx_stages)):
+                if not table:
+                    continue
+                yield Static(Text(f"\n{title}, step by step — the narration and the path strip number "
                                   "each event with its step; the same number is the same step in each technique:",
                                   style="bold"))
-                st = Table(box=None, pad_edge=False, header_style="bold grey70")
-                st.add_column("", style="bold #ffd75f", no_wrap=True)
-                names = {"emulation": "emulation (e1000)", "virtio": "virtio", "sriov": "SR-IOV + VT-d"}
-                for name, _s in self.stages:
-                    st.add_column(names.get(name, name))
-                marks = "⓪①②③④⑤⑥"
-                for i in range(max(len(s) for _n, s in self.stages)):
-                    st.add_row(marks[i + 1] if i + 1 < len(marks) else str(i + 1),
-                               *(s[i] if i < len(s) else "" for _n, s in self.stages))
-                yield Static(st)
+                yield Static(_stage_grid(table))
             yield Static(Text("\nWhat the model simplifies", style="bold"))
             yield Static(Text("\n".join("· " + line for line in SIMPLIFIED), style="grey70"))
             yield Static(Text("All actions are also in the command palette (ctrl+p). escape closes.",
                               style="italic grey62"))
 
+
+def _stage_grid(stages: list[tuple[str, tuple[str, ...]]]) -> Table:
+    st = Table(box=None, pad_edge=False, header_style="bold grey70")
+    st.add_column("", style="bold #ffd75f", no_wrap=True)
+    names = {"emulation": "emulation (e1000)", "virtio": "virtio", "sriov": "SR-IOV + VT-d"}
+    for name, _s in stages:
+        st.add_column(names.get(name, name))
+    marks = "⓪①②③④⑤⑥"
+    for i in range(max(len(s) for _n, s in stages)):
+        st.add_row(marks[i + 1] if i + 1 < len(marks) else str(i + 1),
+                   *(s[i] if i < len(s) else "" for _n, s in stages))
+    return st
