@@ -37,7 +37,7 @@ from .memory import GuestMemory
 from .views import QueueInfo, RingView
 
 __all__ = [
-    "REG", "REG_NAMES", "RegisterFile", "LegacyRing", "E1000Ring", "ring_view", "coalesced",
+    "REG", "REG_NAMES", "RegisterFile", "HeadTailRing", "LegacyRing", "E1000Ring", "ring_view", "coalesced",
     "COALESCED_EXCLUDED", "ICR_TXQE", "RXD_STAT_IXSM", "TXD_CMD_IDE", "TXD_CMD_DEXT", "TXD_DTYP_D",
     "TXD_POPTS_TXSM", "TXD_CMD_TCP", "ETH_ZLEN", "ETH_FCS_LEN", "TX_CMD_LINUX",
     "ICR_TXDW", "ICR_LSC", "ICR_RXSEQ", "ICR_RXDMT0", "ICR_RXT0", "IMS_ENABLE_MASK", "RXD_STAT_DD", "RXD_STAT_EOP",
@@ -159,8 +159,11 @@ def itr_register(ns: float) -> int:
     return min(0xFFFF, max(0, round(ns / ITR_UNIT_NS)))
 
 
-class LegacyRing:
-    """One legacy descriptor ring (RX or TX) in guest RAM."""
+class HeadTailRing:
+    """What every Intel head/tail descriptor ring shares (the e1000's legacy
+    rings and the 82599 VF's advanced ones): 16-byte descriptors in guest RAM,
+    the device's head and tail registers, the driver's next_to_use /
+    next_to_clean shadows, and who owns each descriptor."""
 
     def __init__(self, mem: GuestMemory, kind: str, size: int, label: str) -> None:
         if kind not in ("rx", "tx"):
@@ -181,12 +184,26 @@ class LegacyRing:
         self.tokens: list[object | None] = [None] * size
         self.last_touched = -1
 
-    # -- driver side ---------------------------------------------------------
     def unused(self) -> int:
-        """E1000_DESC_UNUSED: descriptors the driver may still fill."""
+        """E1000_DESC_UNUSED / ixgbevf_desc_unused: descriptors the driver may still fill."""
         ntc, ntu = self.next_to_clean, self.next_to_use
         return (0 if ntc > ntu else self.size) + ntc - ntu - 1
 
+    def hw_owned(self) -> int:
+        return (self.tail - self.head) % self.size
+
+    def owner(self, i: int) -> str:
+        if (i - self.head) % self.size < self.hw_owned():
+            return "device"
+        if self.tokens[i] is not None:
+            return "used"   # done by the hardware, not yet cleaned by the driver
+        return "driver"
+
+
+class LegacyRing(HeadTailRing):
+    """One legacy descriptor ring (RX or TX) in guest RAM."""
+
+    # -- driver side ---------------------------------------------------------
     def post_rx(self, buf_gpa: int, token: object) -> int:
         """Give the hardware an empty buffer (the tail register is written later)."""
         i = self.next_to_use
@@ -230,9 +247,6 @@ class LegacyRing:
         return i, token, length
 
     # -- device side ---------------------------------------------------------
-    def hw_owned(self) -> int:
-        return (self.tail - self.head) % self.size
-
     def hw_fetch(self) -> tuple[int, int, int] | None:
         """The descriptor at head, if the hardware owns one: ``(slot, addr, length)``."""
         if self.head == self.tail:
@@ -254,13 +268,6 @@ class LegacyRing:
         self.mem.ram[self.base + DESC_LEN * i + 12] |= TXD_STAT_DD
         self.head = (i + 1) % self.size
         self.last_touched = i
-
-    def owner(self, i: int) -> str:
-        if (i - self.head) % self.size < self.hw_owned():
-            return "device"
-        if self.tokens[i] is not None:
-            return "used"   # done by the hardware, not yet cleaned by the driver
-        return "driver"
 
     def queue_info(self, vm: str, kind: str) -> QueueInfo:
         return QueueInfo(vm, self.name, kind, self.size, self.base,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import struct
 
+from .e1000 import HeadTailRing
 from .memory import GuestMemory
 from .views import QueueInfo, RingView
 
@@ -68,36 +69,9 @@ def _flags(v: int, names) -> str:
     return "|".join(n for b, n in names if v & b) or "–"
 
 
-class _AdvRing:
-    def __init__(self, mem: GuestMemory, kind: str, size: int, label: str) -> None:
-        if size < 8 or size % 8:
-            raise ValueError("ring size must be a multiple of 8 (RDLEN/TDLEN is 128-byte aligned)")
-        self.mem = mem
-        self.kind = kind
-        self.name = kind
-        self.size = size
-        self.base = mem.alloc(DESC_LEN * size, 128, "rx_ring" if kind == "rx" else "tx_ring", label)
-        self.head = 0               # VFRDH / VFTDH (the hardware's)
-        self.tail = 0               # VFRDT / VFTDT (written by the driver)
-        self.next_to_use = 0
-        self.next_to_clean = 0
-        self.tokens: list[object | None] = [None] * size
-        self.last_touched = -1
-
-    def unused(self) -> int:
-        """ixgbevf_desc_unused: descriptors the driver may still fill."""
-        ntc, ntu = self.next_to_clean, self.next_to_use
-        return (0 if ntc > ntu else self.size) + ntc - ntu - 1
-
-    def hw_owned(self) -> int:
-        return (self.tail - self.head) % self.size
-
-    def owner(self, i: int) -> str:
-        if (i - self.head) % self.size < self.hw_owned():
-            return "device"
-        if self.tokens[i] is not None:
-            return "used"
-        return "driver"
+class _AdvRing(HeadTailRing):
+    """An 82599 VF ring: head (VFRDH / VFTDH) and tail (VFRDT / VFTDT) as the
+    e1000's, with the advanced descriptor formats."""
 
     def queue_info(self, vm: str, kind: str = KIND) -> QueueInfo:
         return QueueInfo(vm, self.name, kind, self.size, self.base,
