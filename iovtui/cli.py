@@ -7,6 +7,7 @@ allowed, and exit status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -129,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     r.add_argument("--dump-ram", metavar="DIR", help="write DIR/<vm>.ram and DIR/layout.json")
-    r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram files")
+    r.add_argument("--pcap", metavar="FILE.pcapng",
+                   help="write the frames as a pcapng capture for Wireshark (the wire and each VM's eth0)")
+    r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram / --pcap files")
 
     c = sub.add_parser("compare", help="run one preset through every technique, side by side",
                        description="Run the same seeded traffic through emulation, virtio (vhost off and on) "
@@ -385,6 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, out: _Outputs) -> int:
+    from .sim.capture import CaptureError
     from .sim.preset import PresetError
     from .sim.trace import JsonlSink, Trace
     from .sim.world import Simulation
@@ -421,6 +425,7 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
                 out.pending.append((out.dump_tmpdir, dump_dir))
             except OSError as e:
                 raise CliError(f"--dump-ram {args.dump_ram}: cannot create directory: {e.strerror}") from None
+    cap_fh = _open_capture_file(args, out) if args.pcap else None
     if tpath is not None:
         packets = args.packets if args.packets is not None else preset.traffic["count"]
         if packets > BIG_TRACE_BYTES // 20_000:     # no technique writes 20 kB a packet
@@ -450,12 +455,21 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
                 sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
             except PresetError as e:
                 raise CliError(str(e)) from None
+            if cap_fh is not None:
+                _attach_capture(sim, cap_fh, args, tech)
             sim.run(until_ns=args.until)
             if sink is not None:
                 sink.end(sim.engine.now, complete=sim.complete)
+            if cap_fh is not None:
+                _close_capture(cap_fh)
         finally:
             if fh is not None:
                 fh.close()
+            if cap_fh is not None and not cap_fh.closed:
+                with contextlib.suppress(OSError):
+                    cap_fh.close()
+    except CaptureError as e:
+        raise CliError(f"capture file {args.pcap}: cannot write: {e}") from None
     except OSError as e:
         if fh is None:
             raise
@@ -481,6 +495,36 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
     else:
         print(human_summary(summary, sim.technique.label()))
     return 0
+
+
+def _open_capture_file(args: argparse.Namespace, out: _Outputs):
+    """The --pcap file, opened as --trace's is: refused if it exists without
+    --force, a regular file written under a temporary name (renamed on
+    success), a device or pipe written in place."""
+    cpath = _new_file(args.pcap, args.force, "capture file")
+    in_place = cpath.exists() and not cpath.is_file()
+    try:
+        return open(cpath if in_place else out.temp_for(cpath), "wb")
+    except OSError as e:
+        raise CliError(f"capture file {args.pcap}: cannot write: {e.strerror}") from None
+
+
+def _attach_capture(sim, fh, args: argparse.Namespace, tech: str) -> None:
+    from .capture import open_capture
+
+    until = f" --until {args.until:,} ns" if args.until is not None else ""
+    comment = (f"iovtui run --preset {sim.preset.name} --technique {tech} --seed {args.seed} "
+               f"--packets {sim.packets_target:,}{until}; timestamps are the model's virtual time (ns from 0)")
+    open_capture(sim, fh, comment)
+
+
+def _close_capture(fh) -> None:
+    from .sim.capture import CaptureError
+
+    try:
+        fh.close()
+    except OSError as e:
+        raise CaptureError(e.strerror or str(e)) from None
 
 
 def write_ram_dump(sim, d: Path, out: _Outputs | None = None) -> None:

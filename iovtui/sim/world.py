@@ -35,6 +35,9 @@ class Simulation:
         self.seed = seed
         self.engine = Engine(seed, trace)
         self.metrics = Metrics()
+        #: a packet capture (sim.capture.CaptureSink) or None: the model calls it
+        #: at the points sim/capture.py lists; None costs one attribute test
+        self.capture = None
         costs = dict(DEFAULT_COSTS)
         costs.update(preset.costs)
         costs["line_rate_gbps"] = preset.nic["line_rate_gbps"]
@@ -71,6 +74,9 @@ class Simulation:
         now = self.engine.now
         self.metrics.offer(now)
         if pkt.direction == "rx":
+            cap = self.capture
+            if cap is not None:
+                cap.frame(now, 0, 1, pkt.frame, pkt.id)             # wire, inbound
             # the generator ticks when a frame's last bit reaches the port; it
             # never offers faster than the link (see Traffic.interval_ns)
             if self.link_down_at is not None and now >= self.link_down_at:
@@ -97,6 +103,9 @@ class Simulation:
 
     def _left_wire(self, pkt: Packet) -> None:
         self.in_wire -= 1
+        cap = self.capture
+        if cap is not None:
+            cap.frame(self.engine.now, 0, 2, pkt.frame, pkt.id)     # wire, outbound: its last bit left
         self.delivered(pkt, self.engine.now)
 
     def delivered(self, pkt: Packet, t: int) -> None:
@@ -121,6 +130,11 @@ class Simulation:
     def dropped(self, pkt: Packet, reason: str, stage: int = 0) -> None:
         m = self.metrics
         m.drop(reason)
+        cap = self.capture
+        if cap is not None:
+            # on the interface the frame came in by: the wire's (received) or its VM's (sent)
+            rx = pkt.direction == "rx"
+            cap.frame(self.engine.now, 0 if rx else pkt.vm + 1, 1 if rx else 2, pkt.frame, pkt.id, reason)
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "drop", self.vms[pkt.vm].name, stage,
@@ -155,7 +169,17 @@ class Simulation:
         frame = pkt.frame
         if ram[gpa:gpa + 12] != frame[:12] or ram[gpa + off:gpa + off + 8] != frame[off:off + 8]:
             self.metrics.corrupt += 1
+        cap = self.capture
+        if cap is not None:
+            # what the guest read: the bytes in its RAM at that GPA, not the model's copy
+            cap.frame(t, vm.index + 1, 1, bytes(ram[gpa:gpa + len(frame)]), pkt.id)
         self.delivered(pkt, t)
+
+    def guest_queued(self, vm: Vm, pkt: Packet, gpa: int) -> None:
+        """The guest's driver has written a frame to send at ``gpa`` (after
+        any virtio-net header): the capture records it as guest RAM holds it.
+        The techniques call this only while ``capture`` is not None."""
+        self.capture.frame(self.engine.now, vm.index + 1, 2, bytes(vm.mem.ram[gpa:gpa + pkt.size]), pkt.id)
 
     # -- running ------------------------------------------------------------
     @property

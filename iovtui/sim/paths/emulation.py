@@ -539,6 +539,8 @@ class Emulation(Technique):
             return  # the TX clean-up in NAPI restarts the queue
         gpa = nic.tx_pool.popleft()
         vm.mem.write(gpa, pkt.frame, "guest")
+        if self.sim.capture is not None:
+            self.sim.guest_queued(vm, pkt, gpa)
         slot = tx.post_tx(gpa, pkt.size, gpa, pkt.frame)
         nic.tx_sent[slot] = pkt
         tr = self.engine.trace

@@ -482,6 +482,8 @@ class SrIov(Technique):
             strip_vlan(pkt)
         gpa = port.tx_pool.popleft()
         vm.mem.write(gpa, pkt.frame, "guest")
+        if self.sim.capture is not None:
+            self.sim.guest_queued(vm, pkt, gpa)
         slot = tx.post_tx(gpa, pkt.size, gpa, 18 if pkt.vlan else 14)
         tx.tail = tx.next_to_use
         port.tx_sent[slot] = pkt

@@ -592,6 +592,8 @@ class Virtio(Technique):
             return
         gpa = nic.tx_pool.popleft()
         vm.mem.write(gpa, TX_HDR + pkt.frame, "guest")
+        if self.sim.capture is not None:
+            self.sim.guest_queued(vm, pkt, gpa + VIRTIO_NET_HDR_LEN)
         q.add_buf(gpa, VIRTIO_NET_HDR_LEN + pkt.size, False, gpa)
         nic.tx_sent[gpa] = pkt
         tr = self.engine.trace
