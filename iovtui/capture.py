@@ -20,16 +20,20 @@ model does not need.
 
 from __future__ import annotations
 
+import os
+import re
 import struct
 import sys
-from typing import IO
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
 
 from dpkt import pcapng
 
 from . import __version__
 from .sim.capture import CaptureError, interfaces
 
-__all__ = ["PcapngWriter", "CaptureError", "open_capture"]
+__all__ = ["PcapngWriter", "CaptureError", "open_capture", "save_capture", "capture_name"]
 
 _LE = sys.byteorder == "little"
 _SHB = pcapng.SectionHeaderBlockLE if _LE else pcapng.SectionHeaderBlock
@@ -101,3 +105,79 @@ def open_capture(sim, fh: IO[bytes], comment: str = "") -> PcapngWriter:
     w = PcapngWriter(fh, sim, comment)
     sim.capture = w
     return w
+
+
+def capture_name(preset: str, technique: str, n: int) -> str:
+    """``iovtui-<preset>-<technique>-N.pcapng`` (the preset's name made safe for a file name)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", preset).strip("._") or "preset"
+    return f"iovtui-{safe}-{technique}-{n}.pcapng"
+
+
+def save_capture(make_sim: Callable, events: int, preset: str, technique: str,
+                 directory: str | os.PathLike = ".") -> tuple[Path, int, int]:
+    """The app's "Save capture": the run so far (``events`` engine actions of
+    ``make_sim``'s run, re-run headless: see ``sim.driver.rerun``) as a
+    pcapng file in ``directory`` named by :func:`capture_name` with the first
+    N that is free (never overwriting).  The file appears whole or not at all:
+    written under a temporary name, then linked to its name (which fails
+    rather than replace a file that appeared meanwhile).  Returns (path,
+    frames, virtual time in ns); raises :class:`CaptureError` (the OS's
+    reason) if it cannot be written."""
+    from .sim.driver import rerun
+
+    d = Path(directory)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=d, prefix=".iovtui-capture.", suffix=".part")
+    except OSError as e:
+        raise CaptureError(f"{d.resolve()}: {e.strerror or e}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer: list[PcapngWriter] = []
+
+            def attach(sim) -> None:
+                comment = (f"iovtui app: preset {preset}, technique {technique}, seed {sim.seed}, "
+                           f"the run's first {events:,} events; timestamps are the model's virtual time (ns from 0)")
+                writer.append(open_capture(sim, fh, comment))
+            sim = rerun(make_sim, events, attach)
+            try:
+                fh.flush()
+            except OSError as e:
+                raise CaptureError(e.strerror or str(e)) from None
+        tmp.chmod(0o666 & ~_UMASK)           # as open() would have made it (mkstemp: 0600)
+        n = 1
+        while True:
+            path = d / capture_name(preset, technique, n)
+            try:
+                os.link(tmp, path)          # atomic, and never over an existing file
+                break
+            except FileExistsError:
+                n += 1
+            except OSError:
+                # no hard links here (some FUSE / FAT file systems): claim the name, then replace it
+                try:
+                    open(path, "xb").close()
+                except FileExistsError:
+                    n += 1
+                    continue
+                os.replace(tmp, path)
+                break
+        return path, writer[0].frames, sim.engine.now
+    except OSError as e:
+        raise CaptureError(f"{d.resolve()}: {e.strerror or e}") from None
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+#: read once, on import (the app imports this module on its main thread; a
+#: worker thread setting the process's umask even briefly could race)
+_UMASK = _umask()

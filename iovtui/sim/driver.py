@@ -19,7 +19,7 @@ from .trace import RingSink, Trace, TraceEvent
 from .views import RingView, TableView
 from .world import Simulation
 
-__all__ = ["Driver", "Frame", "MemoryView", "SPEEDS", "DEFAULT_SPEED_INDEX", "speed_label"]
+__all__ = ["Driver", "rerun", "Frame", "MemoryView", "SPEEDS", "DEFAULT_SPEED_INDEX", "speed_label"]
 
 #: virtual nanoseconds per wall-clock second; the default is 1 µs per wall ms
 SPEEDS = (1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1e8, 1e9)
@@ -487,6 +487,14 @@ class Driver:
             cb(f)
         return f
 
+    # -- a capture of the run so far ("Save capture") ---------------------------------
+    def capture_point(self) -> tuple[Callable[[Trace], Simulation], int]:
+        """What a capture of the run so far needs: the run's factory and the
+        engine actions it has run.  :func:`rerun` with them gives the same
+        run (seeded, deterministic: step back relies on it too) with a
+        capture attached from its first frame, without touching this one."""
+        return self._make_sim, self.sim.engine.events_run
+
     # -- the loop ----------------------------------------------------------------
     def start(self) -> asyncio.Task:
         if self._task is None or self._task.done():
@@ -550,3 +558,20 @@ class Driver:
             return                        # the budget ran out: the clock stays at the last action
         if target > eng.now:
             eng.now = target
+
+
+def rerun(make_sim: Callable[[Trace], Simulation], events: int,
+          attach: Callable[[Simulation], Any]) -> Simulation:
+    """Run ``make_sim``'s run again, headless (no trace sinks), up to
+    ``events`` engine actions, with ``attach(sim)`` called before the first
+    (a capture sink): the frames are those of the run the driver showed.
+    Safe in a worker thread: the new simulation shares no state with it."""
+    sim = make_sim(Trace())
+    attach(sim)
+    eng = sim.engine
+    left = events - eng.events_run
+    if left > 0:
+        eng.run(max_events=left)
+        while eng.events_run < events and eng.step():   # past a halt, as the driver steps
+            pass
+    return sim

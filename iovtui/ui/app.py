@@ -92,6 +92,7 @@ class IovApp(App):
         Binding("f", "follow", "follow", show=False),
         Binding("g", "predict", "predict", show=False),
         Binding("t", "theme", "theme", show=False),
+        Binding("w", "save_capture", "save capture", show=False),
         Binding("tab", "focus_next_pane", "pane", show=False, priority=True),
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("p", "presets", "presets"),
@@ -126,6 +127,8 @@ class IovApp(App):
         ("g", "predict-then-reveal: before certain steps a question (will this kick exit? which VF? "
               "will the IOMMU fault?); a digit (1–4…) answers, n continues after the answer; "
               "the score is in the header"),
+        ("w", "save capture: the run so far as a pcapng file for Wireshark, in the current directory "
+              "(iovtui-<preset>-<technique>-N.pcapng, never over a file)"),
         ("t", "light ⇄ dark theme (also --theme; --palette colorblind, --presenter; NO_COLOR is honoured)"),
         ("?", "this help"),
         ("ctrl+p", "command palette (every action)"),
@@ -693,6 +696,27 @@ class IovApp(App):
             return
         self.push_screen(screen, closed)
 
+    def action_save_capture(self) -> None:
+        """The run so far as a pcapng file: the driver's run is re-run
+        headless to the same event in a worker thread with a capture
+        attached (the app computes nothing); a toast names the file."""
+        from ..capture import save_capture
+
+        make_sim, events = self.driver.capture_point()
+        preset, tech = self.preset.name, self.technique
+
+        def work() -> None:
+            try:
+                path, frames, t = save_capture(make_sim, events, preset, tech, os.getcwd())
+            except Exception as e:          # CaptureError (the OS's reason), or anything else: one line
+                self.call_from_thread(self.notify, f"Save capture failed: {e}", title="Save capture",
+                                      severity="error", timeout=8)
+                return
+            self.call_from_thread(self.notify, f"{path.name}: {frames:,} frames, the run's first "
+                                  f"{t / 1000:,.1f} µs ({events:,} events)", title="Capture saved", timeout=6)
+
+        self.run_worker(work, thread=True, group="capture", exit_on_error=False)
+
     def action_help(self) -> None:
         from ..sim.paths import stage_table
         self.push_screen(HelpScreen(self.KEY_HELP, stage_table(), stage_table(tx=True)))
@@ -778,6 +802,8 @@ class IovApp(App):
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
         yield SystemCommand("Compare the three techniques side by side", "key c", self.action_compare)
+        yield SystemCommand("Save capture", "key w: the run so far as a pcapng file (Wireshark), in the current "
+                            "directory", self.action_save_capture)
         yield SystemCommand("Help: every key", "key ?", self.action_help)
 
 
