@@ -172,8 +172,9 @@ def test_iommu_faults_are_dropped_frames_with_the_reason(tmp_path):
 
 
 @pytest.mark.parametrize("tech", TECHNIQUES)
-def test_checksums_timestamps_and_macs(tmp_path, tech):
-    s, f = capture(tmp_path, "multi-tenant", tech, 400)
+@pytest.mark.parametrize("preset", ["multi-tenant", "tx-stream"])
+def test_checksums_timestamps_and_macs(tmp_path, preset, tech):
+    s, f = capture(tmp_path, preset, tech, 400)
     ifaces, recs = read(f)
     assert recs
     for r in recs:
@@ -185,9 +186,23 @@ def test_checksums_timestamps_and_macs(tmp_path, tech):
         assert r["t"] >= last.get(r["iface"], 0)
         last[r["iface"]] = r["t"]
     assert max(last.values()) <= s["virtual_time_ns"]
-    for i in ifaces[1:]:                 # each VM's interface: its MAC, and frames to it only
+    # one frame's records in causal order: from the wire before the guest reads it,
+    # queued by the guest before it leaves on the wire (matched by epb_packetid)
+    first_seen = {}
+    for r in recs:
+        first_seen.setdefault((r["id"], r["iface"]), r["t"])
+    wire = ifaces[0]["name"]
+    pairs = 0
+    for (pid, iface), t in first_seen.items():
+        if iface != wire and (pid, wire) in first_seen:
+            rx = preset != "tx-stream"
+            assert (first_seen[(pid, wire)] < t) if rx else (t < first_seen[(pid, wire)]), (pid, iface)
+            pairs += 1
+    assert pairs >= s["packets"]["delivered"] // 2
+    for i in ifaces[1:]:                 # each VM's interface: its MAC; frames to it, frames from it
         got = {eth(r["data"])["dst"] for r in recs if r["iface"] == i["name"] and r["dir"] == "inbound"}
-        assert got <= {i["mac"], "ff:ff:ff:ff:ff:ff"} and got
+        sent = {eth(r["data"])["src"] for r in recs if r["iface"] == i["name"] and r["dir"] == "outbound"}
+        assert got <= {i["mac"], "ff:ff:ff:ff:ff:ff"} and sent <= {i["mac"]} and (got or sent)
 
 
 @pytest.mark.parametrize("tech", TECHNIQUES)
