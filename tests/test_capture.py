@@ -410,3 +410,12 @@ async def test_save_capture_from_the_command_palette(tmp_path, monkeypatch):
         assert await _wait_for(pilot, lambda: any(f.name in t for t in _toasts(a)))
         _ifaces, recs = read(f)
         assert len(recs) == a.driver.sim.metrics.offered + a.driver.sim.metrics.delivered > 0
+
+
+def test_a_frame_for_another_machine_shows_its_own_destination(tmp_path):
+    """[nic] unknown_unicast: the wire's record is the frame as it came, addressed to a MAC no VF owns."""
+    s, f = capture(tmp_path, "steady-stream", "sriov", 300, "--set", "nic.unknown_unicast=0.2")
+    _ifaces, recs = read(f)
+    stray = [r for r in recs if eth(r["data"])["dst"] not in ("52:54:00:00:00:01",)]
+    assert len(stray) == s["packets"]["to_host"] > 0
+    assert all(r["iface"] == "wire (enp2s0f0)" and r["dir"] == "inbound" for r in stray)

@@ -74,15 +74,21 @@ class Simulation:
         now = self.engine.now
         self.metrics.offer(now)
         if pkt.direction == "rx":
+            # the generator ticks when a frame's last bit reaches the port; it
+            # never offers faster than the link (see Traffic.interval_ns)
+            tech = self.technique
+            if self.link_down_at is not None and now >= self.link_down_at:
+                cap = self.capture
+                if cap is not None:
+                    cap.frame(now, 0, 1, pkt.frame, pkt.id)         # wire, inbound
+                self.dropped(pkt, "physical link is down (no carrier)", 2)
+                return
+            if tech.readdress is not None:
+                tech.readdress(pkt)
             cap = self.capture
             if cap is not None:
                 cap.frame(now, 0, 1, pkt.frame, pkt.id)             # wire, inbound
-            # the generator ticks when a frame's last bit reaches the port; it
-            # never offers faster than the link (see Traffic.interval_ns)
-            if self.link_down_at is not None and now >= self.link_down_at:
-                self.dropped(pkt, "physical link is down (no carrier)", 2)
-                return
-            self.technique.receive_from_wire(pkt)
+            tech.receive_from_wire(pkt)
         else:
             self.technique.guest_send(self.vms[pkt.vm], pkt)
 

@@ -52,6 +52,9 @@ class Technique:
     tx_stages: tuple[str, ...] = ()
     #: the transmit stage of the frame leaving on the wire (the outside host receives it)
     tx_wire_stage = 0
+    #: None, or a callable the simulation hands each frame from the wire first (it may
+    #: change the frame's bytes: SR-IOV's [nic] unknown_unicast)
+    readdress = None
 
     def __init__(self, sim: "Simulation") -> None:
         self.sim = sim

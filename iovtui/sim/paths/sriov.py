@@ -139,6 +139,8 @@ class SrIov(Technique):
         self.watchdog_ns = max(1, int(self.preset.nic["pf_watchdog_ms"] * 1e6))
         self.watchdog_armed = False
         self.unknown_unicast = self.preset.nic["unknown_unicast"]
+        if self.unknown_unicast:
+            self.readdress = self._readdress
 
     # -- description -------------------------------------------------------------------
     def options(self) -> dict:
@@ -243,15 +245,18 @@ class SrIov(Technique):
         return hpa, cost
 
     # -- receive ---------------------------------------------------------------------------------
-    def receive_from_wire(self, pkt: Packet) -> None:
-        now = self.engine.now
-        u = self.unknown_unicast
-        if u and self.engine.rng.random() < u:
-            # a frame for some other machine on the segment (no VF owns its destination)
+    def _readdress(self, pkt: Packet) -> None:
+        """[nic] unknown_unicast: a frame for some other machine on the segment
+        (no VF owns its destination), decided as it arrives (before the wire's
+        capture record, which then shows the frame as it came)."""
+        if self.engine.rng.random() < self.unknown_unicast:
             frame = bytearray(pkt.frame)
             frame[0:6] = mac_bytes(STRAY_MAC)
             pkt.frame = bytes(frame)
             pkt.dst = STRAY_MAC
+
+    def receive_from_wire(self, pkt: Packet) -> None:
+        now = self.engine.now
         outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan)
         if not outs:
             self.sim.dropped(pkt, reason, 2)
