@@ -419,3 +419,13 @@ def test_a_frame_for_another_machine_shows_its_own_destination(tmp_path):
     stray = [r for r in recs if eth(r["data"])["dst"] not in ("52:54:00:00:00:01",)]
     assert len(stray) == s["packets"]["to_host"] > 0
     assert all(r["iface"] == "wire (enp2s0f0)" and r["dir"] == "inbound" for r in stray)
+
+
+def test_the_model_and_a_run_without_pcap_do_not_load_the_capture_library():
+    """iovtui/sim stays free of the capture library; only --pcap / Save capture load it."""
+    code = ("import sys, iovtui.cli, iovtui.sim.driver, iovtui.sim.capture; "
+            "rc = iovtui.cli.main(['run', '--packets', '20', '--json']); "
+            "assert rc == 0 and 'dpkt' not in sys.modules, sorted(m for m in sys.modules if 'dpkt' in m)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert p.returncode == 0, p.stderr
