@@ -512,9 +512,11 @@ def _open_capture_file(args: argparse.Namespace, out: _Outputs):
 def _attach_capture(sim, fh, args: argparse.Namespace, tech: str) -> None:
     from .capture import open_capture
 
-    until = f" --until {args.until:,} ns" if args.until is not None else ""
-    comment = (f"iovtui run --preset {sim.preset.name} --technique {tech} --seed {args.seed} "
-               f"--packets {sim.packets_target:,}{until}; timestamps are the model's virtual time (ns from 0)")
+    # the command that makes this run again (plain numbers: --until in ns)
+    until = f" --until {args.until}" if args.until is not None else ""
+    sets = "".join(f" --set {s}" for s in args.set)
+    comment = (f"iovtui run --preset {args.preset} --technique {tech} --seed {args.seed} "
+               f"--packets {sim.packets_target}{until}{sets}; timestamps are the model's virtual time (ns from 0)")
     open_capture(sim, fh, comment)
 
 
