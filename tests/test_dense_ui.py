@@ -234,3 +234,16 @@ async def test_no_row_is_cut_mid_value(size):
                 assert any(f"hidden: {', '.join(hidden)}" in x for x in ls), ls
             sel = selected_rows(pane)
             assert sel and all("vm40" in x for x in sel)
+
+
+@pytest.mark.parametrize("tech", ["emulation", "virtio"])
+async def test_guest_ram_and_the_ring_follow_the_selected_vm(tech):
+    """Without SR-IOV the tables are idle; `m` still turns Guest RAM and the
+    descriptor ring to VM 60 (their titles and first lines say so)."""
+    a = app(tech=tech)
+    async with a.run_test(size=(200, 50)) as pilot:
+        await pilot.pause(0.1)
+        await press_m(pilot, 60)
+        assert lines(a.w_ram)[0].split()[0] == "vm60" and "vm60 (61 of 63 VMs" in a.w_ram.border_title
+        assert lines(a.w_ring)[0].startswith(" vm60 ") and "vm60" in a.w_ring.border_title
+        assert "No " in lines(a.w_nic)[0] and "No " in lines(a.w_iommu)[0]

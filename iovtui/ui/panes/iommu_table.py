@@ -169,7 +169,7 @@ class TablePane(TitledPane):
     def _text_lines(self, text: Text, w: int) -> list[Strip]:
         con = self.app.console
         return [Strip(line).crop_extend(0, w, None)
-                for line in con.render_lines(text, con.options.update_width(max(1, w)), pad=False)]
+                for line in con.render_lines(text, con.options.update_width(max(1, w)), pad=True)]
 
     def render_line(self, y: int) -> Strip:
         return self._cached(y, self._build)
