@@ -247,3 +247,16 @@ async def test_guest_ram_and_the_ring_follow_the_selected_vm(tech):
         assert lines(a.w_ram)[0].split()[0] == "vm60" and "vm60 (61 of 63 VMs" in a.w_ram.border_title
         assert lines(a.w_ring)[0].startswith(" vm60 ") and "vm60" in a.w_ring.border_title
         assert "No " in lines(a.w_nic)[0] and "No " in lines(a.w_iommu)[0]
+
+
+async def test_a_click_on_a_row_selects_its_vm():
+    a = app()
+    async with a.run_test(size=(160, 45)) as pilot:
+        await pilot.pause(0.1)
+        ls = lines(a.w_nic)
+        y = next(i for i, x in enumerate(ls) if x[1:].startswith("VF1 "))
+        await pilot.click(a.w_nic, offset=(5, y))
+        await pilot.pause(0.2)
+        assert lines(a.w_ram)[0].split()[0] == "vm1"
+        assert all("vm1" in x for x in selected_rows(a.w_nic)) and selected_rows(a.w_iommu)
+        assert a.active_pane == "nic"          # the click focused it: the arrows scroll it now

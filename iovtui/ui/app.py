@@ -117,13 +117,12 @@ class IovApp(App):
         ("a", "host profile: no APICv → APICv → APICv + VT-d posted interrupts, for every technique "
               "(restarts the same workload; VT-d PI changes only SR-IOV; the header shows it; i does the same)"),
         ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
-        ("arrows", "Guest RAM: move the page cursor"),
+        ("arrows", "Guest RAM: move the page cursor · IOMMU / NIC pane: scroll its rows (PgUp, PgDn, Home, "
+                   "End too); the pane that has the focus takes them"),
         ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
         ("r", "Descriptor ring: next ring (rx / tx) of the focused VM"),
         ("m", "focus the next VM (Guest RAM, Descriptor ring, IOMMU and NIC rows follow it; "
               "ctrl+p \"Jump to VM…\" picks one by name)"),
-        ("↑↓ PgUp PgDn Home End", "IOMMU / NIC pane (focused): scroll its rows; a line says how many are above "
-                                  "and below"),
         ("k", "exit log ⇄ kvm_stat view (event, Total, %Total, CurAvg/s)"),
         ("f", "follow the next frame: its buffer, descriptor, exits, IOMMU entry and VF marked ◆"),
         ("g", "predict-then-reveal: before certain steps a question (will this kick exit? which VF? "

@@ -139,6 +139,20 @@ class TablePane(TitledPane):
         self.top = max(0, min(top, n - vis))
         self.refresh()
 
+    _row_at: dict = {}
+
+    def on_click(self, event) -> None:
+        """A click on a VM's row selects that VM (as ``m`` and "Jump to VM…" do)."""
+        tv, f = self.table(), self.frame
+        i = self._row_at.get(event.y)
+        if tv is None or f is None or i is None or i >= len(tv.rows):
+            return
+        names = [m.vm for m in f.memory]
+        vm = row_vm(tv, tv.rows[i])
+        select = getattr(self.app, "select_vm", None)
+        if vm in names and select is not None and vm != self.selected_vm():
+            select(names.index(vm))
+
     def on_mouse_scroll_down(self, event) -> None:
         event.stop()
         for _ in range(3):
@@ -225,6 +239,7 @@ class TablePane(TitledPane):
         self.top, self._visible = first, vis
         marked = followed[0] if followed is not None else None
         rows: list[Strip] = []
+        self._row_at = {len(top) + k: i for k, i in enumerate(range(first, min(n, first + vis)))}
         for i in range(first, min(n, first + vis)):
             row = tv.rows[i]
             text = " ".join(f"{row[k]:<{widths[k]}}" for k in shown)
