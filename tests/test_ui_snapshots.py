@@ -16,3 +16,20 @@ def test_snapshot(snap_compare, tech, size):
 
     app = create_app(load_preset("steady-stream"), tech, seed=1, start_paused=True)
     assert snap_compare(app, terminal_size=size, run_before=steps)
+
+
+def test_snapshot_dense_host_scrolled_to_vm60(snap_compare):
+    """63 VMs on one port, VM 60 selected (m): the NIC and IOMMU panes show its
+    rows, how many are above and below, and the NIC summary row."""
+    from pathlib import Path
+
+    async def steps(pilot):
+        for _ in range(30):
+            await pilot.press("n")
+        for _ in range(60):
+            await pilot.press("m")
+        await pilot.pause(0.1)
+
+    many = Path(__file__).resolve().parent / "data" / "many-vms.toml"
+    app = create_app(load_preset(str(many)), "sriov", seed=1, start_paused=True)
+    assert snap_compare(app, terminal_size=(160, 45), run_before=steps)

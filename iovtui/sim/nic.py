@@ -187,6 +187,12 @@ class Nic:
                          str(f.vlan) if f.vlan else "–", "on" if f.spoof_check else "off",
                          "on" if f.trust else "off", f.link_state, f.vm_name or "–",
                          f"{f.rx + f.tx:,}", f"{f.dropped:,}"))
+        # the totals heading the pane: summed when the view is built (a frame), never per packet
+        used = [f for f in self.vfs if f.vm is not None]
+        summary = (("VFs in use", len(used)), ("VFs", len(self.vfs)), ("rx", sum(f.rx for f in self.vfs)),
+                   ("tx", sum(f.tx for f in self.vfs)), ("to host", self.pf.rx),
+                   ("dropped", sum(f.dropped for f in self.vfs)), ("spoofed", self.spoofed_total))
         title = f"NIC · PF {self.pf.bdf} · {len(self.vfs)} VFs (offset {self.first_vf_offset}, stride {self.vf_stride})"
         return TableView(title, ("fn", "RID", "MAC", "vlan", "spoof", "trust", "link", "vm", "rx+tx", "drop"),
-                         tuple(rows), tuple(self.decisions) + tuple(f"PF log: {x}" for x in self.pf_log))
+                         tuple(rows), tuple(self.decisions) + tuple(f"PF log: {x}" for x in self.pf_log),
+                         summary=summary)

@@ -60,3 +60,6 @@ class TableView:
     lines: tuple[str, ...] = ()    # e.g. IOTLB summary, last DMAR faults, switch decisions
     idle_reason: str = ""          # set when the pane does not apply to the technique
     head: tuple[str, ...] = ()     # lines that matter most (a DMAR fault): shown above the table
+    #: the whole table's totals as (label, number), e.g. the NIC's ("rx", 3780);
+    #: the UI formats them (one line heading the pane)
+    summary: tuple[tuple[str, int], ...] = ()

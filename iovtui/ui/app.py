@@ -118,10 +118,12 @@ class IovApp(App):
         ("a", "host profile: no APICv → APICv → APICv + VT-d posted interrupts, for every technique "
               "(restarts the same workload; VT-d PI changes only SR-IOV; the header shows it; i does the same)"),
         ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
-        ("arrows", "Guest RAM: move the page cursor"),
+        ("arrows", "Guest RAM: move the page cursor · IOMMU / NIC pane: scroll its rows (PgUp, PgDn, Home, "
+                   "End too); the pane that has the focus takes them"),
         ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
         ("r", "Descriptor ring: next ring (rx / tx) of the focused VM"),
-        ("m", "focus the next VM (Guest RAM and Descriptor ring follow it)"),
+        ("m", "focus the next VM (Guest RAM, Descriptor ring, IOMMU and NIC rows follow it; "
+              "ctrl+p \"Jump to VM…\" picks one by name)"),
         ("k", "exit log ⇄ kvm_stat view (event, Total, %Total, CurAvg/s)"),
         ("f", "follow the next frame: its buffer, descriptor, exits, IOMMU entry and VF marked ◆"),
         ("g", "predict-then-reveal: before certain steps a question (will this kick exit? which VF? "
@@ -421,7 +423,8 @@ class IovApp(App):
         names = [m.vm for m in f.memory]
         if fv.vm in names and self.w_ram.vm_index != names.index(fv.vm):
             self.w_ram.vm_index = self.w_ring.vm_index = names.index(fv.vm)
-            for pane in (self.w_ram, self.w_ring):
+            self.w_iommu.vm_index = self.w_nic.vm_index = names.index(fv.vm)
+            for pane in (self.w_ram, self.w_ring, self.w_iommu, self.w_nic):
                 pane._key = None
                 pane.update_frame(f)
         if fv.queue:
@@ -618,13 +621,43 @@ class IovApp(App):
         if n < 2:
             self.notice("this preset has one VM")
             return
-        i = (self.w_ram.vm_index + 1) % n
-        self.w_ram.vm_index = self.w_ring.vm_index = i
-        self.w_ram.cursor = 0
-        for pane in (self.w_ram, self.w_ring):
+        self.select_vm((self.w_ram.vm_index + 1) % n)
+
+    def select_vm(self, i: int) -> None:
+        """Guest RAM, the descriptor ring and the IOMMU / NIC panes turn to VM
+        ``i`` (the tables bring its rows into view)."""
+        for pane in (self.w_ram, self.w_ring, self.w_iommu, self.w_nic):
+            pane.vm_index = i
             pane._key = None
             pane.frame = None
+        self.w_ram.cursor = 0
         self.driver.publish()
+
+    def action_jump_vm(self) -> None:
+        """The palette's "Jump to VM…": a fuzzy list of the VMs by name."""
+        from textual.command import SimpleCommand, SimpleProvider
+
+        from .screens.command import IovCommandPalette
+        vms = self.driver.sim.vms
+        if len(vms) < 2:
+            self.notice("this preset has one VM")
+            return
+        from .panes import row_vm
+        nic = self._applied.nic if self._applied is not None else None
+        fn = {row_vm(nic, row): f"{row[0]} {row[1]}" for row in nic.rows} if nic is not None else {}
+        cmds = [SimpleCommand(vm.name, lambda i=vm.index: self.select_vm(i),
+                              " · ".join(x for x in (fn.get(vm.name, ""), vm.mac, f"VLAN {vm.vlan}" if vm.vlan else "")
+                                         if x)) for vm in vms]
+        self.push_screen(IovCommandPalette(providers=[SimpleProvider(self.screen_stack[0], cmds)],
+                                           placeholder=f"Jump to VM… ({len(vms)} VMs: type part of a name)"))
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """Focus decides which pane the keys act on (a click as well as tab):
+        the arrows move the RAM cursor there, scroll the IOMMU / NIC rows there."""
+        for pid, pane in getattr(self, "panes", {}).items():
+            if event.widget is pane and pid != self.active_pane:
+                self.active_pane = pid
+                self._mark_active()
 
     def _focus_pane(self, step: int) -> None:
         i = PANE_IDS.index(self.active_pane)
@@ -671,7 +704,7 @@ class IovApp(App):
             return
         self.preset, self.technique = preset, tech
         self._reset_exit_log()
-        self.w_ram.vm_index = self.w_ring.vm_index = 0
+        self.w_ram.vm_index = self.w_ring.vm_index = self.w_iommu.vm_index = self.w_nic.vm_index = 0
         self.w_ring.ring_index = None        # the ring where the new preset's traffic is
         self.driver.restart(self._factory())
 
@@ -795,6 +828,8 @@ class IovApp(App):
                             self.action_host_profile)
         yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)
         yield SystemCommand("Focus the next VM", "key m", self.action_next_vm)
+        yield SystemCommand("Jump to VM…", "pick any VM by name: Guest RAM, ring, IOMMU and NIC panes turn to it",
+                            self.action_jump_vm)
         yield SystemCommand("Exit log ⇄ kvm_stat view", "key k", self.action_kvm_stat)
         yield SystemCommand("Follow the next frame", "key f", self.action_follow)
         yield SystemCommand("Predict-then-reveal on/off", "key g", self.action_predict)

@@ -54,6 +54,14 @@ class RingPane(TitledPane):
         self._key = None
         self.refresh()
 
+    def update_frame(self, frame: Frame) -> None:
+        super().update_frame(frame)
+        r = self.ring()
+        # with several VMs the title names the one whose ring this is
+        title = f"Descriptor ring · {r.vm} {r.name}" if r is not None and len(frame.memory) > 1 else "Descriptor ring"
+        if self.border_title != title:
+            self.border_title = title
+
     def content(self, frame: Frame):
         old = self.frame
         self.frame = frame

@@ -62,6 +62,17 @@ class GuestRamPane(TitledPane):
         self.cursor = max(0, min(n - 1, self.cursor + dx + dy * per))
         self.refresh()
 
+    def update_frame(self, frame: Frame) -> None:
+        super().update_frame(frame)
+        # with several VMs the title names the one shown (m, the palette's "Jump to VM…")
+        n = len(frame.memory)
+        title = "Guest RAM"
+        if n > 1:
+            i = min(self.vm_index, n - 1)
+            title = f"Guest RAM · {frame.memory[i].vm} ({i + 1:,} of {n:,} VMs · m: next)"
+        if self.border_title != title:
+            self.border_title = title
+
     def content(self, frame: Frame):
         mv = frame.memory[min(self.vm_index, len(frame.memory) - 1)] if frame.memory else None
         return (mv, frame.technique, self._followed(frame))
