@@ -112,6 +112,10 @@ class Driver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.frames_published = 0
+        #: the VM (by index) whose rings the frames carry, plus the followed
+        #: packet's; None: every VM's (building 2 × 126 ring views per frame
+        #: costs tens of ms, and the app shows one VM's ring at a time)
+        self.view_vm: int | None = None
         self.follower = Follower()
         self.predict = False
         self.quiz = Quiz()
@@ -430,6 +434,7 @@ class Driver:
                 self._path_dir = q
             path_dir = self._path_dir
         tx = path_dir == "tx" and bool(t.tx_stages)
+        fv = self._follow_view()
         return Frame(
             seq=self.frames_published,
             t_ns=sim.engine.now,
@@ -445,13 +450,13 @@ class Driver:
             summary=sim.summary(),
             events=evs,
             last_event=last,
-            rings=tuple(t.ring_views()),
+            rings=tuple(t.ring_views(self._ring_vms(fv))),
             memory=tuple(mem_views),
             iommu=t.iommu_view(),
             nic=t.nic_view(),
             complete=sim.complete,
             events_run=sim.engine.events_run,
-            follow=self._follow_view(),
+            follow=fv,
             predict=self.predict,
             question=self.question,
             reveal=self.reveal,
@@ -463,6 +468,15 @@ class Driver:
             direction=direction,
             path_dir="tx" if tx else "rx",
         )
+
+    def _ring_vms(self, fv: FollowView | None) -> set[str] | None:
+        i, vms = self.view_vm, self.sim.vms
+        if i is None:
+            return None
+        names = {vms[i].name} if 0 <= i < len(vms) else set()
+        if fv is not None and fv.vm:
+            names.add(fv.vm)
+        return names
 
     def _follow_view(self) -> FollowView | None:
         """The followed packet as of the narrated event: while an action's

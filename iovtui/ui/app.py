@@ -164,6 +164,7 @@ class IovApp(App):
         self.packets = packets if packets is not None else 10**9
         self.start_paused = start_paused
         self.driver = Driver(self._factory(), speed_index=_speed_index(speed), max_fps=MAX_FPS)
+        self.driver.view_vm = 0          # frames carry the selected VM's rings (select_vm)
         self._pending_events: deque = deque(maxlen=2000)   # events of frames not drawn yet
         self.driver.predict = predict
         self._latest: Frame | None = None
@@ -423,7 +424,7 @@ class IovApp(App):
         names = [m.vm for m in f.memory]
         if fv.vm in names and self.w_ram.vm_index != names.index(fv.vm):
             self.w_ram.vm_index = self.w_ring.vm_index = names.index(fv.vm)
-            self.w_iommu.vm_index = self.w_nic.vm_index = names.index(fv.vm)
+            self.w_iommu.vm_index = self.w_nic.vm_index = self.driver.view_vm = names.index(fv.vm)
             for pane in (self.w_ram, self.w_ring, self.w_iommu, self.w_nic):
                 pane._key = None
                 pane.update_frame(f)
@@ -631,6 +632,7 @@ class IovApp(App):
             pane._key = None
             pane.frame = None
         self.w_ram.cursor = 0
+        self.driver.view_vm = i
         self.driver.publish()
 
     def action_jump_vm(self) -> None:
@@ -705,6 +707,7 @@ class IovApp(App):
         self.preset, self.technique = preset, tech
         self._reset_exit_log()
         self.w_ram.vm_index = self.w_ring.vm_index = self.w_iommu.vm_index = self.w_nic.vm_index = 0
+        self.driver.view_vm = 0
         self.w_ring.ring_index = None        # the ring where the new preset's traffic is
         self.driver.restart(self._factory())
 

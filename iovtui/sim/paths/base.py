@@ -212,7 +212,9 @@ class Technique:
     def queues(self) -> list[QueueInfo]:
         return []
 
-    def ring_views(self) -> list[RingView]:
+    def ring_views(self, vms: "set[str] | None" = None) -> list[RingView]:
+        """The rings' views: every VM's, or only those of the VMs named in
+        ``vms`` (a frame for the app carries the rings it can show)."""
         return []
 
     def iommu_view(self) -> TableView:

@@ -755,9 +755,11 @@ class Virtio(Technique):
                                      q.event_idx, extra))
         return out
 
-    def ring_views(self) -> list[RingView]:
+    def ring_views(self, vms: set[str] | None = None) -> list[RingView]:
         out = []
         for nic in self.nics:
+            if vms is not None and nic.vm.name not in vms:
+                continue
             if self.mrg_rxbuf:
                 bufs = f"mrg_rxbuf on · {nic.rx_buf_len():,} B buffers (EWMA {nic.avg_pkt_len:,} B)"
             else:
