@@ -59,6 +59,19 @@ class Engine:
         self._seq += 1
         heapq.heappush(self._heap, (self.now + (delay if delay > 0 else 0), self._seq, action, args))
 
+    def reserve_seq(self) -> int:
+        """A place in the FIFO order of events, as ``at`` would give one now,
+        for an event the model holds back and may :meth:`push` later (one
+        that is known to do nothing while some state lasts)."""
+        self._seq += 1
+        return self._seq
+
+    def push(self, t: int, seq: int, action: Callable[..., Any], *args: Any) -> None:
+        """Schedule ``action(*args)`` at ``t`` in the place ``seq`` (from
+        :meth:`reserve_seq`) holds: it runs where it would have, had it been
+        scheduled when the place was taken."""
+        heapq.heappush(self._heap, (t, seq, action, args))
+
     def go_on(self, t: int) -> bool:
         """May the running action take its next step, due at ``t``, in place?
 

@@ -91,6 +91,8 @@ class VfPort:
         self.tx_to_xmit = 0
         self.tx_sent: dict[int, Packet] = {}
         self.masked = False          # VTEIAM auto-masked the vector; NAPI re-enables it (VTEIMS)
+        #: (t, seq) of the interrupt checks due while the vector is masked (see SrIov._cause)
+        self.held_checks: list[tuple[int, int]] = []
         self.cause = False           # an interrupt cause is pending (EICR)
         self.irq_armed_at = 0        # the EITR interval counter expires here
         self.itr_timer = False
@@ -139,6 +141,9 @@ class SrIov(Technique):
         self.watchdog_ns = max(1, int(self.preset.nic["pf_watchdog_ms"] * 1e6))
         self.watchdog_armed = False
         self.unknown_unicast = self.preset.nic["unknown_unicast"]
+        #: some RX buffers are IOMMU read-only (faults.readonly_dma): a buffer given
+        #: back goes to the pool its region says (else there is only rx_pool)
+        self.readonly_bufs = self.faults["readonly_dma"] > 0
 
     # -- description -------------------------------------------------------------------
     def options(self) -> dict:
@@ -214,7 +219,7 @@ class SrIov(Technique):
     def _give_back(self, port: VfPort, gpa: int) -> None:
         if ROGUE_GPA <= gpa < ROGUE_GPA + 16 * 4096:
             return
-        if port.ro_pool is not None and self._read_only(port, gpa):
+        if self.readonly_bufs and self._read_only(port, gpa):
             port.ro_pool.append(gpa)
         else:
             port.rx_pool.append(gpa)
@@ -347,10 +352,33 @@ class SrIov(Technique):
     # -- interrupts --------------------------------------------------------------------------------
     def _cause(self, port: VfPort, at: int | None = None) -> None:
         port.cause = True
-        if at is not None and at > self.engine.now:
-            self.engine.at(at, self._maybe_irq, port)
+        eng = self.engine
+        if at is not None and at > eng.now:
+            if port.masked:
+                # While the vector is masked the check does nothing (the cause
+                # waits for VTEIMS, which checks at once): it is held back with
+                # its place in the event order, and scheduled there only if the
+                # vector is unmasked before it is due (_unmask_checks).  A VF
+                # at line rate is masked for almost all of its NAPI polls.
+                port.held_checks.append((at, eng.reserve_seq()))
+            else:
+                eng.at(at, self._maybe_irq, port)
         else:
             self._maybe_irq(port)
+
+    def _unmask_checks(self, port: VfPort) -> None:
+        """The vector is unmasked now: the held checks still to come go into
+        the event order where they would have been all along; those already
+        due ran (did nothing) while it was masked.  One due this very instant
+        may have come before or after this action: it runs right after it,
+        where it finds what the check this action made found (a repeat of
+        _maybe_irq with nothing in between changes nothing)."""
+        eng = self.engine
+        now = eng.now
+        for t, seq in port.held_checks:
+            if t >= now:
+                eng.push(t, seq, self._maybe_irq, port)
+        port.held_checks.clear()
 
     def _maybe_irq(self, port: VfPort) -> None:
         """The 82599's EITR: a cause fires the MSI-X once the interval counter
@@ -390,6 +418,8 @@ class SrIov(Technique):
         if self.adaptive:
             self._set_itr(port)
         port.masked = False
+        if port.held_checks:
+            self._unmask_checks(port)
         self._maybe_irq(port)
 
     def _update_itr(self, port: VfPort, state: int, nbytes: int, packets: int) -> int:
