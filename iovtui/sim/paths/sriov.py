@@ -83,6 +83,7 @@ class VfPort:
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.ro_pool: deque[int] = deque()
         self.dma = Resource(f"{vf.name} DMA")
+        self.dma_who = f"{vf.name} DMA"    # who wrote guest RAM (the RAM pane's write log)
         self.rx_dma_pending = 0
         self.tx_dma_pending = 0
         self.rx_filled: dict[int, Packet | None] = {}
@@ -295,13 +296,20 @@ class SrIov(Technique):
             return
         slot, gpa, _len = got
         desc = rx.base + 16 * slot
-        _h, cost = self._dma(port, desc, False, "")   # descriptor fetch (read format)
+        # (untraced, the IOMMU is asked directly: _dma only adds the trace lines)
+        translate = self.iommu.translate
         if tr.on:
+            _h, cost = self._dma(port, desc, False, "")   # descriptor fetch (read format)
             tr.emit(now, "dma", vm.name, 3,
                     f"{vf.name} fetches RX descriptor {slot} (pkt_addr 0x{gpa:x}) and issues a DMA write of "
                     f"frame #{pkt.id} to that GPA — it cannot know the HPA", pkt=pkt.id, gpa=gpa, rid=vf.bdf)
+        else:
+            cost = translate(vf.rid, desc, False)[1]
         try:
-            hpa, c = self._dma(port, gpa, True, "DMA write to")
+            if tr.on:
+                hpa, c = self._dma(port, gpa, True, "DMA write to")
+            else:
+                hpa, c, _hit = translate(vf.rid, gpa, True)
             cost += c
         except DmaFault:
             # a posted PCIe write: the VF is told nothing, the buffer keeps its old bytes,
@@ -322,8 +330,11 @@ class SrIov(Technique):
         mem = vm.mem
         if not mem.hpa_base <= hpa < mem.hpa_base + mem.size:
             raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
-        mem.write(hpa - mem.hpa_base, pkt.frame, f"{vf.name} DMA")
-        self._dma(port, desc, True, "")                 # descriptor write-back
+        mem.write(hpa - mem.hpa_base, pkt.frame, port.dma_who)
+        if tr.on:
+            self._dma(port, desc, True, "")                 # descriptor write-back
+        else:
+            translate(vf.rid, desc, True)
         rx.hw_done_rx(slot, pkt.size)
         port.rx_filled[slot] = pkt
         vf.rx += 1
