@@ -159,14 +159,27 @@ class Engine:
             if not self.halted and until > self.now:
                 self.now = until
             return self.events_run - first
+        if until is None and stop is None and max_events is None:
+            # the plain run (headless): its own loop, the hottest in the model
+            self.horizon = 1 << 62
+            try:
+                while heap and not self.halted:
+                    t, _seq, action, args = pop(heap)
+                    self.now = t
+                    action(*args)
+                    n += 1
+            finally:
+                self.horizon = -1
+            self.events_run += n
+            return self.events_run - first
         if until is not None:
             stop_before = stop
 
             def stop() -> bool:
                 return (not heap or heap[0][0] > until) or (stop_before is not None and stop_before())
-        # a plain run lets actions go on in place; with stop() or max_events it
-        # counts steps one by one (each is one event, as Engine.step)
-        self.horizon = 1 << 62 if stop is None and max_events is None else -1
+        # with stop() or max_events, steps are counted one by one (each is one
+        # event, as in Engine.step): no action goes on in place
+        self.horizon = -1
         try:
             while heap and not self.halted:
                 if stop is not None and stop():

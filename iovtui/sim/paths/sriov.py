@@ -421,7 +421,10 @@ class SrIov(Technique):
         t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
         if not port.napi:
             port.napi = True
-            self.engine.at(t, self.legacy_napi, port, 0, 0)
+            if self.engine.go_on(t):
+                self.legacy_napi(port, 0, 0)
+            else:
+                self.engine.at(t, self.legacy_napi, port, 0, 0)
 
     def _napi_complete(self, port: VfPort, t: int) -> None:
         """ixgbevf_poll after napi_complete_done: the adaptive ITR, then VTEIMS

@@ -280,19 +280,24 @@ class Virtio(Technique):
         eng = self.engine
         heap = eng._heap
         while True:
-            t = self._rx_run(nic)
-            if t is None:
+            nxt = self._rx_run(nic)
+            if nxt is None:
                 return
+            t, start = nxt
             if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
                 eng.now = t
                 eng.events_run += 1
+                if start:              # _rx_start, in place
+                    nic.rxq.disable_notify()
+                    nic.rx_run_pkts = nic.rx_run_bytes = 0
                 continue
-            eng.at(t, self._rx_work, nic)
+            eng.at(t, self._rx_start if start else self._rx_work, nic)
             return
 
-    def _rx_run(self, nic: VirtioNic) -> int | None:
-        """One stretch of the receive loop from now; returns when the next
-        one starts (None: the run ended or was requeued)."""
+    def _rx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
+        """One stretch of the receive loop from now.  Returns when the next
+        one starts and whether that is a new run (``_rx_start``: after a
+        requeue or a wake-up), or None when the backend sleeps."""
         now = self.engine.now
         q = nic.rxq
         heads = nic.rx_heads
@@ -306,8 +311,7 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("RX", nic.rx_run_pkts, nic.rx_run_bytes),
                         queue="rx", requeue=True)
-            self.engine.at(now + self.requeue_ns, self._rx_start, nic)
-            return None
+            return now + self.requeue_ns, True
         tap = nic.tap
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
@@ -386,14 +390,13 @@ class Virtio(Technique):
             nic.rx_run_pkts, nic.rx_run_bytes = run_pkts, run_bytes
             backend.busy_until = t
             backend.busy_ns += t - t0
-            return t
+            return t, False
         # the socket is empty (vhost_net_rx_peek_head_len == 0): vhost_net_enable_vq;
         # out: vhost_net_signal_used.  The tap's next frame wakes the worker.
         self._signal_used(nic, q, heads, "rx")
         if tap:
-            self.engine.at(tap[0][0] + self.wakeup_ns, self._rx_start, nic)
-        else:
-            nic.rx_running = False
+            return tap[0][0] + self.wakeup_ns, True
+        nic.rx_running = False
         return None
 
     def _weight_msg(self, which: str, pkts: int, nbytes: int) -> str:
@@ -460,13 +463,20 @@ class Virtio(Technique):
                 q.disable_cb()             # skb_xmit_done: "suppress further interrupts"
                 if not nic.tx_napi_active:
                     nic.tx_napi_active = sched = True
-        self.engine.at(end, self._guest_eoi, nic, which, sched)
+        if self.engine.go_on(end):
+            self._guest_eoi(nic, which, sched)
+        else:
+            self.engine.at(end, self._guest_eoi, nic, which, sched)
 
     def _guest_eoi(self, nic: VirtioNic, which: str, sched: bool) -> None:
         """The handler returns (EOI); the NAPI poll it scheduled runs next."""
         end = self.vmm.ack_irq(nic.vm, which, stage=5)
         if sched:
-            self.engine.at(end, self._napi_rx if which == "rx" else self._napi_tx, nic)
+            poll = self._napi_rx if which == "rx" else self._napi_tx
+            if self.engine.go_on(end):
+                poll(nic)
+            else:
+                self.engine.at(end, poll, nic)
 
     # -- receive: the guest side -----------------------------------------------------
     def _napi_rx(self, nic: VirtioNic, done: int = 0, reading: tuple | None = None) -> None:
@@ -719,7 +729,28 @@ class Virtio(Technique):
 
     def _tx_work(self, nic: VirtioNic) -> None:
         """``handle_tx_copy`` / ``virtio_net_flush_tx`` from this moment up to
-        the next point the guest can observe (a published batch, the run's end)."""
+        the next point the guest can observe (a published batch, the run's
+        end), and on from there: in place if nothing else is due before it
+        (``Engine.go_on``), else scheduled."""
+        eng = self.engine
+        heap = eng._heap
+        while True:
+            nxt = self._tx_run(nic)
+            if nxt is None:
+                return
+            t, start = nxt
+            if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
+                eng.now = t
+                eng.events_run += 1
+                if start:              # _tx_start, in place
+                    nic.txq.disable_notify()
+                    nic.tx_run_pkts = nic.tx_run_bytes = 0
+                continue
+            eng.at(t, self._tx_start if start else self._tx_work, nic)
+            return
+
+    def _tx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
+        """One stretch of the transmit loop from now (see ``_rx_run``)."""
         now = self.engine.now
         q = nic.txq
         heads = nic.tx_heads
@@ -730,8 +761,7 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("TX", nic.tx_run_pkts, nic.tx_run_bytes),
                         queue="tx", requeue=True)
-            self.engine.at(now + self.requeue_ns, self._tx_start, nic)
-            return
+            return now + self.requeue_ns, True
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
         avail = q.avail_pending()
@@ -756,7 +786,7 @@ class Virtio(Technique):
                 # nothing new: the run ends with kicks enabled
                 self._signal_used(nic, q, heads, "tx")
                 nic.tx_running = False
-                return
+                return None
             head, gpa, length, _flags = q.pop()
             avail -= 1
             pkt = nic.tx_sent.pop(gpa)
@@ -781,7 +811,7 @@ class Virtio(Technique):
                 break
         backend.busy_until = t
         backend.busy_ns += t - t0
-        self.engine.at(t, self._tx_work, nic)
+        return t, False
 
     # -- accounting ------------------------------------------------------------------
     def in_flight(self) -> int:
