@@ -490,41 +490,33 @@ class Virtio(Technique):
         vm = nic.vm
         q = nic.rxq
         eng = self.engine
-        heap = eng._heap
-        sim = self.sim
-        budget = self.budget
-        pool = nic.rx_pool
-        filled = nic.rx_filled
-        vcpu = vm.vcpu
-        rx_ns = self.guest_rx_ns
-        mrg = self.mrg_rxbuf
         now = eng.now
         while True:
             if reading is not None:
                 pkt, gpa = reading
                 reading = None
-                sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
+                self.sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
                 nic.rx_reading = None
-                pool.append(gpa)
+                nic.rx_pool.append(gpa)
             elif done == 0:
                 self._poll_cleantx(nic)
-            if done < budget:
+            if done < self.budget:
                 got = q.get_buf()
                 if got is not None:
                     gpa, length, head = got
-                    pkt = filled.pop(gpa, None)
+                    pkt = nic.rx_filled.pop(gpa, None)
                     done += 1
                     if pkt is None:            # a buffer the device returned empty (frame dropped)
-                        pool.append(gpa)
+                        nic.rx_pool.append(gpa)
                         end = now
                     else:
                         nic.rx_reading = pkt
-                        if mrg:
+                        if self.mrg_rxbuf:
                             # receive_mergeable: ewma_pkt_len_add(&rq->mrg_avg_pkt_len, head_skb->len)
                             a = nic.avg_pkt_len
                             size = length - VIRTIO_NET_HDR_LEN
                             nic.avg_pkt_len = (((a << EWMA_WEIGHT_SHIFT) - a) + size) >> EWMA_WEIGHT_SHIFT if a else size
-                        end = vcpu.reserve(now, rx_ns)
+                        end = vm.vcpu.reserve(now, self.guest_rx_ns)
                         tr = eng.trace
                         if tr.on:
                             tr.emit(now, "ring", vm.name, 6,
@@ -533,6 +525,7 @@ class Virtio(Technique):
                                     queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first (Engine.go_on)
+                    heap = eng._heap
                     if end <= eng.horizon and not eng.halted and (not heap or end < heap[0][0]):
                         eng.now = now = end
                         eng.events_run += 1
@@ -541,21 +534,16 @@ class Virtio(Technique):
                     return
             # the poll ends: refill, then complete or keep polling
             t = self._refill(nic, now)
-            if done >= budget:
-                again = True
-            else:
+            if done < self.budget:
                 # virtqueue_napi_complete
                 q.enable_cb_prepare()
-                if q.more_used():
-                    q.disable_cb()
-                    again = True
-                else:
+                if not q.more_used():
                     nic.napi_active = False
                     return
+                q.disable_cb()
             # the poll runs again from the start (done = 0)
-            if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
-                eng.now = now = t
-                eng.events_run += 1
+            if eng.go_on(t):
+                now = t
                 done = 0
                 continue
             eng.at(t, self._napi_rx, nic, 0)
