@@ -315,6 +315,13 @@ class Virtio(Technique):
         tap = nic.tap
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
+        if not tap or tap[0][0] > t:
+            # nothing ready in the socket (as at the end of a run below, without the loop's set-up)
+            self._signal_used(nic, q, heads, "rx")
+            if tap:
+                return tap[0][0] + self.wakeup_ns, True
+            nic.rx_running = False
+            return None
         avail = q.avail_pending()
         n = 0
         vm = nic.vm
