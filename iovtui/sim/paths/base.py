@@ -143,56 +143,86 @@ class Technique:
     COUNT_RX_BYTES = False
 
     def legacy_napi(self, port: Any, done: int, cleaned: int, reading: tuple | None = None) -> None:
-        """One step of the guest's NAPI poll: deliver the frame the stack
-        finished now, reap the next descriptor with DD (one per event), refill
+        """The guest's NAPI poll (e1000_clean / ixgbevf_poll): deliver the
+        frame the stack finished now, reap the next descriptor with DD, refill
         every ``REFILL_EVERY``; at the end of the poll hand over to
         ``_napi_complete(port, t)`` (re-enable interrupts).  A descriptor
         whose frame never reached RAM (``rx_filled`` holds None: the DMA was
-        blocked, yet the device wrote DD) goes to ``_stale_read``."""
+        blocked, yet the device wrote DD) goes to ``_stale_read``.
+
+        One descriptor per step, each step when the vCPU is done with the one
+        before; the poll loops over its steps in this one action for as long
+        as nothing else is due before the next one (``Engine.go_on``), as
+        e1000_clean_rx_irq / ixgbevf_clean_rx_irq loop over the ring up to
+        the budget."""
         vm, rx = port.vm, port.rx
-        now = self.engine.now
-        if reading is not None:
-            pkt, gpa = reading
-            self.sim.guest_reads(vm, pkt, gpa, now)
-            port.rx_reading = None
-            self._give_back(port, gpa)
-        if done == 0:
-            self._clean_tx(port)
+        eng = self.engine
+        heap = eng._heap
+        sim = self.sim
+        budget = self.budget
         refill_at_end = self.REFILL_AT_POLL_END
-        if done < self.budget:
-            got = rx.reap()
-            if got is not None:
-                slot, gpa, length = got
-                pkt = port.rx_filled.pop(slot)
-                cleaned += 1
-                if pkt is None:
-                    end = self._stale_read(port, slot, gpa, length, now)
-                    self._give_back(port, gpa)
-                    reading = None
-                else:
-                    port.rx_reading = pkt
-                    tr = self.engine.trace
-                    if tr.on:
-                        tr.emit(now, "ring", vm.name, 6,
-                                f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame #{pkt.id} "
-                                f"({length:,} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot, gpa=gpa,
-                                pkt=pkt.id)
-                    end = vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
-                    reading = (pkt, gpa)
-                    if self.COUNT_RX_BYTES:
-                        port.rx_bytes += length
-                        port.rx_packets += 1
-                if (cleaned if refill_at_end else rx.unused()) >= self.REFILL_EVERY:
-                    end = self._refill(port, end)
-                    cleaned = 0
-                self.engine.at(end, self.legacy_napi, port, done + 1, cleaned, reading)
+        refill_every = self.REFILL_EVERY
+        count_bytes = self.COUNT_RX_BYTES
+        rx_ns = int(self.costs["guest_rx_ns"])
+        vcpu = vm.vcpu
+        filled = port.rx_filled
+        now = eng.now
+        while True:
+            if reading is not None:
+                pkt, gpa = reading
+                reading = None
+                sim.guest_reads(vm, pkt, gpa, now)
+                port.rx_reading = None
+                self._give_back(port, gpa)
+            if done == 0:
+                self._clean_tx(port)
+            if done < budget:
+                got = rx.reap()
+                if got is not None:
+                    slot, gpa, length = got
+                    pkt = filled.pop(slot)
+                    cleaned += 1
+                    if pkt is None:
+                        end = self._stale_read(port, slot, gpa, length, now)
+                        self._give_back(port, gpa)
+                        reading = None
+                    else:
+                        port.rx_reading = pkt
+                        tr = eng.trace
+                        if tr.on:
+                            tr.emit(now, "ring", vm.name, 6,
+                                    f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame "
+                                    f"#{pkt.id} ({length:,} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot,
+                                    gpa=gpa, pkt=pkt.id)
+                        end = vcpu.reserve(now, rx_ns)
+                        reading = (pkt, gpa)
+                        if count_bytes:
+                            port.rx_bytes += length
+                            port.rx_packets += 1
+                    if (cleaned if refill_at_end else rx.unused()) >= refill_every:
+                        end = self._refill(port, end)
+                        cleaned = 0
+                    done += 1
+                    # the next step, in place if nothing else comes first (Engine.go_on)
+                    if end <= eng.horizon and not eng.halted and (not heap or end < heap[0][0]):
+                        eng.now = now = end
+                        eng.events_run += 1
+                        continue
+                    eng.at(end, self.legacy_napi, port, done, cleaned, reading)
+                    return
+            t = self._refill(port, now) if cleaned and refill_at_end else now
+            if done >= budget:
+                # the budget is spent: the poll runs again (napi_poll's repoll)
+                if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
+                    eng.now = now = t
+                    eng.events_run += 1
+                    done = cleaned = 0
+                    continue
+                eng.at(t, self.legacy_napi, port, 0, 0)
                 return
-        t = self._refill(port, now) if cleaned and refill_at_end else now
-        if done >= self.budget:
-            self.engine.at(t, self.legacy_napi, port, 0, 0)
+            port.napi = False
+            self._napi_complete(port, t)
             return
-        port.napi = False
-        self._napi_complete(port, t)
 
     def _stale_read(self, port: Any, slot: int, gpa: int, length: int, now: int) -> int:
         """The driver found DD on a descriptor whose frame the device never

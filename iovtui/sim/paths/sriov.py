@@ -83,6 +83,7 @@ class VfPort:
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.ro_pool: deque[int] = deque()
         self.dma = Resource(f"{vf.name} DMA")
+        self.dma_who = f"{vf.name} DMA"    # who wrote guest RAM (the RAM pane's write log)
         self.rx_dma_pending = 0
         self.tx_dma_pending = 0
         self.rx_filled: dict[int, Packet | None] = {}
@@ -91,6 +92,8 @@ class VfPort:
         self.tx_to_xmit = 0
         self.tx_sent: dict[int, Packet] = {}
         self.masked = False          # VTEIAM auto-masked the vector; NAPI re-enables it (VTEIMS)
+        #: (t, seq) of the interrupt checks due while the vector is masked (see SrIov._cause)
+        self.held_checks: list[tuple[int, int]] = []
         self.cause = False           # an interrupt cause is pending (EICR)
         self.irq_armed_at = 0        # the EITR interval counter expires here
         self.itr_timer = False
@@ -141,6 +144,9 @@ class SrIov(Technique):
         self.unknown_unicast = self.preset.nic["unknown_unicast"]
         if self.unknown_unicast:
             self.readdress = self._readdress
+        #: some RX buffers are IOMMU read-only (faults.readonly_dma): a buffer given
+        #: back goes to the pool its region says (else there is only rx_pool)
+        self.readonly_bufs = self.faults["readonly_dma"] > 0
 
     # -- description -------------------------------------------------------------------
     def options(self) -> dict:
@@ -216,7 +222,7 @@ class SrIov(Technique):
     def _give_back(self, port: VfPort, gpa: int) -> None:
         if ROGUE_GPA <= gpa < ROGUE_GPA + 16 * 4096:
             return
-        if port.ro_pool is not None and self._read_only(port, gpa):
+        if self.readonly_bufs and self._read_only(port, gpa):
             port.ro_pool.append(gpa)
         else:
             port.rx_pool.append(gpa)
@@ -295,13 +301,20 @@ class SrIov(Technique):
             return
         slot, gpa, _len = got
         desc = rx.base + 16 * slot
-        _h, cost = self._dma(port, desc, False, "")   # descriptor fetch (read format)
+        # (untraced, the IOMMU is asked directly: _dma only adds the trace lines)
+        translate = self.iommu.translate
         if tr.on:
+            _h, cost = self._dma(port, desc, False, "")   # descriptor fetch (read format)
             tr.emit(now, "dma", vm.name, 3,
                     f"{vf.name} fetches RX descriptor {slot} (pkt_addr 0x{gpa:x}) and issues a DMA write of "
                     f"frame #{pkt.id} to that GPA — it cannot know the HPA", pkt=pkt.id, gpa=gpa, rid=vf.bdf)
+        else:
+            cost = translate(vf.rid, desc, False)[1]
         try:
-            hpa, c = self._dma(port, gpa, True, "DMA write to")
+            if tr.on:
+                hpa, c = self._dma(port, gpa, True, "DMA write to")
+            else:
+                hpa, c, _hit = translate(vf.rid, gpa, True)
             cost += c
         except DmaFault:
             # a posted PCIe write: the VF is told nothing, the buffer keeps its old bytes,
@@ -322,8 +335,11 @@ class SrIov(Technique):
         mem = vm.mem
         if not mem.hpa_base <= hpa < mem.hpa_base + mem.size:
             raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
-        mem.write(hpa - mem.hpa_base, pkt.frame, f"{vf.name} DMA")
-        self._dma(port, desc, True, "")                 # descriptor write-back
+        mem.write(hpa - mem.hpa_base, pkt.frame, port.dma_who)
+        if tr.on:
+            self._dma(port, desc, True, "")                 # descriptor write-back
+        else:
+            translate(vf.rid, desc, True)
         rx.hw_done_rx(slot, pkt.size)
         port.rx_filled[slot] = pkt
         vf.rx += 1
@@ -352,10 +368,33 @@ class SrIov(Technique):
     # -- interrupts --------------------------------------------------------------------------------
     def _cause(self, port: VfPort, at: int | None = None) -> None:
         port.cause = True
-        if at is not None and at > self.engine.now:
-            self.engine.at(at, self._maybe_irq, port)
+        eng = self.engine
+        if at is not None and at > eng.now:
+            if port.masked:
+                # While the vector is masked the check does nothing (the cause
+                # waits for VTEIMS, which checks at once): it is held back with
+                # its place in the event order, and scheduled there only if the
+                # vector is unmasked before it is due (_unmask_checks).  A VF
+                # at line rate is masked for almost all of its NAPI polls.
+                port.held_checks.append((at, eng.reserve_seq()))
+            else:
+                eng.at(at, self._maybe_irq, port)
         else:
             self._maybe_irq(port)
+
+    def _unmask_checks(self, port: VfPort) -> None:
+        """The vector is unmasked now: the held checks still to come go into
+        the event order where they would have been all along; those already
+        due ran (did nothing) while it was masked.  One due this very instant
+        may have come before or after this action: it runs right after it,
+        where it finds what the check this action made found (a repeat of
+        _maybe_irq with nothing in between changes nothing)."""
+        eng = self.engine
+        now = eng.now
+        for t, seq in port.held_checks:
+            if t >= now:
+                eng.push(t, seq, self._maybe_irq, port)
+        port.held_checks.clear()
 
     def _maybe_irq(self, port: VfPort) -> None:
         """The 82599's EITR: a cause fires the MSI-X once the interval counter
@@ -387,7 +426,10 @@ class SrIov(Technique):
         t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
         if not port.napi:
             port.napi = True
-            self.engine.at(t, self.legacy_napi, port, 0, 0)
+            if self.engine.go_on(t):
+                self.legacy_napi(port, 0, 0)
+            else:
+                self.engine.at(t, self.legacy_napi, port, 0, 0)
 
     def _napi_complete(self, port: VfPort, t: int) -> None:
         """ixgbevf_poll after napi_complete_done: the adaptive ITR, then VTEIMS
@@ -395,6 +437,8 @@ class SrIov(Technique):
         if self.adaptive:
             self._set_itr(port)
         port.masked = False
+        if port.held_checks:
+            self._unmask_checks(port)
         self._maybe_irq(port)
 
     def _update_itr(self, port: VfPort, state: int, nbytes: int, packets: int) -> int:

@@ -275,7 +275,29 @@ class Virtio(Technique):
 
     def _rx_work(self, nic: VirtioNic) -> None:
         """The backend, free at this moment, runs its receive loop up to the
-        next point the guest can observe, and schedules itself there."""
+        next point the guest can observe, and goes on from there: in place if
+        nothing else is due before it (``Engine.go_on``), else scheduled."""
+        eng = self.engine
+        heap = eng._heap
+        while True:
+            nxt = self._rx_run(nic)
+            if nxt is None:
+                return
+            t, start = nxt
+            if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
+                eng.now = t
+                eng.events_run += 1
+                if start:              # _rx_start, in place
+                    nic.rxq.disable_notify()
+                    nic.rx_run_pkts = nic.rx_run_bytes = 0
+                continue
+            eng.at(t, self._rx_start if start else self._rx_work, nic)
+            return
+
+    def _rx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
+        """One stretch of the receive loop from now.  Returns when the next
+        one starts and whether that is a new run (``_rx_start``: after a
+        requeue or a wake-up), or None when the backend sleeps."""
         now = self.engine.now
         q = nic.rxq
         heads = nic.rx_heads
@@ -289,11 +311,17 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("RX", nic.rx_run_pkts, nic.rx_run_bytes),
                         queue="rx", requeue=True)
-            self.engine.at(now + self.requeue_ns, self._rx_start, nic)
-            return
+            return now + self.requeue_ns, True
         tap = nic.tap
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
+        if not tap or tap[0][0] > t:
+            # nothing ready in the socket (as at the end of a run below, without the loop's set-up)
+            self._signal_used(nic, q, heads, "rx")
+            if tap:
+                return tap[0][0] + self.wakeup_ns, True
+            nic.rx_running = False
+            return None
         avail = q.avail_pending()
         n = 0
         vm = nic.vm
@@ -323,7 +351,7 @@ class Virtio(Technique):
                     tr.emit(now, "ring", vm.name, 3,
                             f"{name}: {vm.name}'s RX ring has no buffers (avail.idx = last_avail_idx = "
                             f"{q.last_avail_idx}); re-enables kicks and waits", queue="rx")
-                return
+                return None
             pkt = tap.popleft()[1]
             head, gpa, buflen, _flags = q.pop()
             avail -= 1
@@ -369,15 +397,14 @@ class Virtio(Technique):
             nic.rx_run_pkts, nic.rx_run_bytes = run_pkts, run_bytes
             backend.busy_until = t
             backend.busy_ns += t - t0
-            self.engine.at(t, self._rx_work, nic)
-            return
+            return t, False
         # the socket is empty (vhost_net_rx_peek_head_len == 0): vhost_net_enable_vq;
         # out: vhost_net_signal_used.  The tap's next frame wakes the worker.
         self._signal_used(nic, q, heads, "rx")
         if tap:
-            self.engine.at(tap[0][0] + self.wakeup_ns, self._rx_start, nic)
-        else:
-            nic.rx_running = False
+            return tap[0][0] + self.wakeup_ns, True
+        nic.rx_running = False
+        return None
 
     def _weight_msg(self, which: str, pkts: int, nbytes: int) -> str:
         if self.vhost:
@@ -443,66 +470,91 @@ class Virtio(Technique):
                 q.disable_cb()             # skb_xmit_done: "suppress further interrupts"
                 if not nic.tx_napi_active:
                     nic.tx_napi_active = sched = True
-        self.engine.at(end, self._guest_eoi, nic, which, sched)
+        if self.engine.go_on(end):
+            self._guest_eoi(nic, which, sched)
+        else:
+            self.engine.at(end, self._guest_eoi, nic, which, sched)
 
     def _guest_eoi(self, nic: VirtioNic, which: str, sched: bool) -> None:
         """The handler returns (EOI); the NAPI poll it scheduled runs next."""
         end = self.vmm.ack_irq(nic.vm, which, stage=5)
         if sched:
-            self.engine.at(end, self._napi_rx if which == "rx" else self._napi_tx, nic)
+            poll = self._napi_rx if which == "rx" else self._napi_tx
+            if self.engine.go_on(end):
+                poll(nic)
+            else:
+                self.engine.at(end, poll, nic)
 
     # -- receive: the guest side -----------------------------------------------------
     def _napi_rx(self, nic: VirtioNic, done: int = 0, reading: tuple | None = None) -> None:
-        """``virtnet_poll``: clean TX first, then one used buffer per event, up to the budget.
+        """``virtnet_poll``: clean TX first, then one used buffer per step, up to the budget.
 
         ``reading`` is the frame the stack finished with at this moment: it is
-        delivered now and its buffer goes back to the guest's pool."""
+        delivered now and its buffer goes back to the guest's pool.  Each step
+        is when the vCPU is done with the one before; the poll loops over its
+        steps in this one action for as long as nothing else is due before the
+        next one (``Engine.go_on``), as virtnet_receive loops over the used ring."""
         vm = nic.vm
         q = nic.rxq
-        now = self.engine.now
-        if reading is not None:
-            pkt, gpa = reading
-            self.sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
-            nic.rx_reading = None
-            nic.rx_pool.append(gpa)
-        elif done == 0:
-            self._poll_cleantx(nic)
-        if done < self.budget:
-            got = q.get_buf()
-            if got is not None:
-                gpa, length, head = got
-                pkt = nic.rx_filled.pop(gpa, None)
-                if pkt is None:            # a buffer the device returned empty (frame dropped)
-                    nic.rx_pool.append(gpa)
-                    self.engine.at(now, self._napi_rx, nic, done + 1)
+        eng = self.engine
+        now = eng.now
+        while True:
+            if reading is not None:
+                pkt, gpa = reading
+                reading = None
+                self.sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
+                nic.rx_reading = None
+                nic.rx_pool.append(gpa)
+            elif done == 0:
+                self._poll_cleantx(nic)
+            if done < self.budget:
+                got = q.get_buf()
+                if got is not None:
+                    gpa, length, head = got
+                    pkt = nic.rx_filled.pop(gpa, None)
+                    done += 1
+                    if pkt is None:            # a buffer the device returned empty (frame dropped)
+                        nic.rx_pool.append(gpa)
+                        end = now
+                    else:
+                        nic.rx_reading = pkt
+                        if self.mrg_rxbuf:
+                            # receive_mergeable: ewma_pkt_len_add(&rq->mrg_avg_pkt_len, head_skb->len)
+                            a = nic.avg_pkt_len
+                            size = length - VIRTIO_NET_HDR_LEN
+                            nic.avg_pkt_len = (((a << EWMA_WEIGHT_SHIFT) - a) + size) >> EWMA_WEIGHT_SHIFT if a else size
+                        end = vm.vcpu.reserve(now, self.guest_rx_ns)
+                        tr = eng.trace
+                        if tr.on:
+                            tr.emit(now, "ring", vm.name, 6,
+                                    f"{vm.name}'s NAPI poll takes used[{(q.last_used_idx - 1) & 0xFFFF}] → desc {head} "
+                                    f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
+                                    queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
+                        reading = (pkt, gpa)
+                    # the next step, in place if nothing else comes first (Engine.go_on)
+                    heap = eng._heap
+                    if end <= eng.horizon and not eng.halted and (not heap or end < heap[0][0]):
+                        eng.now = now = end
+                        eng.events_run += 1
+                        continue
+                    eng.at(end, self._napi_rx, nic, done, reading)
                     return
-                nic.rx_reading = pkt
-                if self.mrg_rxbuf:
-                    # receive_mergeable: ewma_pkt_len_add(&rq->mrg_avg_pkt_len, head_skb->len)
-                    a = nic.avg_pkt_len
-                    size = length - VIRTIO_NET_HDR_LEN
-                    nic.avg_pkt_len = (((a << EWMA_WEIGHT_SHIFT) - a) + size) >> EWMA_WEIGHT_SHIFT if a else size
-                end = vm.vcpu.reserve(now, self.guest_rx_ns)
-                tr = self.engine.trace
-                if tr.on:
-                    tr.emit(now, "ring", vm.name, 6,
-                            f"{vm.name}'s NAPI poll takes used[{(q.last_used_idx - 1) & 0xFFFF}] → desc {head} "
-                            f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
-                            queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
-                self.engine.at(end, self._napi_rx, nic, done + 1, (pkt, gpa))
-                return
-        # the poll ends: refill, then complete or keep polling
-        t = self._refill(nic, now)
-        if done >= self.budget:
-            self.engine.at(t, self._napi_rx, nic, 0)
+            # the poll ends: refill, then complete or keep polling
+            t = self._refill(nic, now)
+            if done < self.budget:
+                # virtqueue_napi_complete
+                q.enable_cb_prepare()
+                if not q.more_used():
+                    nic.napi_active = False
+                    return
+                q.disable_cb()
+            # the poll runs again from the start (done = 0)
+            if eng.go_on(t):
+                now = t
+                done = 0
+                continue
+            eng.at(t, self._napi_rx, nic, 0)
             return
-        # virtqueue_napi_complete
-        q.enable_cb_prepare()
-        if q.more_used():
-            q.disable_cb()
-            self.engine.at(t, self._napi_rx, nic, 0)
-        else:
-            nic.napi_active = False
 
     def _refill(self, nic: VirtioNic, now: int) -> int:
         """try_fill_recv when more than half the ring (or budget) is free."""
@@ -674,7 +726,28 @@ class Virtio(Technique):
 
     def _tx_work(self, nic: VirtioNic) -> None:
         """``handle_tx_copy`` / ``virtio_net_flush_tx`` from this moment up to
-        the next point the guest can observe (a published batch, the run's end)."""
+        the next point the guest can observe (a published batch, the run's
+        end), and on from there: in place if nothing else is due before it
+        (``Engine.go_on``), else scheduled."""
+        eng = self.engine
+        heap = eng._heap
+        while True:
+            nxt = self._tx_run(nic)
+            if nxt is None:
+                return
+            t, start = nxt
+            if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
+                eng.now = t
+                eng.events_run += 1
+                if start:              # _tx_start, in place
+                    nic.txq.disable_notify()
+                    nic.tx_run_pkts = nic.tx_run_bytes = 0
+                continue
+            eng.at(t, self._tx_start if start else self._tx_work, nic)
+            return
+
+    def _tx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
+        """One stretch of the transmit loop from now (see ``_rx_run``)."""
         now = self.engine.now
         q = nic.txq
         heads = nic.tx_heads
@@ -685,8 +758,7 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("TX", nic.tx_run_pkts, nic.tx_run_bytes),
                         queue="tx", requeue=True)
-            self.engine.at(now + self.requeue_ns, self._tx_start, nic)
-            return
+            return now + self.requeue_ns, True
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
         avail = q.avail_pending()
@@ -711,7 +783,7 @@ class Virtio(Technique):
                 # nothing new: the run ends with kicks enabled
                 self._signal_used(nic, q, heads, "tx")
                 nic.tx_running = False
-                return
+                return None
             head, gpa, length, _flags = q.pop()
             avail -= 1
             pkt = nic.tx_sent.pop(gpa)
@@ -736,7 +808,7 @@ class Virtio(Technique):
                 break
         backend.busy_until = t
         backend.busy_ns += t - t0
-        self.engine.at(t, self._tx_work, nic)
+        return t, False
 
     # -- accounting ------------------------------------------------------------------
     def in_flight(self) -> int:
