@@ -130,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     r.add_argument("--dump-ram", metavar="DIR", help="write DIR/<vm>.ram and DIR/layout.json")
     r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram files")
+    r.add_argument("--format", choices=("kvm_stat", "perf-kvm"), default=None,
+                   help="print the exits as 'kvm_stat --once' or 'perf kvm stat report' print theirs "
+                        "(to diff against a real host's; 'iovtui real' reads them back)")
+
+    rl = sub.add_parser("real", help="a real KVM host's exits (perf kvm stat, trace-cmd, kvm_stat) next to the model's",
+                        description="Read exits a real KVM host recorded (perf kvm stat report, trace-cmd report / "
+                                    "perf script of kvm:kvm_exit, kvm_stat --log / --csv / --once; recognised "
+                                    "from the file) and print them by reason next to the model's, per packet "
+                                    "with --packets, else per second (the model's: of virtual time).")
+    rl.add_argument("file", metavar="FILE")
+    rl.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
+    rl.add_argument("--technique", default=None,
+                    help="emulation | virtio | sriov (default: the preset's technique, else virtio)")
+    rl.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
+                    help="packets the recording covered (e.g. from 'ip -s link'): exits per packet, and the "
+                         "model runs that many; default: exits per second")
+    rl.add_argument("--seconds", type=float, default=None, metavar="S",
+                    help="how long the recording covered, for a file that does not say (perf kvm stat report)")
+    rl.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
+    rl.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
 
     c = sub.add_parser("compare", help="run one preset through every technique, side by side",
                        description="Run the same seeded traffic through emulation, virtio (vhost off and on) "
@@ -389,10 +409,18 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
     from .sim.trace import JsonlSink, Trace
     from .sim.world import Simulation
 
+    if args.json and args.format:
+        raise CliError(f"--json and --format {args.format} are two outputs; give one")
     preset = _load(args.preset, args.set)
     tech = _check_technique(args.technique or preset.technique or "virtio")
     _warn(preset)
     trace = Trace()
+    times = None
+    if args.format == "perf-kvm":             # each exit's time, as perf kvm stat measures it
+        from .real import ExitTimes
+
+        times = ExitTimes()
+        trace.add_sink(times)
     fh = sink = None
     tpath = None
     if args.trace:
@@ -450,6 +478,8 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
                 sim = Simulation(preset, tech, seed=args.seed, packets=args.packets, trace=trace)
             except PresetError as e:
                 raise CliError(str(e)) from None
+            if times is not None:
+                times.reset()                 # the drivers' set-up is not counted (Metrics.reset_setup)
             sim.run(until_ns=args.until)
             if sink is not None:
                 sink.end(sim.engine.now, complete=sim.complete)
@@ -478,8 +508,41 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
         raise CliError(f"cannot put the output in place: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif args.format == "kvm_stat":
+        from .real import format_kvm_stat
+
+        sys.stdout.write(format_kvm_stat(summary))
+    elif times is not None:
+        from .real import format_perf_kvm
+
+        sys.stdout.write(format_perf_kvm(times))
     else:
         print(human_summary(summary, sim.technique.label()))
+    return 0
+
+
+def cmd_real(args: argparse.Namespace) -> int:
+    from . import real
+    from .sim.preset import PresetError
+    from .sim.world import Simulation
+
+    if args.seconds is not None and not 0 < args.seconds < 1e9:
+        raise CliError(f"--seconds must be more than 0, got {args.seconds:g}")
+    try:
+        trace = real.read_real(args.file)
+    except real.RealTraceError as e:
+        raise CliError(str(e)) from None
+    preset = _load(args.preset)
+    tech = _check_technique(args.technique or preset.technique or "virtio")
+    _warn(preset)
+    try:
+        sim = Simulation(preset, tech, seed=args.seed, packets=args.packets)
+    except PresetError as e:
+        raise CliError(str(e)) from None
+    sim.run()
+    summary = sim.summary()
+    cmp = real.compare_real(trace, summary, args.packets, args.seconds)
+    sys.stdout.write(real.render(trace, summary, cmp, args.format, sim.technique.label()))
     return 0
 
 
@@ -956,6 +1019,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_presets(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "real":
+            return cmd_real(args)
         if args.command == "replay":
             return cmd_replay(args)
         if args.command == "serve":
