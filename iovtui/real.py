@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 __all__ = ["VMX_EXIT_REASONS", "RealTrace", "RealTraceError", "read_real", "parse_real", "ExitTimes",
-           "format_kvm_stat", "format_perf_kvm", "compare_real", "FORMAT_NAMES"]
+           "format_kvm_stat", "format_perf_kvm", "compare_real", "render", "FORMAT_NAMES"]
 
 #: arch/x86/include/uapi/asm/vmx.h, EXIT_REASON_* and VMX_EXIT_REASONS (the
 #: names the kvm_exit tracepoint and perf kvm print)
@@ -499,32 +499,14 @@ def format_kvm_stat(summary: dict[str, Any]) -> str:
     by = ex["by_reason"]
     fields: dict[str, int] = {"kvm_entry": ex["total"], "kvm_exit": ex["total"],
                               "kvm_userspace_exit": ex["userspace"]}
-    # kvm_stat's internal key of a child is "kvm_exit(R) kvm_exit" (sorted as such)
-    keys = {"kvm_entry": "kvm_entry", "kvm_exit": "kvm_exit", "kvm_userspace_exit": "kvm_userspace_exit"}
     for r in KVM_STAT_VMX:
-        f = f"kvm_exit({r})"
-        fields[f] = by.get(r, 0)
-        keys[f] = f"{f} kvm_exit"
+        fields[f"kvm_exit({r})"] = by.get(r, 0)
     out = []
-    for f in sorted(fields, key=lambda k: keys[k]):
+    # (kvm_stat sorts its internal keys, "kvm_exit(R) kvm_exit" for a child: the same order)
+    for f in sorted(fields):
         v = fields[f]
         out.append("%-42s%10d%10d" % (f, v, round(v / secs) if secs else 0))
     return "\n".join(out) + "\n"
-
-
-def model_exit_times(preset, technique: str, seed: int, packets: int | None) -> tuple[dict, ExitTimes]:
-    """Run the model with an :class:`ExitTimes` sink; its summary and the
-    times (the drivers' set-up left out, as the summary leaves it out)."""
-    from .sim.trace import Trace
-    from .sim.world import Simulation
-
-    trace = Trace()
-    times = ExitTimes()
-    trace.add_sink(times)
-    sim = Simulation(preset, technique, seed=seed, packets=packets, trace=trace)
-    times.reset()                        # Metrics.reset_setup: set-up is not counted
-    sim.run()
-    return sim.summary(), times
 
 
 # -- real next to the model ----------------------------------------------------------------------
