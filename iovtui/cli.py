@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="iovtui", description="How a packet reaches a VM: device emulation, virtio, SR-IOV.")
     p.add_argument("--version", action="version", version=f"iovtui {__version__}")
     _add_app_options(p)
+    p.add_argument("--real", metavar="FILE", default=None,
+                   help="a real host's exits (perf kvm stat report, trace-cmd report, kvm_stat --log …) "
+                        "to show next to the model's in the compare view, which opens on it")
+    p.add_argument("--real-packets", type=_int_range(1, 10**12, "--real-packets"), default=None, metavar="N",
+                   help="packets the --real recording covered: exits per packet (default per second)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a preset headless and print the results",
@@ -932,6 +937,16 @@ def cmd_app(args: argparse.Namespace) -> int:
     preset = _load(args.preset)
     tech = _check_technique(args.technique or preset.technique or "virtio")
     _warn(preset)
+    real = None
+    if args.real is not None:
+        from .real import RealTraceError, read_real
+
+        try:
+            real = read_real(args.real)
+        except RealTraceError as e:
+            raise CliError(str(e)) from None
+    elif args.real_packets is not None:
+        raise CliError("--real-packets needs --real FILE (the recording it counts the packets of)")
     try:
         from .ui.app import create_app, remember_terminal
     except ModuleNotFoundError as e:
@@ -944,7 +959,8 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     try:
         app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
-                         palette=args.palette, presenter=args.presenter, predict=args.predict)
+                         palette=args.palette, presenter=args.presenter, predict=args.predict,
+                         real=real, real_packets=args.real_packets)
     except PresetError as e:        # the technique cannot lay out its rings in this guest RAM
         raise CliError(str(e)) from None
     app.run()

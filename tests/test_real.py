@@ -271,3 +271,57 @@ def test_run_format_errors():
     one_line_error(run_cli(*RUN, "--json", "--format", "kvm_stat"), "--json and --format kvm_stat")
     p = run_cli(*RUN, "--format", "wireshark")
     assert p.returncode == 2 and "kvm_stat" in p.stderr and "perf-kvm" in p.stderr
+
+
+# -- the compare view shows a real trace next to the model's columns ---------------------------
+async def test_app_real_opens_the_compare_view_with_the_real_column():
+    from iovtui.real import read_real
+    from iovtui.sim.preset import load_preset
+    from iovtui.ui.app import create_app
+    from iovtui.ui.screens import CompareScreen
+
+    a = create_app(load_preset("steady-stream"), "virtio", real=read_real(str(DATA / "kvm_stat_log.txt")))
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        scr = a.screen
+        assert isinstance(scr, CompareScreen) and scr.w_real.display
+        lines = scr.w_real.lines()
+        assert "kvm_stat_log.txt" in lines[0] and "exits per second" in lines[0]
+        assert lines[1].split() == ["exit", "reason", "real", "emulation", "virtio", "sriov"]
+        row = next(ln for ln in lines if ln.startswith("EPT_MISCONFIG"))
+        assert row.split()[1] == "3,998"                       # 35,980 exits over 9 s
+        assert lines[-1].split()[:2] == ["total", "8,150"]
+        # the model's columns are the running runs' exits per second of virtual time
+        col = scr.w_grid.frame.columns[0]
+        hlt = col.summary["exits"]["by_reason"].get("HLT", 0) * 1e9 / col.t_ns
+        assert col.t_ns > 0 and hlt > 0
+        # the pane sits between the columns and the footer, overlapping neither
+        assert scr.w_grid.region.bottom <= scr.w_real.region.y < scr.w_footer.region.y
+
+
+async def test_palette_asks_for_a_real_trace_path():
+    from iovtui.sim.preset import load_preset
+    from iovtui.ui.app import create_app
+    from iovtui.ui.screens import CompareScreen
+
+    a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        a.action_real_trace()
+        await pilot.pause(0.2)
+        from textual.widgets import Input
+        inp = a.screen.query_one(Input)
+        inp.value = str(DATA / "bad_unknown_reason.txt")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert "unknown exit reason 'HALTED'" in str(a.screen.query_one("#real-error").render())
+        inp.value = str(DATA / "perf_script.txt")
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert isinstance(a.screen, CompareScreen) and a.screen.w_real is not None
+        assert "perf_script.txt" in a.screen.w_real.lines()[0]
+
+
+def test_app_real_bad_file_is_one_line():
+    one_line_error(run_cli("--real", str(DATA / "bad_empty.txt")), "the file is empty")
+    one_line_error(run_cli("--real-packets", "5"), "--real-packets needs --real FILE")
