@@ -32,7 +32,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["VMX_EXIT_REASONS", "RealTrace", "RealTraceError", "read_real", "parse_real", "ExitTimes",
            "format_kvm_stat", "format_perf_kvm", "compare_real", "render", "FORMAT_NAMES"]

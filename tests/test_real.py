@@ -24,7 +24,6 @@ file's source):
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -307,7 +306,8 @@ async def test_palette_asks_for_a_real_trace_path():
     a = create_app(load_preset("steady-stream"), "virtio", start_paused=True)
     async with a.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.2)
-        a.action_real_trace()
+        cmds = {c.title: c for c in a.get_system_commands(a.screen)}
+        cmds["Compare with a real trace…"].callback()
         await pilot.pause(0.2)
         from textual.widgets import Input
         inp = a.screen.query_one(Input)
