@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="iovtui", description="How a packet reaches a VM: device emulation, virtio, SR-IOV.")
     p.add_argument("--version", action="version", version=f"iovtui {__version__}")
     _add_app_options(p)
+    p.add_argument("--real", metavar="FILE", default=None,
+                   help="a real host's exits (perf kvm stat report, trace-cmd report, kvm_stat --log …) "
+                        "to show next to the model's in the compare view, which opens on it")
+    p.add_argument("--real-packets", type=_int_range(1, 10**12, "--real-packets"), default=None, metavar="N",
+                   help="packets the --real recording covered: exits per packet (default per second)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a preset headless and print the results",
@@ -133,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pcap", metavar="FILE.pcapng",
                    help="write the frames as a pcapng capture for Wireshark (the wire and each VM's eth0)")
     r.add_argument("--force", action="store_true", help="overwrite existing --trace / --dump-ram / --pcap files")
+    r.add_argument("--format", choices=("kvm_stat", "perf-kvm"), default=None,
+                   help="print the exits as 'kvm_stat --once' or 'perf kvm stat report' print theirs "
+                        "(to diff against a real host's; 'iovtui real' reads them back)")
+
+    rl = sub.add_parser("real", help="a real KVM host's exits (perf kvm stat, trace-cmd, kvm_stat) next to the model's",
+                        description="Read exits a real KVM host recorded (perf kvm stat report, trace-cmd report / "
+                                    "perf script of kvm:kvm_exit, kvm_stat --log / --csv / --once; recognised "
+                                    "from the file) and print them by reason next to the model's, per packet "
+                                    "with --packets, else per second (the model's: of virtual time).")
+    rl.add_argument("file", metavar="FILE")
+    rl.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
+    rl.add_argument("--technique", default=None,
+                    help="emulation | virtio | sriov (default: the preset's technique, else virtio)")
+    rl.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
+                    help="packets the recording covered (e.g. from 'ip -s link'): exits per packet, and the "
+                         "model runs that many; default: exits per second")
+    rl.add_argument("--seconds", type=float, default=None, metavar="S",
+                    help="how long the recording covered, for a file that does not say (perf kvm stat report)")
+    rl.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1)
+    rl.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
 
     c = sub.add_parser("compare", help="run one preset through every technique, side by side",
                        description="Run the same seeded traffic through emulation, virtio (vhost off and on) "
@@ -393,10 +418,18 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
     from .sim.trace import JsonlSink, Trace
     from .sim.world import Simulation
 
+    if args.json and args.format:
+        raise CliError(f"--json and --format {args.format} are two outputs; give one")
     preset = _load(args.preset, args.set)
     tech = _check_technique(args.technique or preset.technique or "virtio")
     _warn(preset)
     trace = Trace()
+    times = None
+    if args.format == "perf-kvm":             # each exit's time, as perf kvm stat measures it
+        from .real import ExitTimes
+
+        times = ExitTimes()
+        trace.add_sink(times)
     fh = sink = None
     tpath = None
     if args.trace:
@@ -457,6 +490,8 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
                 raise CliError(str(e)) from None
             if cap_fh is not None:
                 _attach_capture(sim, cap_fh, args, tech)
+            if times is not None:
+                times.reset()                 # the drivers' set-up is not counted (Metrics.reset_setup)
             sim.run(until_ns=args.until)
             if sink is not None:
                 sink.end(sim.engine.now, complete=sim.complete)
@@ -492,6 +527,14 @@ def _run(args: argparse.Namespace, out: _Outputs) -> int:
         raise CliError(f"cannot put the output in place: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif args.format == "kvm_stat":
+        from .real import format_kvm_stat
+
+        sys.stdout.write(format_kvm_stat(summary))
+    elif times is not None:
+        from .real import format_perf_kvm
+
+        sys.stdout.write(format_perf_kvm(times))
     else:
         print(human_summary(summary, sim.technique.label()))
     return 0
@@ -527,6 +570,31 @@ def _close_capture(fh) -> None:
         fh.close()
     except OSError as e:
         raise CaptureError(e.strerror or str(e)) from None
+
+
+def cmd_real(args: argparse.Namespace) -> int:
+    from . import real
+    from .sim.preset import PresetError
+    from .sim.world import Simulation
+
+    if args.seconds is not None and not 0 < args.seconds < 1e9:
+        raise CliError(f"--seconds must be more than 0, got {args.seconds:g}")
+    try:
+        trace = real.read_real(args.file)
+    except real.RealTraceError as e:
+        raise CliError(str(e)) from None
+    preset = _load(args.preset)
+    tech = _check_technique(args.technique or preset.technique or "virtio")
+    _warn(preset)
+    try:
+        sim = Simulation(preset, tech, seed=args.seed, packets=args.packets)
+    except PresetError as e:
+        raise CliError(str(e)) from None
+    sim.run()
+    summary = sim.summary()
+    cmp = real.compare_real(trace, summary, args.packets, args.seconds)
+    sys.stdout.write(real.render(trace, summary, cmp, args.format, sim.technique.label()))
+    return 0
 
 
 def write_ram_dump(sim, d: Path, out: _Outputs | None = None) -> None:
@@ -915,6 +983,16 @@ def cmd_app(args: argparse.Namespace) -> int:
     preset = _load(args.preset)
     tech = _check_technique(args.technique or preset.technique or "virtio")
     _warn(preset)
+    real = None
+    if args.real is not None:
+        from .real import RealTraceError, read_real
+
+        try:
+            real = read_real(args.real)
+        except RealTraceError as e:
+            raise CliError(str(e)) from None
+    elif args.real_packets is not None:
+        raise CliError("--real-packets needs --real FILE (the recording it counts the packets of)")
     try:
         from .ui.app import create_app, remember_terminal
     except ModuleNotFoundError as e:
@@ -927,7 +1005,8 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     try:
         app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
-                         palette=args.palette, presenter=args.presenter, predict=args.predict)
+                         palette=args.palette, presenter=args.presenter, predict=args.predict,
+                         real=real, real_packets=args.real_packets)
     except PresetError as e:        # the technique cannot lay out its rings in this guest RAM
         raise CliError(str(e)) from None
     app.run()
@@ -1002,6 +1081,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_presets(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "real":
+            return cmd_real(args)
         if args.command == "replay":
             return cmd_replay(args)
         if args.command == "serve":

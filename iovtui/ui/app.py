@@ -176,6 +176,8 @@ class IovApp(App):
         self._asking = False                 # a QuestionScreen is open
         self._resume_after_question = False
         self._was_running = False
+        self.real = None                     # a real host's trace for the compare view (iovtui.real)
+        self.real_packets: int | None = None
 
     # -- the model ----------------------------------------------------------------
     def _factory(self):
@@ -258,6 +260,8 @@ class IovApp(App):
         if not self.start_paused:
             self.driver.resume()
         self.driver.start()
+        if self.real is not None:        # `iovtui --real FILE`: open on the compare view, which shows it
+            self.call_after_refresh(self.action_compare)
 
     async def on_unmount(self) -> None:
         self._unmounted = True
@@ -725,7 +729,8 @@ class IovApp(App):
 
         try:
             screen = CompareScreen(self.preset, seed=self.seed, packets=self.packets,
-                                   speed_index=self.driver.speed_index)
+                                   speed_index=self.driver.speed_index,
+                                   real=self.real, real_packets=self.real_packets)
         except PresetError as e:      # a technique cannot lay out its rings: stay on this run
             self.notice(f"compare cannot run this preset: {e}")
             closed(None)
@@ -752,6 +757,17 @@ class IovApp(App):
                                   f"{t / 1000:,.1f} µs ({events:,} events)", title="Capture saved", timeout=6)
 
         self.run_worker(work, thread=True, group="capture", exit_on_error=False)
+
+    def action_real_trace(self) -> None:
+        """Ask for a real trace's path; the compare view then shows it."""
+        from .screens.realpath import RealPathScreen
+
+        def chosen(trace) -> None:
+            if trace is not None:
+                self.real = trace
+                self.action_compare()
+
+        self.push_screen(RealPathScreen(), chosen)
 
     def action_help(self) -> None:
         from ..sim.paths import stage_table
@@ -842,6 +858,8 @@ class IovApp(App):
         yield SystemCommand("Compare the three techniques side by side", "key c", self.action_compare)
         yield SystemCommand("Save capture", "key w: the run so far as a pcapng file (Wireshark), in the current "
                             "directory", self.action_save_capture)
+        yield SystemCommand("Compare with a real trace…", "perf kvm stat / trace-cmd / kvm_stat output: "
+                            "its exits next to the model's", self.action_real_trace)
         yield SystemCommand("Help: every key", "key ?", self.action_help)
 
 
@@ -875,7 +893,8 @@ def restore_terminal() -> None:
 def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0,
                packets: int | None = None, start_paused: bool = False, theme: str = "dark",
                palette: str = "default", presenter: bool = False, predict: bool = False,
-               at_event: int | None = None, replay: bool = False) -> IovApp:
+               at_event: int | None = None, replay: bool = False, real=None,
+               real_packets: int | None = None) -> IovApp:
     """The one factory the CLI, `serve` and the tests use.  ``at_event``:
     open paused on the trace event with that seq (``iovtui replay --at``)."""
     if theme not in THEMES or palette not in PALETTES:
@@ -883,6 +902,7 @@ def create_app(preset: Preset, technique: str, seed: int = 1, speed: float = 1.0
     app = IovApp(preset, technique, seed=seed, speed=speed, packets=packets,
                  start_paused=start_paused or at_event is not None,
                  theme=theme, palette=palette, presenter=presenter, predict=predict, replay=replay)
+    app.real, app.real_packets = real, real_packets       # `iovtui --real FILE`: shown in the compare view
     if at_event is not None:
         app.driver.seek_event(at_event)
     return app

@@ -450,6 +450,101 @@ def compare_header(frame: CompareFrame) -> tuple[Text, ...]:
     return (wide, narrow, two)
 
 
+# -- a real host's exits next to the model's (`iovtui --real FILE`) ---------------------------------
+def _rate(v: float | None, per_packet: bool) -> str:
+    if v is None:
+        return "–"
+    if per_packet:
+        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    return _count(round(v))
+
+
+def real_lines(real, packets: int | None, frame: CompareFrame | None, width: int, reasons: int) -> list[Text]:
+    """The real pane: the file's exits by reason next to each technique's
+    (per packet when the recording's packets are known, else per second; the
+    model's per second of its virtual time), the busiest ``reasons`` first."""
+    per_packet = bool(packets)
+    secs = real.seconds
+    if per_packet:
+        unit = f"exits per packet (real: {packets:,} packets)"
+        real_r = {k: v / packets for k, v in real.exits.items()}
+        real_t: float | None = real.total / packets
+    else:
+        unit = "exits per second (model: of virtual time)"
+        r = real.rate()
+        real_r, real_t = r if r else ({k: None for k in real.exits}, None)
+    cols = list(frame.columns) if frame is not None else []
+
+    def model(col, reason: str | None) -> float | None:
+        ex = col.summary["exits"]
+        n = ex["total"] if reason is None else ex["by_reason"].get(reason, 0)
+        if per_packet:
+            d = col.summary["packets"]["delivered"]
+            return n / d if d else None
+        return n * 1e9 / col.t_ns if col.t_ns else None
+
+    import os.path
+    name = os.path.basename(real.path)
+    head = Text.assemble(("real host ", "bold #d7afff"), (name, "bold"), (f" · {real.label}", DIM),
+                         (f" · {secs:,.1f} s" if secs else "", DIM), (f" · {real.total:,} exits · ", DIM),
+                         (unit, ""))
+    head.truncate(width)
+    nw = 20
+    vw = 9
+    shown = [k for k, _ in sorted(real.exits.items(), key=lambda kv: (-kv[1], kv[0]))]
+    for col in cols:                     # a reason only the model has, after the real ones
+        for k in col.summary["exits"]["by_reason"]:
+            if k not in shown:
+                shown.append(k)
+    shown = shown[:reasons]
+    out = [head, Text.assemble((f"{'exit reason':<{nw}}", DIM), (f"{'real':>{vw}}", "bold #d7afff"),
+                               *[(f"{col.technique:>{vw + 1}}", f"bold {TECH_STYLE.get(col.technique, 'white')}")
+                                 for col in cols])]
+    for k in shown + [None]:
+        label = (k or "total")[:nw - 1]
+        rv = real_t if k is None else real_r.get(k, 0.0)
+        t = Text.assemble((f"{label:<{nw}}", "bold" if k is None else ""), (f"{_rate(rv, per_packet):>{vw}}", "bold"),
+                          *[(f"{_rate(model(col, k), per_packet):>{vw + 1}}", "") for col in cols])
+        t.truncate(width)
+        out.append(t)
+    return out
+
+
+#: the real pane needs this many terminal rows (below, the three columns need them all)
+REAL_MIN_HEIGHT = 30
+
+
+class RealPane(Widget):
+    """A real trace's exits (``iovtui --real FILE``) under the three columns."""
+
+    DEFAULT_CSS = "RealPane { height: auto; border-top: solid #5f5f87; padding: 0 1; }"
+
+    def __init__(self, real, packets: int | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.real = real
+        self.packets = packets
+        self.frame: CompareFrame | None = None
+
+    def reasons(self) -> int:
+        return 5 if self.app.size.height >= 36 else 3
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return 3 + min(self.reasons(), max(1, len(self.real.exits)))
+
+    def update_frame(self, frame: CompareFrame) -> None:
+        self.frame = frame
+        self.refresh()
+
+    def render(self) -> Text:
+        w = max(20, self.size.width)
+        return Text("\n").join(real_lines(self.real, self.packets, self.frame, w, self.reasons()))
+
+    def lines(self) -> list[str]:
+        """The pane as plain text (for tests)."""
+        return [t.plain for t in real_lines(self.real, self.packets, self.frame, max(20, self.size.width),
+                                            self.reasons())]
+
+
 class CompareScreen(SteadyResize, Screen):
     """Full-size screen: the three techniques side by side, live."""
 
@@ -469,8 +564,12 @@ class CompareScreen(SteadyResize, Screen):
     ]
 
     def __init__(self, preset: Preset, seed: int = 1, packets: int | None = None,
-                 speed_index: int = DEFAULT_SPEED_INDEX, start_paused: bool = False) -> None:
+                 speed_index: int = DEFAULT_SPEED_INDEX, start_paused: bool = False,
+                 real=None, real_packets: int | None = None) -> None:
         super().__init__()
+        #: a real host's trace (iovtui.real.RealTrace) shown under the columns, or None
+        self.real = real
+        self.real_packets = real_packets
         self.driver = CompareDriver(preset, seed=seed, packets=packets, speed_index=speed_index,
                                     max_fps=MAX_FPS)
         self.start_paused = start_paused
@@ -485,6 +584,10 @@ class CompareScreen(SteadyResize, Screen):
         self.w_footer = Footer(id="cmp-footer")
         yield self.w_header
         yield self.w_grid
+        self.w_real = None
+        if self.real is not None:       # under the columns, above the footer
+            self.w_real = RealPane(self.real, self.real_packets, id="cmp-real")
+            yield self.w_real
         yield self.w_footer
 
     def on_mount(self) -> None:
@@ -496,12 +599,27 @@ class CompareScreen(SteadyResize, Screen):
             self.driver.resume()
         self.driver.start()
         self._fit_footer()
+        self._fit_real()
 
     async def on_unmount(self) -> None:
         await self.driver.stop()
 
     def on_resize(self) -> None:
         self._fit_footer()
+        self._fit_real()
+
+    def _fit_real(self) -> None:
+        """The real pane where there is room for it and the three columns;
+        in a shorter terminal it is hidden (and the user told why, once)."""
+        if self.w_real is None:
+            return
+        fits = self.app.size.height >= REAL_MIN_HEIGHT
+        if self.w_real.display != fits:
+            self.w_real.display = fits
+        if not fits and not getattr(self, "_told_real", False):
+            self._told_real = True
+            self.notify(f"The real trace shows under the columns in a terminal of {REAL_MIN_HEIGHT}+ rows.",
+                        timeout=4)
 
     def _fit_footer(self) -> None:
         wide = self.size.width >= 100
@@ -526,6 +644,8 @@ class CompareScreen(SteadyResize, Screen):
         self.frames_applied += 1
         self.w_header.variants = compare_header(f)
         self.w_grid.update_frame(f)
+        if self.w_real is not None:
+            self.w_real.update_frame(f)
 
     # -- actions -----------------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
