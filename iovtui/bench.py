@@ -185,12 +185,13 @@ def engine(n: int, repeat: int) -> dict[str, Any]:
 # -- child processes ---------------------------------------------------------------------
 def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[str, float]:
     """Run ``python -m iovtui.bench --worker ARGS`` (or ``python ARGS`` when
-    ``args[0] == '-m'``); returns (stdout, wall seconds).  With ``first_line``
+    ``args[0]`` is ``-m`` or ``-c``); returns (stdout, wall seconds).  With ``first_line``
     the wall time ends when the first line arrives.  The child is killed if
     we are interrupted."""
-    argv = [sys.executable] + (args if args[0] == "-m" else ["-m", "iovtui.bench", "--worker", *args])
+    argv = [sys.executable] + (args if args[0] in ("-m", "-c") else ["-m", "iovtui.bench", "--worker", *args])
     env = dict(os.environ)
     env.pop("TEXTUAL", None)
+    label = " ".join(["iovtui", *args[2:]] if args[0] == "-c" else args)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                          stdin=subprocess.DEVNULL)
@@ -208,7 +209,7 @@ def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[s
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
-        raise BenchError(f"{' '.join(args)}: no answer in {timeout:g} s") from None
+        raise BenchError(f"{label}: no answer in {timeout:g} s") from None
     finally:
         if p.poll() is None:
             p.kill()
@@ -217,7 +218,7 @@ def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[s
         raise KeyboardInterrupt
     if p.returncode != 0:
         last = (err.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchError(f"{' '.join(args)} failed (status {p.returncode}): {last}")
+        raise BenchError(f"{label} failed (status {p.returncode}): {last}")
     return out, (t_line if t_line is not None else wall)
 
 
@@ -276,8 +277,7 @@ def rss_run(packets: int) -> dict[str, Any]:
     kernel's ru_maxrss for a child is not used on Linux because it carries
     over the parent's high-water mark from the fork/exec that started it.
     """
-    out, wall = _child(["rss", str(packets)], timeout=3600)
-    d = _json_line(out)
+    d, wall = _rss_child(packets)
     return {"packets": packets, "delivered": d["delivered"], "wall_s": round(wall, 2),
             "peak_rss_mib": round(d["peak_rss_kib"] / 1024, 1), "source": d["source"]}
 
@@ -497,21 +497,32 @@ def _peak_rss_kib() -> tuple[float, str]:
     return (r / 1024 if sys.platform == "darwin" else float(r)), "ru_maxrss"
 
 
-def _worker_rss(packets: int) -> None:
-    import contextlib
-    import io
+#: the child of the memory case: `iovtui run …` exactly as `python -m iovtui run …`
+#: runs it (the CLI is a program to the bench, never a module it imports),
+#: with a hook that prints the process's own peak RSS when it exits
+_RSS_CHILD = (
+    "import atexit, json, runpy, sys\n"
+    "from iovtui.bench import _peak_rss_kib\n"
+    "def report():\n"
+    "    kib, source = _peak_rss_kib()\n"
+    "    print('@peak ' + json.dumps({'peak_rss_kib': kib, 'source': source}), flush=True)\n"
+    "atexit.register(report)\n"
+    "sys.argv[0] = 'iovtui'\n"
+    "runpy.run_module('iovtui', run_name='__main__', alter_sys=True)\n"
+)
 
-    from iovtui.cli import main as cli_main
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli_main(["run", "--preset", "line-rate", "--technique", "virtio", "--set", "virtio.vhost=true",
-                       "--packets", str(packets), "--json"])
-    if rc:
-        raise SystemExit(rc)
-    kib, source = _peak_rss_kib()
-    delivered = json.loads(buf.getvalue())["packets"]["delivered"]
-    print(json.dumps({"peak_rss_kib": kib, "source": source, "delivered": delivered}), flush=True)
+def _rss_child(packets: int) -> tuple[dict, float]:
+    """(summary + peak, wall seconds) of one `iovtui run` process."""
+    out, wall = _child(["-c", _RSS_CHILD, "run", "--preset", "line-rate", "--technique", "virtio",
+                        "--set", "virtio.vhost=true", "--packets", str(packets), "--json"], timeout=3600)
+    run_out, _, peak = out.rpartition("@peak ")
+    try:
+        summary, d = json.loads(run_out), json.loads(peak)
+    except ValueError:
+        raise BenchError(f"no result in child output: {out[:200]!r}") from None
+    d["delivered"] = summary["packets"]["delivered"]
+    return d, wall
 
 
 if __name__ == "__main__":
@@ -520,8 +531,6 @@ if __name__ == "__main__":
             _worker_first_frame(sys.argv[3])
         elif sys.argv[2] == "cpu":
             _worker_cpu(sys.argv[3], float(sys.argv[4]))
-        elif sys.argv[2] == "rss":
-            _worker_rss(int(sys.argv[3]))
         else:
             raise SystemExit(f"unknown worker {sys.argv[2]!r}")
     else:
