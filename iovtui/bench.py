@@ -259,6 +259,137 @@ def cpu(seconds: float) -> dict[str, Any]:
             "meets_aim": paused < AIM_CPU_PAUSED and running <= AIM_CPU_RUNNING}
 
 
+# -- a real terminal: tmux at 120×40 ----------------------------------------------------
+TERM_W, TERM_H = 120, 40
+#: what must be on screen before a frame counts as full: every pane's title
+#: (or the bare app's word), the stats line and the footer's keys
+_FULL = {"iovtui": ("Guest RAM", "Descriptor ring", "VMM exit log", "IOMMU", "NIC", "exits/pkt", "q quit"),
+         "bare": ("header", "ram", "ring", "exits", "iommu", "nic", "^p palette")}
+
+
+def have_tmux() -> bool:
+    import shutil
+
+    return shutil.which("tmux") is not None and os.path.isdir("/proc/self")
+
+
+class _Tmux:
+    """A private tmux server (its own socket) with one 120×40 window running
+    ``argv``; the pane's first process writes the wall clock (ns) to a file
+    just before it execs the app, so the time counted starts at the app's
+    process start, as a shell's ``exec`` starts it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        import shlex
+        import tempfile
+
+        self.sock = f"iovtui-bench-{os.getpid()}-{time.monotonic_ns()}"
+        fd, self.stamp = tempfile.mkstemp(prefix="iovtui-bench-")
+        os.close(fd)
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (("TERM", "xterm-256color"),
+                                                           ("COLORTERM", "truecolor")))
+        inner = f"date +%s%N > {shlex.quote(self.stamp)}; exec env {env} {shlex.join(argv)}"
+        self._tmux("new-session", "-d", "-x", str(TERM_W), "-y", str(TERM_H), "-s", "b", "-c", os.getcwd(),
+                   f"sh -c {shlex.quote(inner)}")
+
+    def _tmux(self, *args: str) -> str:
+        p = subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=20)
+        if p.returncode != 0 and args[0] != "kill-server":
+            raise BenchError(f"tmux {args[0]} failed: {(p.stderr.strip() or '(no output)').splitlines()[-1]}")
+        return p.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "b")
+
+    def pid(self) -> int:
+        return int(self._tmux("display-message", "-p", "-t", "b", "#{pane_pid}").strip())
+
+    def started_ns(self) -> int:
+        for _ in range(200):
+            with open(self.stamp, encoding="ascii") as fh:
+                txt = fh.read().strip()
+            if txt:
+                return int(txt)
+            time.sleep(0.005)
+        raise BenchError("tmux: the pane never started")
+
+    def close(self) -> None:
+        self._tmux("kill-server")
+        try:
+            os.unlink(self.stamp)
+        except OSError:
+            pass
+
+
+def _app_argv(which: str) -> list[str]:
+    if which == "iovtui":
+        return [sys.executable, "-m", "iovtui", "--preset", "steady-stream", "--technique", "virtio"]
+    return [sys.executable, "-m", "iovtui.bench", "--worker", "bare-app"]
+
+
+def terminal_first_frame_once(which: str, timeout: float = 30.0) -> float:
+    """Seconds from the app's process start to the first capture of its
+    pane that shows the full frame (polled every 5 ms)."""
+    tm = _Tmux(_app_argv(which))
+    try:
+        want = _FULL[which]
+        deadline = time.monotonic() + timeout
+        while True:
+            scr = tm.screen()
+            if all(w in scr for w in want):
+                t_seen = time.time_ns()
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{which} in tmux: no full frame in {timeout:g} s")
+            time.sleep(0.005)
+        return (t_seen - tm.started_ns()) / 1e9
+    finally:
+        tm.close()
+
+
+def terminal_first_frame(runs: int) -> dict[str, Any]:
+    t: dict[str, list[float]] = {"iovtui": [], "bare": []}
+    for _ in range(runs):                     # paired, alternating
+        for which in ("bare", "iovtui"):
+            t[which].append(terminal_first_frame_once(which))
+    o, b = min(t["iovtui"]), min(t["bare"])
+    med = sorted(x / y for x, y in zip(t["iovtui"], t["bare"]))[len(t["bare"]) // 2]
+    return {"runs": runs, "size": f"{TERM_W}x{TERM_H}", "terminal": "tmux",
+            "iovtui_ms": round(o * 1000, 1), "bare_ms": round(b * 1000, 1), "ratio": round(o / b, 3),
+            "median_pair_ratio": round(med, 3),
+            "aim_ratio": AIM_FIRST_FRAME_RATIO, "meets_aim": o / b <= AIM_FIRST_FRAME_RATIO}
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+
+
+def terminal_cpu(seconds: float) -> dict[str, Any]:
+    """iovtui running at ×1 in tmux at 120×40: the process's CPU time (read
+    from /proc, from outside) over wall time, after 2 s of settling."""
+    tm = _Tmux(_app_argv("iovtui"))
+    try:
+        deadline = time.monotonic() + 30
+        while not all(w in tm.screen() for w in _FULL["iovtui"]):
+            if time.monotonic() > deadline:
+                raise BenchError("iovtui in tmux: no full frame in 30 s")
+            time.sleep(0.05)
+        pid = tm.pid()
+        time.sleep(2.0)
+        c0, w0 = _proc_cpu_s(pid), time.perf_counter()
+        time.sleep(seconds)
+        c1, w1 = _proc_cpu_s(pid), time.perf_counter()
+    finally:
+        tm.close()
+    running = 100 * (c1 - c0) / (w1 - w0)
+    return {"seconds": seconds, "size": f"{TERM_W}x{TERM_H}", "terminal": "tmux", "preset": "steady-stream",
+            "technique": "virtio", "speed": 1.0, "running_percent": round(running, 2),
+            "aim_running_percent": AIM_CPU_RUNNING, "meets_aim": running <= AIM_CPU_RUNNING}
+
+
 def memory(packets: tuple[int, int]) -> dict[str, Any]:
     runs = [rss_run(n) for n in packets]
     short, long_ = runs[0]["peak_rss_mib"], runs[-1]["peak_rss_mib"]
@@ -331,6 +462,11 @@ def run(quick: bool = False, progress: Callable[[str], None] = _progress) -> dic
     res["first_frame"] = first_frame(st.frames)
     progress(f"CPU: {st.cpu_seconds:g} s paused, {st.cpu_seconds:g} s running …")
     res["cpu"] = cpu(st.cpu_seconds)
+    if have_tmux():
+        progress(f"first frame in tmux {TERM_W}×{TERM_H}: {st.frames} paired runs …")
+        res["first_frame_terminal"] = terminal_first_frame(st.frames)
+        progress(f"CPU in tmux {TERM_W}×{TERM_H}: {st.cpu_seconds:g} s running …")
+        res["cpu_terminal"] = terminal_cpu(st.cpu_seconds)
     progress(f"memory: {' and '.join(f'{n:,}' for n in st.memory_packets)} packets …")
     res["memory"] = memory(st.memory_packets)
     progress("")
@@ -375,6 +511,17 @@ def render(r: dict[str, Any]) -> str:
                f"   ({c['frames_running']} frames applied)")
     out.append(f"  {_mark(c['meets_aim'])}")
     out.append("")
+    if "first_frame_terminal" in r:
+        f, c = r["first_frame_terminal"], r["cpu_terminal"]
+        out.append(f"real terminal · tmux {f['size'].replace('x', '×')} · process start to the first capture"
+                   f" showing the full frame · best of {f['runs']} paired runs")
+        out.append(f"  {'iovtui':<14} {f['iovtui_ms']:>8,.0f} ms")
+        out.append(f"  {'bare Textual':<14} {f['bare_ms']:>8,.0f} ms")
+        out.append(f"  ratio {f['ratio']:.2f}× (median of pairs {f['median_pair_ratio']:.2f}×) · aim ≤ {f['aim_ratio']}×"
+                   f" · {_mark(f['meets_aim'])}")
+        out.append(f"  running ×1 {c['running_percent']:>7.1f} % of a core over {c['seconds']:g} s (CPU time from /proc)"
+                   f" · aim ≤ {c['aim_running_percent']:g} % · {_mark(c['meets_aim'])}")
+        out.append("")
     mm = r["memory"]
     out.append(f"memory · peak RSS of `iovtui run` ({mm['preset']}, {mm['variant']}), separate processes")
     for run_ in mm["runs"]:
@@ -527,7 +674,9 @@ def _rss_child(packets: int) -> tuple[dict, float]:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
-        if sys.argv[2] == "first-frame":
+        if sys.argv[2] == "bare-app":
+            _bare_app_class()().run()
+        elif sys.argv[2] == "first-frame":
             _worker_first_frame(sys.argv[3])
         elif sys.argv[2] == "cpu":
             _worker_cpu(sys.argv[3], float(sys.argv[4]))
