@@ -219,6 +219,9 @@ class IovApp(App):
         yield self.w_follow
         yield self.w_narration
         self.w_footer = Footer()
+        # its keys in the first frame (Textual's Footer composes them only at
+        # the first bindings signal, one refresh later; it recomposes then anyway)
+        self.w_footer.set_reactive(Footer._bindings_ready, True)
         yield self.w_footer
         self.w_too_small = Static("", id="too-small")
         yield self.w_too_small
