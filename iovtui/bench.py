@@ -15,6 +15,12 @@ Five sections, each printed next to its aim:
   so imports count.
 - **cpu** — process CPU time over wall time (1.0 = one core) of the app paused,
   and running at ×1, in a fresh process each.
+- **real terminal** (when tmux exists) — each app in its own tmux server at
+  120×40, paired runs alternating with the bare app: the pane's shell stamps
+  the wall clock and execs the app; the time ends at the first
+  ``capture-pane`` (polled every 5 ms) that shows the full frame (every
+  pane's title, the stats line, the footer's keys). Then iovtui's CPU at ×1
+  there, read from outside (utime + stime in /proc/PID/stat) over wall time.
 - **memory** — peak RSS of `iovtui run` (virtio with vhost, line rate) for a
   short and a ten-times-longer run in separate processes, each reporting its
   own high-water mark (VmHWM on Linux, else ``ru_maxrss``): flat memory means
