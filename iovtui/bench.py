@@ -15,6 +15,12 @@ Five sections, each printed next to its aim:
   so imports count.
 - **cpu** — process CPU time over wall time (1.0 = one core) of the app paused,
   and running at ×1, in a fresh process each.
+- **real terminal** (when tmux exists) — each app in its own tmux server at
+  120×40, paired runs alternating with the bare app: the pane's shell stamps
+  the wall clock and execs the app; the time ends at the first
+  ``capture-pane`` (polled every 5 ms) that shows the full frame (every
+  pane's title, the stats line, the footer's keys). Then iovtui's CPU at ×1
+  there, read from outside (utime + stime in /proc/PID/stat) over wall time.
 - **memory** — peak RSS of `iovtui run` (virtio with vhost, line rate) for a
   short and a ten-times-longer run in separate processes, each reporting its
   own high-water mark (VmHWM on Linux, else ``ru_maxrss``): flat memory means
@@ -185,12 +191,13 @@ def engine(n: int, repeat: int) -> dict[str, Any]:
 # -- child processes ---------------------------------------------------------------------
 def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[str, float]:
     """Run ``python -m iovtui.bench --worker ARGS`` (or ``python ARGS`` when
-    ``args[0] == '-m'``); returns (stdout, wall seconds).  With ``first_line``
+    ``args[0]`` is ``-m`` or ``-c``); returns (stdout, wall seconds).  With ``first_line``
     the wall time ends when the first line arrives.  The child is killed if
     we are interrupted."""
-    argv = [sys.executable] + (args if args[0] == "-m" else ["-m", "iovtui.bench", "--worker", *args])
+    argv = [sys.executable] + (args if args[0] in ("-m", "-c") else ["-m", "iovtui.bench", "--worker", *args])
     env = dict(os.environ)
     env.pop("TEXTUAL", None)
+    label = " ".join(["iovtui", *args[2:]] if args[0] == "-c" else args)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                          stdin=subprocess.DEVNULL)
@@ -208,7 +215,7 @@ def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[s
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
-        raise BenchError(f"{' '.join(args)}: no answer in {timeout:g} s") from None
+        raise BenchError(f"{label}: no answer in {timeout:g} s") from None
     finally:
         if p.poll() is None:
             p.kill()
@@ -217,7 +224,7 @@ def _child(args: list[str], timeout: float, first_line: bool = False) -> tuple[s
         raise KeyboardInterrupt
     if p.returncode != 0:
         last = (err.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchError(f"{' '.join(args)} failed (status {p.returncode}): {last}")
+        raise BenchError(f"{label} failed (status {p.returncode}): {last}")
     return out, (t_line if t_line is not None else wall)
 
 
@@ -258,6 +265,137 @@ def cpu(seconds: float) -> dict[str, Any]:
             "meets_aim": paused < AIM_CPU_PAUSED and running <= AIM_CPU_RUNNING}
 
 
+# -- a real terminal: tmux at 120×40 ----------------------------------------------------
+TERM_W, TERM_H = 120, 40
+#: what must be on screen before a frame counts as full: every pane's title
+#: (or the bare app's word), the stats line and the footer's keys
+_FULL = {"iovtui": ("Guest RAM", "Descriptor ring", "VMM exit log", "IOMMU", "NIC", "exits/pkt", "q quit"),
+         "bare": ("header", "ram", "ring", "exits", "iommu", "nic", "^p palette")}
+
+
+def have_tmux() -> bool:
+    import shutil
+
+    return shutil.which("tmux") is not None and os.path.isdir("/proc/self")
+
+
+class _Tmux:
+    """A private tmux server (its own socket) with one 120×40 window running
+    ``argv``; the pane's first process writes the wall clock (ns) to a file
+    just before it execs the app, so the time counted starts at the app's
+    process start, as a shell's ``exec`` starts it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        import shlex
+        import tempfile
+
+        self.sock = f"iovtui-bench-{os.getpid()}-{time.monotonic_ns()}"
+        fd, self.stamp = tempfile.mkstemp(prefix="iovtui-bench-")
+        os.close(fd)
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (("TERM", "xterm-256color"),
+                                                           ("COLORTERM", "truecolor")))
+        inner = f"date +%s%N > {shlex.quote(self.stamp)}; exec env {env} {shlex.join(argv)}"
+        self._tmux("new-session", "-d", "-x", str(TERM_W), "-y", str(TERM_H), "-s", "b", "-c", os.getcwd(),
+                   f"sh -c {shlex.quote(inner)}")
+
+    def _tmux(self, *args: str) -> str:
+        p = subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=20)
+        if p.returncode != 0 and args[0] != "kill-server":
+            raise BenchError(f"tmux {args[0]} failed: {(p.stderr.strip() or '(no output)').splitlines()[-1]}")
+        return p.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "b")
+
+    def pid(self) -> int:
+        return int(self._tmux("display-message", "-p", "-t", "b", "#{pane_pid}").strip())
+
+    def started_ns(self) -> int:
+        for _ in range(200):
+            with open(self.stamp, encoding="ascii") as fh:
+                txt = fh.read().strip()
+            if txt:
+                return int(txt)
+            time.sleep(0.005)
+        raise BenchError("tmux: the pane never started")
+
+    def close(self) -> None:
+        self._tmux("kill-server")
+        try:
+            os.unlink(self.stamp)
+        except OSError:
+            pass
+
+
+def _app_argv(which: str) -> list[str]:
+    if which == "iovtui":
+        return [sys.executable, "-m", "iovtui", "--preset", "steady-stream", "--technique", "virtio"]
+    return [sys.executable, "-m", "iovtui.bench", "--worker", "bare-app"]
+
+
+def terminal_first_frame_once(which: str, timeout: float = 30.0) -> float:
+    """Seconds from the app's process start to the first capture of its
+    pane that shows the full frame (polled every 5 ms)."""
+    tm = _Tmux(_app_argv(which))
+    try:
+        want = _FULL[which]
+        deadline = time.monotonic() + timeout
+        while True:
+            scr = tm.screen()
+            if all(w in scr for w in want):
+                t_seen = time.time_ns()
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{which} in tmux: no full frame in {timeout:g} s")
+            time.sleep(0.005)
+        return (t_seen - tm.started_ns()) / 1e9
+    finally:
+        tm.close()
+
+
+def terminal_first_frame(runs: int) -> dict[str, Any]:
+    t: dict[str, list[float]] = {"iovtui": [], "bare": []}
+    for _ in range(runs):                     # paired, alternating
+        for which in ("bare", "iovtui"):
+            t[which].append(terminal_first_frame_once(which))
+    o, b = min(t["iovtui"]), min(t["bare"])
+    med = sorted(x / y for x, y in zip(t["iovtui"], t["bare"]))[len(t["bare"]) // 2]
+    return {"runs": runs, "size": f"{TERM_W}x{TERM_H}", "terminal": "tmux",
+            "iovtui_ms": round(o * 1000, 1), "bare_ms": round(b * 1000, 1), "ratio": round(o / b, 3),
+            "median_pair_ratio": round(med, 3),
+            "aim_ratio": AIM_FIRST_FRAME_RATIO, "meets_aim": o / b <= AIM_FIRST_FRAME_RATIO}
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+
+
+def terminal_cpu(seconds: float) -> dict[str, Any]:
+    """iovtui running at ×1 in tmux at 120×40: the process's CPU time (read
+    from /proc, from outside) over wall time, after 2 s of settling."""
+    tm = _Tmux(_app_argv("iovtui"))
+    try:
+        deadline = time.monotonic() + 30
+        while not all(w in tm.screen() for w in _FULL["iovtui"]):
+            if time.monotonic() > deadline:
+                raise BenchError("iovtui in tmux: no full frame in 30 s")
+            time.sleep(0.05)
+        pid = tm.pid()
+        time.sleep(2.0)
+        c0, w0 = _proc_cpu_s(pid), time.perf_counter()
+        time.sleep(seconds)
+        c1, w1 = _proc_cpu_s(pid), time.perf_counter()
+    finally:
+        tm.close()
+    running = 100 * (c1 - c0) / (w1 - w0)
+    return {"seconds": seconds, "size": f"{TERM_W}x{TERM_H}", "terminal": "tmux", "preset": "steady-stream",
+            "technique": "virtio", "speed": 1.0, "running_percent": round(running, 2),
+            "aim_running_percent": AIM_CPU_RUNNING, "meets_aim": running <= AIM_CPU_RUNNING}
+
+
 def memory(packets: tuple[int, int]) -> dict[str, Any]:
     runs = [rss_run(n) for n in packets]
     short, long_ = runs[0]["peak_rss_mib"], runs[-1]["peak_rss_mib"]
@@ -276,8 +414,7 @@ def rss_run(packets: int) -> dict[str, Any]:
     kernel's ru_maxrss for a child is not used on Linux because it carries
     over the parent's high-water mark from the fork/exec that started it.
     """
-    out, wall = _child(["rss", str(packets)], timeout=3600)
-    d = _json_line(out)
+    d, wall = _rss_child(packets)
     return {"packets": packets, "delivered": d["delivered"], "wall_s": round(wall, 2),
             "peak_rss_mib": round(d["peak_rss_kib"] / 1024, 1), "source": d["source"]}
 
@@ -331,6 +468,11 @@ def run(quick: bool = False, progress: Callable[[str], None] = _progress) -> dic
     res["first_frame"] = first_frame(st.frames)
     progress(f"CPU: {st.cpu_seconds:g} s paused, {st.cpu_seconds:g} s running …")
     res["cpu"] = cpu(st.cpu_seconds)
+    if have_tmux():
+        progress(f"first frame in tmux {TERM_W}×{TERM_H}: {st.frames} paired runs …")
+        res["first_frame_terminal"] = terminal_first_frame(st.frames)
+        progress(f"CPU in tmux {TERM_W}×{TERM_H}: {st.cpu_seconds:g} s running …")
+        res["cpu_terminal"] = terminal_cpu(st.cpu_seconds)
     progress(f"memory: {' and '.join(f'{n:,}' for n in st.memory_packets)} packets …")
     res["memory"] = memory(st.memory_packets)
     progress("")
@@ -375,6 +517,17 @@ def render(r: dict[str, Any]) -> str:
                f"   ({c['frames_running']} frames applied)")
     out.append(f"  {_mark(c['meets_aim'])}")
     out.append("")
+    if "first_frame_terminal" in r:
+        f, c = r["first_frame_terminal"], r["cpu_terminal"]
+        out.append(f"real terminal · tmux {f['size'].replace('x', '×')} · process start to the first capture"
+                   f" showing the full frame · best of {f['runs']} paired runs")
+        out.append(f"  {'iovtui':<14} {f['iovtui_ms']:>8,.0f} ms")
+        out.append(f"  {'bare Textual':<14} {f['bare_ms']:>8,.0f} ms")
+        out.append(f"  ratio {f['ratio']:.2f}× (median of pairs {f['median_pair_ratio']:.2f}×) · aim ≤ {f['aim_ratio']}×"
+                   f" · {_mark(f['meets_aim'])}")
+        out.append(f"  running ×1 {c['running_percent']:>7.1f} % of a core over {c['seconds']:g} s (CPU time from /proc)"
+                   f" · aim ≤ {c['aim_running_percent']:g} % · {_mark(c['meets_aim'])}")
+        out.append("")
     mm = r["memory"]
     out.append(f"memory · peak RSS of `iovtui run` ({mm['preset']}, {mm['variant']}), separate processes")
     for run_ in mm["runs"]:
@@ -497,31 +650,42 @@ def _peak_rss_kib() -> tuple[float, str]:
     return (r / 1024 if sys.platform == "darwin" else float(r)), "ru_maxrss"
 
 
-def _worker_rss(packets: int) -> None:
-    import contextlib
-    import io
+#: the child of the memory case: `iovtui run …` exactly as `python -m iovtui run …`
+#: runs it (the CLI is a program to the bench, never a module it imports),
+#: with a hook that prints the process's own peak RSS when it exits
+_RSS_CHILD = (
+    "import atexit, json, runpy, sys\n"
+    "from iovtui.bench import _peak_rss_kib\n"
+    "def report():\n"
+    "    kib, source = _peak_rss_kib()\n"
+    "    print('@peak ' + json.dumps({'peak_rss_kib': kib, 'source': source}), flush=True)\n"
+    "atexit.register(report)\n"
+    "sys.argv[0] = 'iovtui'\n"
+    "runpy.run_module('iovtui', run_name='__main__', alter_sys=True)\n"
+)
 
-    from iovtui.cli import main as cli_main
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli_main(["run", "--preset", "line-rate", "--technique", "virtio", "--set", "virtio.vhost=true",
-                       "--packets", str(packets), "--json"])
-    if rc:
-        raise SystemExit(rc)
-    kib, source = _peak_rss_kib()
-    delivered = json.loads(buf.getvalue())["packets"]["delivered"]
-    print(json.dumps({"peak_rss_kib": kib, "source": source, "delivered": delivered}), flush=True)
+def _rss_child(packets: int) -> tuple[dict, float]:
+    """(summary + peak, wall seconds) of one `iovtui run` process."""
+    out, wall = _child(["-c", _RSS_CHILD, "run", "--preset", "line-rate", "--technique", "virtio",
+                        "--set", "virtio.vhost=true", "--packets", str(packets), "--json"], timeout=3600)
+    run_out, _, peak = out.rpartition("@peak ")
+    try:
+        summary, d = json.loads(run_out), json.loads(peak)
+    except ValueError:
+        raise BenchError(f"no result in child output: {out[:200]!r}") from None
+    d["delivered"] = summary["packets"]["delivered"]
+    return d, wall
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
-        if sys.argv[2] == "first-frame":
+        if sys.argv[2] == "bare-app":
+            _bare_app_class()().run()
+        elif sys.argv[2] == "first-frame":
             _worker_first_frame(sys.argv[3])
         elif sys.argv[2] == "cpu":
             _worker_cpu(sys.argv[3], float(sys.argv[4]))
-        elif sys.argv[2] == "rss":
-            _worker_rss(int(sys.argv[3]))
         else:
             raise SystemExit(f"unknown worker {sys.argv[2]!r}")
     else:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .packet import WIRE_OVERHEAD, Packet
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .world import Simulation
+    from .protocols import SimulationApi as Simulation  # what the generator may call on the run
 
 __all__ = ["Traffic", "EXT_MAC", "EXT_IP"]
 

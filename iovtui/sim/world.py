@@ -14,6 +14,7 @@ from .engine import Engine, Resource
 from .memory import GuestMemory, RamShortage
 from .metrics import Metrics
 from .packet import WIRE_OVERHEAD, FrameFactory, Packet, parse_frame
+from .paths import available, make_technique
 from .preset import Preset, PresetError
 from .trace import Trace
 from .traffic import Traffic
@@ -29,8 +30,6 @@ HPA_STRIDE = 0x4000_0000
 class Simulation:
     def __init__(self, preset: Preset, technique: str, seed: int = 1,
                  packets: int | None = None, trace: Trace | None = None) -> None:
-        from .paths import make_technique  # late: paths import this module's types
-
         self.preset = preset
         self.seed = seed
         self.engine = Engine(seed, trace)
@@ -263,7 +262,5 @@ def _ram_message(preset: Preset, technique: str, e: RamShortage) -> str:
 def check_runnable(preset: Preset) -> None:
     """Raise PresetError if some technique cannot lay out its rings and
     buffers in a VM's RAM (what ``presets --validate`` checks)."""
-    from .paths import available
-
     for tech in available():
         Simulation(preset, tech, packets=1)

@@ -31,7 +31,7 @@ from ..sim.world import Simulation
 from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
                     StatsBar, header_text)
 from .palette import PALETTES, TEXTUAL_THEME, THEMES, Look
-from .screens import CompareScreen, HelpScreen, HexScreen, PresetScreen, QuestionScreen, TooSmallScreen, annotate_page
+from .screens.toosmall import TooSmallScreen   # the other screens load on first use
 
 __all__ = ["IovApp", "create_app", "MAX_FPS", "MIN_W", "MIN_H", "too_small"]
 
@@ -227,6 +227,9 @@ class IovApp(App):
         yield self.w_follow
         yield self.w_narration
         self.w_footer = Footer()
+        # its keys in the first frame (Textual's Footer composes them only at
+        # the first bindings signal, one refresh later; it recomposes then anyway)
+        self.w_footer.set_reactive(Footer._bindings_ready, True)
         yield self.w_footer
         self.w_too_small = Static("", id="too-small")
         yield self.w_too_small
@@ -257,6 +260,12 @@ class IovApp(App):
         self.w_ram.focus()
         self.driver.publish()
         self._apply_latest()             # the first frame is on screen at once
+        # the run starts once that frame is drawn: no slice of the model before it
+        self.call_after_refresh(self._start_run)
+
+    def _start_run(self) -> None:
+        if self._unmounted:
+            return
         if not self.start_paused:
             self.driver.resume()
         self.driver.start()
@@ -374,9 +383,10 @@ class IovApp(App):
         t = Text(" ")
         for pid in PANE_IDS:
             active = pid == self.active_pane
-            t.append(f" {PANE_NAMES[pid]} ", style="bold black on #87afd7" if active else "grey62")
+            t.append(f" {PANE_NAMES[pid]} ", style="bold black on #87afd7" if active else "#9e9e9e")
             t.append(" ")
-        t.append(" tab: next pane", style="italic grey50")
+        # (hex: Textual's style parser knows no "grey62"; it gave up on the style, slowly, every render)
+        t.append(" tab: next pane", style="italic #7f7f7f")
         self.w_tabs.update(t)
 
     # -- applying frames (≤ 30 per second) ----------------------------------------------
@@ -414,6 +424,7 @@ class IovApp(App):
             # asked while running: the run goes on once the answer is seen
             self._resume_after_question = self._was_running
             self._asking = True
+            from .screens.predict import QuestionScreen
             scr = QuestionScreen(f.question, f.score)
             self.push_screen(scr, lambda reveal, scr=scr: self._question_closed(reveal, scr.step_after))
         self._was_running = f.running
@@ -692,6 +703,7 @@ class IovApp(App):
                 items.append((name, _load_file(path).description, origin))
             except PresetError as e:
                 items.append((name, f"(invalid: {e})", origin))
+        from .screens.presets import PresetScreen
         self.push_screen(PresetScreen(items, self.preset.name), self._preset_chosen)
 
     def _preset_chosen(self, name: str | None) -> None:
@@ -728,6 +740,7 @@ class IovApp(App):
                 self.driver.resume()
 
         try:
+            from .screens.compare import CompareScreen
             screen = CompareScreen(self.preset, seed=self.seed, packets=self.packets,
                                    speed_index=self.driver.speed_index,
                                    real=self.real, real_packets=self.real_packets)
@@ -771,6 +784,7 @@ class IovApp(App):
 
     def action_help(self) -> None:
         from ..sim.paths import stage_table
+        from .screens.help import HelpScreen
         self.push_screen(HelpScreen(self.KEY_HELP, stage_table(), stage_table(tx=True)))
 
     def action_ram(self, dx: int, dy: int) -> None:
@@ -788,6 +802,7 @@ class IovApp(App):
         vm = sim.vms[pane.vm_index]
         data = vm.mem.read(gpa, 4096)
         r = vm.mem.region_at(gpa)
+        from .screens.hexview import HexScreen, annotate_page
         notes = annotate_page(sim.technique, pane.vm_index, gpa, data)
         title = f"{vm.name} page GPA 0x{gpa:x} · {r.label if r else 'free'} · escape closes"
         self.push_screen(HexScreen(title, data, gpa, notes))
@@ -811,7 +826,8 @@ class IovApp(App):
         main view everything; the compare view its own run; any other
         screen (help, hex view, presets, a question) only the look."""
         yield from super().get_system_commands(screen)
-        if isinstance(screen, CompareScreen):
+        compare = sys.modules.get("iovtui.ui.screens.compare")   # loaded if a compare view was opened
+        if compare is not None and isinstance(screen, compare.CompareScreen):
             yield SystemCommand("Compare: pause / run", "key space", screen.action_toggle_pause)
             yield SystemCommand("Compare: step one instant", "key n", screen.action_step)
             yield SystemCommand("Compare: step back", "key b", screen.action_step_back)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .base import Technique, UnknownTechnique
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..world import Simulation
+    from ..protocols import SimulationApi as Simulation
 
 __all__ = ["TECHNIQUES", "available", "make_technique", "stage_table", "Technique", "UnknownTechnique"]
 

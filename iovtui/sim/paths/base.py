@@ -11,7 +11,7 @@ from ..views import QueueInfo, RingView, TableView
 if TYPE_CHECKING:  # pragma: no cover
     from ..packet import Packet
     from ..vmm import Vm
-    from ..world import Simulation
+    from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
 __all__ = ["Technique", "UnknownTechnique", "QDISC_LEN", "BUF_STRIDE", "buffer_pools"]
 

@@ -67,7 +67,7 @@ from .base import Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
-    from ..world import Simulation
+    from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
 __all__ = ["Emulation"]
 

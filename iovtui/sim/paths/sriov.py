@@ -42,7 +42,7 @@ from .base import BUF_STRIDE, Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
-    from ..world import Simulation
+    from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
 __all__ = ["SrIov", "ROGUE_GPA", "ITR_20K", "ITR_100K", "ITR_12K", "eitr_ns"]
 

@@ -53,7 +53,7 @@ from .base import Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
-    from ..world import Simulation
+    from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
 __all__ = ["Virtio", "VirtioNic", "VHOST_NET_BATCH", "VHOST_NET_PKT_WEIGHT", "VHOST_NET_WEIGHT",
            "TX_STOP_FREE", "mergeable_min_buf_len", "mergeable_buf_len"]
