@@ -207,3 +207,28 @@ def test_a_checkpoint_copy_of_guest_ram_reads_the_same_bytes():
     for vm in s.vms:
         c = copy.deepcopy(vm.mem)
         assert c.ram[:] == vm.mem.ram[:] and c.ram[:] != bytes(vm.mem.size)
+
+
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_a_frame_can_carry_only_the_shown_vms_rings(tech):
+    """A dense host's frame need not build every VM's descriptor table: the
+    driver's ring_vms picks whose rings the Frame carries (default: all)."""
+    import asyncio
+
+    from iovtui.sim.driver import Driver
+    from iovtui.sim.preset import load_preset
+    from iovtui.sim.world import Simulation
+
+    async def frames():
+        p = load_preset("dense-host")
+        d = Driver(lambda tr: Simulation(p, tech, seed=1, trace=tr))
+        d.sim.run(max_events=3000)
+        every = d.frame()
+        d.ring_vms = {"vm30"}
+        return every, d.frame()
+
+    every, one = asyncio.run(frames())
+    assert {r.vm for r in every.rings} == {f"vm{i}" for i in range(48)}
+    assert [r.vm for r in one.rings] == ["vm30", "vm30"]
+    assert [r for r in every.rings if r.vm == "vm30"] == list(one.rings)
+    assert len(one.memory) == 48

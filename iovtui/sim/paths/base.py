@@ -209,7 +209,9 @@ class Technique:
     def queues(self) -> list[QueueInfo]:
         return []
 
-    def ring_views(self) -> list[RingView]:
+    def ring_views(self, only: "set[str] | None" = None) -> list[RingView]:
+        """Each VM's rings (``only``: just those VMs' — a dense host's frame
+        need not build 126 VMs' descriptor tables)."""
         return []
 
     def iommu_view(self) -> TableView:

@@ -621,9 +621,11 @@ class Emulation(Technique):
     def queues(self) -> list[QueueInfo]:
         return [r.queue_info(n.vm.name, "e1000-legacy") for n in self.nics for r in (n.rx, n.tx)]
 
-    def ring_views(self) -> list[RingView]:
+    def ring_views(self, only: set[str] | None = None) -> list[RingView]:
         out = []
         for n in self.nics:
+            if only is not None and n.vm.name not in only:
+                continue
             pend = [f"{r} ← {v}" for r, v in n.coalesced if r == "RDT"]
             note = "device owns RDH..RDT−1 · the driver writes RDT = next_to_use − 1"
             if pend:

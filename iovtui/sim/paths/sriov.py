@@ -588,9 +588,11 @@ class SrIov(Technique):
     def queues(self) -> list[QueueInfo]:
         return [r.queue_info(p.vm.name, KIND) for p in self.ports for r in (p.rx, p.tx)]
 
-    def ring_views(self) -> list[RingView]:
+    def ring_views(self, only: set[str] | None = None) -> list[RingView]:
         out = []
         for p in self.ports:
+            if only is not None and p.vm.name not in only:
+                continue
             itr = (f"adaptive ITR {p.eitr_ns / 1000:g} µs" if self.adaptive
                    else f"EITR fixed {p.eitr_ns / 1000:g} µs")
             note = f"{p.vf.name} {p.vf.bdf}: tail writes go straight to the VF (no exit) · {itr}"

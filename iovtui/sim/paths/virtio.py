@@ -753,9 +753,11 @@ class Virtio(Technique):
                                      q.event_idx, extra))
         return out
 
-    def ring_views(self) -> list[RingView]:
+    def ring_views(self, only: set[str] | None = None) -> list[RingView]:
         out = []
         for nic in self.nics:
+            if only is not None and nic.vm.name not in only:
+                continue
             if self.mrg_rxbuf:
                 bufs = f"mrg_rxbuf on · {nic.rx_buf_len():,} B buffers (EWMA {nic.avg_pkt_len:,} B)"
             else:
