@@ -232,3 +232,34 @@ def test_a_frame_can_carry_only_the_shown_vms_rings(tech):
     assert [r.vm for r in one.rings] == ["vm30", "vm30"]
     assert [r for r in every.rings if r.vm == "vm30"] == list(one.rings)
     assert len(one.memory) == 48
+
+
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_which_vf_questions_on_a_dense_host_offer_the_right_answer(tech):
+    """48 VMs: the predict question shows six choices; the VF (or VM) that
+    really gets the frame is one of them, never "dropped" instead."""
+    from iovtui.sim.driver import Driver
+    from iovtui.sim.preset import load_preset
+    from iovtui.sim.world import Simulation
+
+    p = load_preset("dense-host").with_options(traffic={"direction": "rx"})
+    d = Driver(lambda tr: Simulation(p, tech, seed=1, trace=tr))
+    d.set_predict(True)
+    d.ring_vms = set()                  # (no rings needed: frames stay small)
+    last = [None]                       # the newest frame (the reveal, after an answer)
+    d.subscribe(lambda f: last.__setitem__(0, f))
+    seen = []
+    for _ in range(3000):
+        d.step()
+        q = d.question
+        if q is None:
+            continue
+        r = d.answer(q.answer)
+        if q.kind == "switch":
+            got = next(e for e in last[0].events if e.msg == q.explanation[0])     # the reveal's events
+            who = got.data.get("vf") or got.vm
+            text = dict(q.choices)[q.answer]
+            assert text.startswith(who + " ") or text.startswith(who + "'s"), (text, who)
+            seen.append(who)
+        assert r.right
+    assert len(seen) >= 2 and any(w not in ("VF0.0", "VF0.1", "VF0.2", "vm0", "vm1", "vm2") for w in seen), seen
