@@ -33,7 +33,7 @@ def test_errors_name_file_key_value_and_allowed():
     e = err({"traffic": {"pattern": "bursty"}})
     assert 'traffic.pattern = "bursty"' in e and "steady | burst | poisson | pingpong" in e
     e = err({"nic": {"vfs": 65}})
-    assert "nic.vfs = 65" in e and "1..64" in e
+    assert "nic.vfs = 65" in e and "1..63" in e
     e = err({"vm": [{"name": "a", "mac": "01:00:00:00:00:01"}]})
     assert "vm[0].mac" in e and "unicast" in e
     assert "did you mean" in err({"trafic": {}})

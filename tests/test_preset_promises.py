@@ -177,10 +177,28 @@ def vlan_isolation():
         assert d["packets"]["delivered"] + d["packets"]["dropped"] == 1500
 
 
+def dense_host():
+    runs = {t: run("dense-host", t, packets=load_preset("dense-host").traffic["count"]) for t in TECHNIQUES}
+    rows = {r[0]: r[1] for r in runs["sriov"][0].technique.nic_view().rows}
+    # two PFs, each with its VFs at offset 128, stride 2: the ports' VFs interleave
+    assert (rows["PF0"], rows["PF1"], rows["VF0.0"], rows["VF1.0"], rows["VF0.23"]) == (
+        "02:00.0", "02:00.1", "02:10.0", "02:10.1", "02:15.6")
+    vm_of = {r[0]: r[7] for r in runs["sriov"][0].technique.nic_view().rows}
+    assert vm_of["VF0.0"] == "vm0" and vm_of["VF0.23"] == "vm23" and vm_of["VF1.0"] == "vm24"
+    s = runs["sriov"][1]
+    assert s["iommu"]["iotlb_misses"] > s["iommu"]["iotlb_hits"]          # 48 VFs, one 64-entry IOTLB
+    for t in ("emulation", "virtio"):
+        d = runs[t][1]
+        assert d["packets"]["delivered"] == d["packets"]["offered"]
+        assert d["throughput_gbps"] < s["throughput_gbps"] and d["latency_ns"]["p50"] > 1_000_000
+    assert s["latency_ns"]["p50"] < 100_000
+    assert runs["virtio"][1]["exits"]["per_packet"] > runs["emulation"][1]["exits"]["per_packet"]
+
+
 PROMISES = {f.__name__.replace("_", "-"): f for f in (
     steady_stream, line_rate, small_packets, bursty_web, pingpong, multi_tenant, tx_stream, vhost_on,
     event_idx_off, rogue_dma, mac_spoofing, posted_interrupts, iotlb_thrash, interrupt_moderation, vlan_isolation,
-    modern_host)}
+    modern_host, dense_host)}
 
 
 def test_every_shipped_preset_has_a_promise_check():

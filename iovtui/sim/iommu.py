@@ -40,6 +40,7 @@ line prints the faulting address with its low 12 bits clear (``dmar_fault``).
 from __future__ import annotations
 
 import struct
+from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -96,12 +97,44 @@ class DmaFault(Exception):
                 f"0x{self.addr & ~0xFFF:x} [fault reason 0x{self.reason:02x}] {FAULT_REASONS[self.reason]}")
 
 
+class _Pages(dict):
+    """HPA -> the 4 KiB page's bytes.  A last-level table that maps 512
+    consecutive pages with one permission (what mapping all of a guest's RAM
+    writes) is kept as its first entry until something needs its bytes:
+    ``lazy[hpa] = first entry``, entry k = first + k × 4 KiB.  Indexing such
+    a page builds it (the same 4,096 bytes __domain_mapping would have written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lazy: dict[int, int] = {}
+
+    def __missing__(self, hpa: int) -> bytearray:
+        first = self.lazy.pop(hpa)      # KeyError: no such page, as before
+        page = self[hpa] = bytearray(array("Q", range(first, first + 512 * PAGE, PAGE)).tobytes())
+        return page
+
+    def __deepcopy__(self, memo: dict) -> "_Pages":
+        new = _Pages()
+        memo[id(self)] = new
+        new.update((k, bytearray(v)) for k, v in self.items())
+        new.lazy = dict(self.lazy)
+        return new
+
+
 class HostTables:
     """Host-physical pages holding the remapping structures."""
 
     def __init__(self, base: int = TABLE_HPA_BASE) -> None:
-        self.pages: dict[int, bytearray] = {}
+        self.pages: _Pages = _Pages()
         self.next = base
+
+    def alloc_linear(self, first: int) -> int:
+        """A last-level table whose 512 entries map consecutive 4 KiB pages
+        from ``first`` (the HPA | permission bits of entry 0), built lazily."""
+        hpa = self.next
+        self.next += PAGE
+        self.pages.lazy[hpa] = first
+        return hpa
 
     def alloc(self) -> int:
         hpa = self.next
@@ -112,7 +145,13 @@ class HostTables:
     def read(self, hpa: int, fmt: struct.Struct = _Q):
         page = self.pages.get(hpa & ~(PAGE - 1))
         if page is None:
-            return (0,) * (len(fmt.format) - 1)
+            first = self.pages.lazy.get(hpa & ~(PAGE - 1))
+            if first is not None and fmt is _Q:      # a linear last-level table: entry k
+                return (first + ((hpa & (PAGE - 1)) >> 3) * PAGE,)
+            if first is not None:
+                page = self.pages[hpa & ~(PAGE - 1)]
+            else:
+                return (0,) * (len(fmt.format) - 1)
         return fmt.unpack_from(page, hpa & (PAGE - 1))
 
     def write_q(self, hpa: int, v: int) -> None:
@@ -185,6 +224,9 @@ class Iommu:
             if (self.superpages and not a % SUPERPAGE and not h % SUPERPAGE and size - off >= SUPERPAGE):
                 changed |= self._set_pte(d, a, (h & ~(SUPERPAGE - 1)) | perms | PTE_PS, level=2)
                 off += SUPERPAGE
+            elif not a % SUPERPAGE and not h % PAGE and size - off >= SUPERPAGE and self._new_l1(d, a, h | perms):
+                # a whole last-level table of new entries at once (the same entries, built lazily)
+                off += SUPERPAGE
             else:
                 changed |= self._set_pte(d, a, (h & ~0xFFF) | perms)
                 off += PAGE
@@ -201,6 +243,27 @@ class Iommu:
             self._set_pte(d, iova + off, 0)
         d.ranges.append((iova, 0, size, 0))
         self._flush_range(did, iova, size)
+
+    def _new_l1(self, d: Domain, iova: int, first: int) -> bool:
+        """If the level-2 entry for the 2 MiB-aligned ``iova`` is not present,
+        point it at a new last-level table mapping 512 pages from ``first``
+        and return True; else leave everything as it is and return False."""
+        table = d.pgd
+        idx = walk_indices(iova)
+        for i in idx[:2]:                         # levels 4 and 3: make the tables on the way
+            e = table + 8 * i
+            (v,) = self.mem.read(e)
+            if not v & (PTE_R | PTE_W):
+                nxt = self.mem.alloc()
+                self.mem.write_q(e, nxt | PTE_R | PTE_W)
+                v = nxt | PTE_R | PTE_W
+            table = v & _ADDR
+        e = table + 8 * idx[2]
+        (v,) = self.mem.read(e)
+        if v & (PTE_R | PTE_W):
+            return False
+        self.mem.write_q(e, self.mem.alloc_linear(first) | PTE_R | PTE_W)
+        return True
 
     def _set_pte(self, d: Domain, iova: int, value: int, level: int = 1) -> bool:
         """Write the level-``level`` entry for ``iova``; a superpage on the way

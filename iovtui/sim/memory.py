@@ -21,6 +21,23 @@ __all__ = ["GuestMemory", "Region", "RamShortage", "PAGE", "ROLES"]
 
 PAGE = 4096
 
+#: a private anonymous mapping: a page never written reads as the kernel's shared
+#: zero page and costs nothing, even when read (the RAM pane, --dump-ram, a
+#: checkpoint).  mmap's default, MAP_SHARED, is shmem: there a read of an
+#: untouched page allocates it, so dumping 126 × 16 MiB made 2 GiB resident.
+_MAP_FLAGS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", getattr(mmap, "MAP_ANON", 0))
+
+
+def _anon(size: int) -> mmap.mmap:
+    if _MAP_FLAGS and hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, size, flags=_MAP_FLAGS)
+    return mmap.mmap(-1, size)          # (Windows: a pagefile-backed mapping, also lazily committed)
+
+
+#: checkpoint copies go in chunks of this size; an all-zero chunk is skipped
+_COPY_CHUNK = 64 * 1024
+_ZERO_CHUNK = bytes(_COPY_CHUNK)
+
 #: Region roles, in the order the RAM legend lists them.
 ROLES = ("kernel", "desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf", "free")
 
@@ -65,8 +82,8 @@ class GuestMemory:
         self.name = name
         self.size = size
         self.hpa_base = hpa_base
-        #: zero-filled and lazily backed (mmap's anonymous mapping)
-        self.ram = mmap.mmap(-1, size)
+        #: zero-filled and lazily backed (a private anonymous mapping; see _anon)
+        self.ram = _anon(size)
         self.regions: list[Region] = [Region(0, min(self.FIRST_FREE, size), "kernel", "guest kernel")]
         self._brk = min(self.FIRST_FREE, size)
         #: (serial, gpa, length, who) of recent writes by a device or the VMM
@@ -99,9 +116,16 @@ class GuestMemory:
         for k, v in self.__dict__.items():
             if k != "ram":
                 new.__dict__[k] = copy.deepcopy(v, memo)
-        new.ram = mmap.mmap(-1, self.size)
+        new.ram = _anon(self.size)
         n = max(self._brk, self.high_water)
-        new.ram[:n] = self.ram[:n]
+        # chunk by chunk, skipping chunks that are all zero (most of a lightly
+        # used layout): the copy's untouched pages stay unbacked, like the original's
+        src, dst, step, zero = self.ram, new.ram, _COPY_CHUNK, _ZERO_CHUNK
+        for off in range(0, n, step):
+            end = min(off + step, n)
+            chunk = src[off:end]
+            if chunk != zero[:end - off]:
+                dst[off:end] = chunk
         return new
 
     def role_at(self, gpa: int) -> str:

@@ -196,10 +196,18 @@ _VM = {
     "spoof_check": F(_bool, None),
     "trust": F(_bool, None),
     "link_state": F(_choice("auto", "enable", "disable"), None),
+    # which NIC port (PF) the VM's VF (or, without SR-IOV, its tap's uplink) is on;
+    # absent: the next free VF, port 0's first (see _assign_ports)
+    "port": F(_int(0, 1), None),
 }
 
+#: the Intel 82599: 63 VFs per port (64 pools, one kept by the PF), two ports
+MAX_VFS_PER_PORT = 63
+MAX_PORTS = 2
+
 _NIC = {
-    "vfs": F(_int(1, 64), 4),
+    "vfs": F(_int(1, MAX_VFS_PER_PORT), 4),     # VFs per port (sriov_numvfs of each PF)
+    "ports": F(_int(1, MAX_PORTS), 1),          # PFs: port n is function n of pf_rid's device
     "spoof_check": F(_bool, True),
     "trust": F(_bool, False),
     "link_state": F(_choice("auto", "enable", "disable"), "auto"),
@@ -311,6 +319,8 @@ class VmCfg:
     spoof_check: bool
     trust: bool
     link_state: str
+    #: the NIC port (PF) this VM's VF / uplink is on
+    port: int = 0
 
 
 @dataclass
@@ -415,9 +425,11 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
     vm_tables = data.get("vm", [{}])
     if not isinstance(vm_tables, list) or not vm_tables:
         raise PresetError(f"{src}: vm must be one or more [[vm]] tables")
-    if len(vm_tables) > 64:
-        raise PresetError(f"{src}: {len(vm_tables)} [[vm]] tables; allowed 1..64")
     nic = sections["nic"]
+    limit = nic["ports"] * nic["vfs"]
+    if len(vm_tables) > MAX_PORTS * MAX_VFS_PER_PORT:
+        raise PresetError(f"{src}: {len(vm_tables)} [[vm]] tables; allowed 1..{MAX_PORTS * MAX_VFS_PER_PORT} "
+                          f"({MAX_PORTS} ports × {MAX_VFS_PER_PORT} VFs)")
     vms: list[VmCfg] = []
     for i, t in enumerate(vm_tables):
         v = _check_table(src, f"vm[{i}]", t, _VM)
@@ -430,6 +442,7 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
             spoof_check=nic["spoof_check"] if v["spoof_check"] is None else v["spoof_check"],
             trust=nic["trust"] if v["trust"] is None else v["trust"],
             link_state=nic["link_state"] if v["link_state"] is None else v["link_state"],
+            port=-1 if v["port"] is None else v["port"],
         ))
     names = [v.name for v in vms]
     for n in set(names):
@@ -439,9 +452,11 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
     for mac in set(macs):
         if macs.count(mac) > 1:
             raise PresetError(f"{src}: vm mac {_fmt(mac)} is used twice; each VM needs its own MAC")
-    if len(vms) > nic["vfs"]:
-        raise PresetError(f"{src}: nic.vfs = {nic['vfs']} but the preset has {len(vms)} VMs; "
-                          f"allowed: vfs >= number of [[vm]] tables (1..64)")
+    if len(vms) > limit:
+        raise PresetError(f"{src}: nic.ports = {nic['ports']} × nic.vfs = {nic['vfs']} gives {limit} VFs but the "
+                          f"preset has {len(vms)} VMs; allowed: ports × vfs >= number of [[vm]] tables "
+                          f"(vfs 1..{MAX_VFS_PER_PORT} per port, ports 1..{MAX_PORTS})")
+    _assign_ports(src, nic, vms)
     targets = sections["traffic"]["targets"]
     if targets != "all":
         for t in targets:
@@ -451,6 +466,45 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
     return Preset(name=top["name"], description=top["description"], technique=top["technique"],
                   source=src, vms=vms,
                   raw=data, warnings=warnings, **sections)
+
+
+def _assign_ports(src: str, nic: dict[str, Any], vms: list[VmCfg]) -> None:
+    """Each VM's NIC port: its ``port`` key, else the next free VF in order,
+    port 0's VFs first (VMs 0..vfs-1 on port 0, the rest on port 1).  A port
+    has ``nic.vfs`` VFs; the RIDs of both ports' PFs and VFs must not collide."""
+    ports, per = nic["ports"], nic["vfs"]
+    for i, v in enumerate(vms):
+        if v.port >= ports:
+            raise PresetError(f"{src}: vm[{i}].port = {v.port} is not allowed; expected a port 0..{ports - 1} "
+                              f"(nic.ports = {ports})")
+    used = [sum(1 for v in vms if v.port == p) for p in range(ports)]
+    for p in range(ports):
+        if used[p] > per:
+            raise PresetError(f"{src}: {used[p]} VMs name port {p} but it has nic.vfs = {per} VFs; "
+                              f"allowed: at most {per} VMs per port")
+    p = 0
+    for v in vms:
+        if v.port < 0:
+            while used[p] >= per:
+                p += 1
+            v.port = p
+            used[p] += 1
+    if ports > 1:
+        pf = nic["pf_rid"]
+        if int(pf[-1]) + ports - 1 > 7:
+            raise PresetError(f"{src}: nic.pf_rid = {_fmt(pf)} with nic.ports = {ports}: port {ports - 1} would be "
+                              f"function {int(pf[-1]) + ports - 1}; allowed: a pf_rid with function 0..{8 - ports}")
+        # as sim/nic.py numbers them: PF n is pf_rid + n; its VF k is PF + offset + k × stride
+        b, rest = pf.split(":")
+        d, f = rest.split(".")
+        pf0 = (int(b, 16) << 8) | (int(d, 16) << 3) | int(f)
+        rids = [r for port in range(ports) for r in
+                [pf0 + port] + [(pf0 + port + nic["first_vf_offset"] + k * nic["vf_stride"]) & 0xFFFF
+                                for k in range(per)]]
+        if len(set(rids)) < len(rids):
+            raise PresetError(f"{src}: nic.first_vf_offset = {nic['first_vf_offset']}, nic.vf_stride = "
+                              f"{nic['vf_stride']} with nic.ports = {ports}: two functions would share a RID; "
+                              f"allowed: an even vf_stride (the 82599's 2 interleaves the ports' VFs)")
 
 
 def _host_from_old_keys(src: str, data: dict[str, Any], sections: dict[str, dict]) -> list[str]:

@@ -170,12 +170,17 @@ def _switch_question(ev: TraceEvent, sim: Any, dropped: str | None) -> Question 
         unit = "VM"
     if len(ports) < 2:
         return None
+    target = None if dropped is not None else (d.get("vf") or ev.vm)
+    if len(ports) > 6:
+        # a dense host: six choices, the right one among them (in the NIC's order)
+        keep = {name for name, _t in ports if name == target}
+        keep.update([name for name, _t in ports if name != target][:6 - len(keep)])
+        ports = [p for p in ports if p[0] in keep]
     texts = [t for _n, t in ports][:6] + ["none — the frame is dropped"]
     ch = _choices(texts)
     if dropped is not None:
         ans = ch[-1][0]
     else:
-        target = d.get("vf") or ev.vm
         ans = next((ch[i][0] for i, (name, _t) in enumerate(ports[:6]) if name == target), ch[-1][0])
     tag = f" VLAN {vlan}" if vlan else ""
     return Question("switch", f"A frame for destination MAC {dst}{tag} arrives from the wire. "

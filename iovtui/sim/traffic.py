@@ -50,6 +50,12 @@ class Traffic:
         self.single_size = len(self.sizes) == 1
         self.foreign_vlan = sim.preset.faults["foreign_vlan"]
         self._intervals: dict[int, float] = {}
+        #: two NIC ports are two links: each port's targets get a stream of their own,
+        #: paced by that link alone (see _port_tick); one port keeps the single stream
+        ports = sorted({sim.vm_port[v.index] for v in self.targets})
+        self.streams = ([_Stream([v for v in self.targets if sim.vm_port[v.index] == p],
+                                 len(self.targets)) for p in ports]
+                        if len(ports) > 1 and self.pattern != "pingpong" else [])
 
     # -- helpers ------------------------------------------------------------
     def interval_ns(self, size: int) -> float:
@@ -71,6 +77,10 @@ class Traffic:
     def start(self) -> None:
         if self.count <= 0 or not self.targets:
             self.done = True
+            return
+        if self.streams:
+            for st in self.streams:
+                self.sim.engine.at(0, self._port_tick, st)
             return
         self.sim.engine.at(0, self._tick)
 
@@ -129,6 +139,38 @@ class Traffic:
         self._t += gap
         self.sim.engine.at(int(self._t), self._tick)
 
+    def _port_tick(self, st: "_Stream") -> None:
+        """One port's stream (two ports): round-robin over that port's target
+        VMs, at its share of the rate (``rate`` is the total; a port's share is
+        its share of the targets; "line" is every link at line rate), never
+        faster than its own link.  The streams share the packet count."""
+        if self.done:
+            return
+        size = self.sizes[0] if self.single_size else self.next_size()
+        vm = st.targets[st.rr % len(st.targets)]
+        st.rr += 1
+        self._offer(self._direction() if self.direction == "both" else self.direction, vm, size)
+        if self.done:
+            return
+        wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
+        if self.rate_kind == "line":
+            gap = wire
+        elif self.rate_kind == "pps":
+            gap = max(wire, 1e9 / (self.rate_val * st.share))
+        else:
+            gap = max(wire, size * 8 / (self.rate_val * st.share) * 1e9)
+        if self.pattern == "poisson":
+            # the sum of the ports' Poisson streams is one of the total rate
+            mean = self._mean_interval() if self.rate_kind == "line" else self._mean_interval() / st.share
+            gap = max(wire, self.sim.engine.rng.expovariate(1.0 / mean))
+        elif self.pattern == "burst":
+            st.in_burst += 1
+            if st.in_burst >= self.burst_size:
+                st.in_burst = 0
+                gap += self.burst_gap_ns
+        st.t += gap
+        self.sim.engine.at(int(st.t), self._port_tick, st)
+
     def _mean_interval(self) -> float:
         return self.interval_ns(int(self.mean_size))
 
@@ -152,3 +194,16 @@ class Traffic:
             t = sim.engine.now + (peer if delivered and first == "rx" else 0)
             self._t = t
             sim.engine.at(t, self._tick)
+
+
+class _Stream:
+    """The frames one NIC port's link carries (two ports: one per port)."""
+
+    __slots__ = ("targets", "share", "rr", "t", "in_burst")
+
+    def __init__(self, targets: list, total: int) -> None:
+        self.targets = targets
+        self.share = len(targets) / total
+        self.rr = 0
+        self.t = 0.0
+        self.in_burst = 0

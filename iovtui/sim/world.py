@@ -51,8 +51,12 @@ class Simulation:
             self.vms.append(vm)
         self.frames = FrameFactory()
         self.packets_target = packets if packets is not None else preset.traffic["count"]
-        #: the outbound physical link (inbound spacing is the generator's)
-        self.wire_out = Resource("wire tx")
+        #: each VM's NIC port (the preset's rule: its ``port`` key, else port 0's VFs first)
+        self.vm_port = [cfg.port for cfg in preset.vms]
+        #: each port's outbound physical link (inbound spacing is the generator's, per port too)
+        self.wire_outs = [Resource("wire tx" if p == 0 else f"wire tx (port {p})")
+                          for p in range(preset.nic.get("ports", 1))]
+        self.wire_out = self.wire_outs[0]
         self.line_bps = costs["line_rate_gbps"] * 1e9
         #: frames being serialized onto the outbound link (sent, not yet delivered)
         self.in_wire = 0
@@ -101,7 +105,7 @@ class Simulation:
         if self.link_down_at is not None and ready >= self.link_down_at:
             self.dropped(pkt, "physical link is down (no carrier)", 0)
             return ready
-        end = self.wire_out.reserve(ready, self.wire_time(pkt.size))
+        end = self.wire_outs[self.vm_port[pkt.vm]].reserve(ready, self.wire_time(pkt.size))
         self.in_wire += 1
         self.engine.at(end, self._left_wire, pkt)
         return end

@@ -133,6 +133,7 @@ class SrIov(Technique):
         self.nic_ns = int(c["nic_pkt_ns"])
         self.pcie_ns = int(c["pcie_dma_ns"])
         self.nic = Nic(self.preset.nic, self.vms)
+        self.vm_port = sim.vm_port
         io = self.preset.iommu
         self.iommu = Iommu(io["iotlb_entries"], int(c["iotlb_walk_read_ns"]), self.metrics,
                            superpages=io["superpages"])
@@ -157,7 +158,7 @@ class SrIov(Technique):
                 "posted_interrupts": h.vtd_pi, "x2apic": h.x2apic, "descriptors": KIND}
 
     def label(self) -> str:
-        first = self.nic.vfs[0].bdf if self.nic.vfs else "-"
+        first = self.nic.vm_vf[0].bdf if self.nic.vm_vf else "-"
         # how the VF's MSI-X reaches the guest: straight into its posted-interrupt
         # descriptor (VT-d PI) or through a host interrupt (vfio_msihandler → irqfd)
         pi = "VT-d posted MSI-X" if self.host.vtd_pi else "MSI-X via the host"
@@ -169,7 +170,7 @@ class SrIov(Technique):
     # -- set-up ----------------------------------------------------------------------------
     def setup(self) -> None:
         rng = self.engine.rng
-        for vm, vf in zip(self.vms, self.nic.vfs):
+        for vm, vf in zip(self.vms, self.nic.vm_vf):
             port = VfPort(self, vm, vf)
             self.ports.append(port)
             self.by_rid[vf.rid] = port
@@ -263,13 +264,14 @@ class SrIov(Technique):
 
     def receive_from_wire(self, pkt: Packet) -> None:
         now = self.engine.now
-        outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan)
+        link = self.vm_port[pkt.vm]                  # the frame came in on its VM's port
+        outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan, link)
         if not outs:
             self.sim.dropped(pkt, reason, 2)
             return
-        if outs[0] is self.nic.pf:
+        if outs[0] is self.nic.pfs[link]:
             self.sim.to_host(pkt, f"no VF owns destination MAC {pkt.dst}: the NIC's switch hands it to "
-                                  f"the PF's default pool ({self.nic.pf.bdf}, the host's own stack)", 2)
+                                  f"the PF's default pool ({outs[0].bdf}, the host's own stack)", 2)
             return
         tr = self.engine.trace
         for i, vf in enumerate(outs):
@@ -611,9 +613,9 @@ class SrIov(Technique):
     def _pf_watchdog(self, vm_name: str) -> None:
         """ixgbe_watchdog_subtask → ixgbe_spoof_check on the host: SSVPC read and cleared."""
         self.watchdog_armed = False
-        line = self.nic.spoof_check()
+        lines = self.nic.spoof_check()
         tr = self.engine.trace
-        if line and tr.on:
+        for line in lines.split("\n") if lines and tr.on else ():   # one line per port that counted
             tr.emit(self.engine.now, "fault", vm_name, 2,
                     f"host log: {line} (the PF driver's watchdog read SSVPC, every "
                     f"{self.watchdog_ns / 1e6:,g} ms)", line=line, source="PF")

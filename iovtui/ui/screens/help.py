@@ -34,6 +34,10 @@ SIMPLIFIED = (
     "is cached after its first DMA.",
     "One vCPU and one queue per VM; the e1000 is the legacy descriptor format; virtio uses split "
     "rings in the legacy contiguous layout.",
+    "Two NIC ports ([nic] ports = 2) are two links at line rate each, and each PF has its own VFs, "
+    "switch and spoof log; but the host's receive softirq and transmit path (emulation, virtio) are "
+    "one for both ports, and a frame between VMs on different ports leaves on one port's wire and is "
+    "not brought back by the outside switch.",
 )
 
 
