@@ -112,6 +112,28 @@ def test_frames_per_interface_match_the_summary(tmp_path, preset, tech):
         assert vm_out == wire_out == 0 and wire_in == 400
 
 
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_two_ports_two_wires(tmp_path, tech):
+    """dense-host (two ports): each port's link is its own wire interface, after the
+    VMs' for port 1, and a frame is on its own VM's port's wire."""
+    s, f = capture(tmp_path, "dense-host", tech, 600)
+    ifaces, recs = read(f)
+    names = [i["name"] for i in ifaces]
+    assert names[0] == "wire (enp2s0f0)" and names[-1] == "wire (enp2s0f1)"
+    assert names[1:-1] == [f"vm{i} (eth0)" for i in range(48)]
+    # the preset puts vm0..vm23 on port 0 and vm24..vm47 on port 1 (README "A dense host")
+    guest_port = {}
+    for r in recs:
+        if r["iface"].startswith("vm") and r["comment"] is None:
+            guest_port[r["id"]] = 0 if int(r["iface"][2:].split()[0]) < 24 else 1
+    wires = {r["id"]: names.index(r["iface"]) for r in recs if r["iface"].startswith("wire") and r["comment"] is None}
+    both = set(guest_port) & set(wires)
+    assert len(both) > 400
+    assert all(wires[i] == (0 if guest_port[i] == 0 else len(names) - 1) for i in both)
+    n = by_iface(recs)
+    assert n[(names[0], "inbound")] > 0 and n[(names[-1], "inbound")] > 0
+
+
 def test_the_capture_does_not_change_the_run(tmp_path):
     s, _f = capture(tmp_path, "vlan-isolation", "sriov", 300)
     plain = json.loads(run_cli("run", "--preset", "vlan-isolation", "--technique", "sriov", "--packets", "300",

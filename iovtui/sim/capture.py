@@ -4,7 +4,8 @@ capture has.  Nothing here writes a file or imports a capture library; the
 pcapng writer (``iovtui.capture``) implements :class:`CaptureSink`.
 
 A run's capture has one interface for the wire (the physical port: the PF
-under SR-IOV, the host's NIC otherwise) and one per VM (the guest's eth0).
+under SR-IOV, the host's NIC otherwise) and one per VM (the guest's eth0);
+with ``nic.ports = 2`` the second port's wire comes after the VMs'.
 The model calls the sink, when ``Simulation.capture`` is not None, at these
 points, always at the current virtual time (so timestamps never go back):
 
@@ -62,22 +63,26 @@ def interfaces(sim) -> list[CaptureInterface]:
     from .iommu import parse_rid, rid_str
 
     nic_cfg = sim.preset.nic
-    bdf = rid_str(parse_rid(nic_cfg["pf_rid"]))
-    bus, rest = bdf.split(":")
-    dev, fn = rest.split(".")
-    netdev = f"enp{int(bus, 16)}s{int(dev, 16)}f{int(fn)}"     # systemd's name for PCI bus:dev.fn
+    pf = parse_rid(nic_cfg["pf_rid"])
     speed = int(sim.line_bps)
     tech = sim.technique
-    if tech.name == "sriov":
-        wire = f"the physical port: PF {bdf} and its embedded switch (frames from and to the outside host)"
-        mac = tech.nic.pf.mac
-    else:
-        wire = f"the host's NIC {bdf} (frames from and to the outside host)"
-        mac = "02:00:00:00:02:00"
-    out = [CaptureInterface(f"wire ({netdev})", wire, mac, speed)]
+    wires = []
+    for port in range(nic_cfg.get("ports", 1)):          # PF n is function n of pf_rid
+        bdf = rid_str(pf + port)
+        bus, rest = bdf.split(":")
+        dev, fn = rest.split(".")
+        netdev = f"enp{int(bus, 16)}s{int(dev, 16)}f{int(fn)}"     # systemd's name for PCI bus:dev.fn
+        if tech.name == "sriov":
+            wire = f"the physical port: PF {bdf} and its embedded switch (frames from and to the outside host)"
+            mac = tech.nic.pfs[port].mac
+        else:
+            wire = f"the host's NIC {bdf} (frames from and to the outside host)"
+            mac = f"02:00:00:00:02:{port:02x}"
+        wires.append(CaptureInterface(f"wire ({netdev})", wire, mac, speed))
+    out = wires[:1]
     for vm in sim.vms:
         out.append(CaptureInterface(
             f"{vm.name} ({GUEST_NETDEV})",
             f"{vm.name}'s {GUEST_NETDEV} under {tech.label()}: frames as the guest reads them from its RAM "
             f"and as its driver queues them", vm.mac, speed))
-    return out
+    return out + wires[1:]          # a second port's wire after the VMs (Simulation.wire_iface)

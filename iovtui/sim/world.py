@@ -53,6 +53,9 @@ class Simulation:
         self.packets_target = packets if packets is not None else preset.traffic["count"]
         #: each VM's NIC port (the preset's rule: its ``port`` key, else port 0's VFs first)
         self.vm_port = [cfg.port for cfg in preset.vms]
+        #: each VM's port's wire interface in a capture: port 0's is interface 0,
+        #: port 1's comes after the VMs' (sim/capture.py interfaces)
+        self.wire_iface = [0 if port == 0 else len(preset.vms) + 1 for port in self.vm_port]
         #: each port's outbound physical link (inbound spacing is the generator's, per port too)
         self.wire_outs = [Resource("wire tx" if p == 0 else f"wire tx (port {p})")
                           for p in range(preset.nic.get("ports", 1))]
@@ -83,14 +86,14 @@ class Simulation:
             if self.link_down_at is not None and now >= self.link_down_at:
                 cap = self.capture
                 if cap is not None:
-                    cap.frame(now, 0, 1, pkt.frame, pkt.id)         # wire, inbound
+                    cap.frame(now, self.wire_iface[pkt.vm], 1, pkt.frame, pkt.id)   # wire, inbound
                 self.dropped(pkt, "physical link is down (no carrier)", 2)
                 return
             if tech.readdress is not None:
                 tech.readdress(pkt)
             cap = self.capture
             if cap is not None:
-                cap.frame(now, 0, 1, pkt.frame, pkt.id)             # wire, inbound
+                cap.frame(now, self.wire_iface[pkt.vm], 1, pkt.frame, pkt.id)   # wire, inbound
             tech.receive_from_wire(pkt)
         else:
             self.technique.guest_send(self.vms[pkt.vm], pkt)
@@ -114,7 +117,7 @@ class Simulation:
         self.in_wire -= 1
         cap = self.capture
         if cap is not None:
-            cap.frame(self.engine.now, 0, 2, pkt.frame, pkt.id)     # wire, outbound: its last bit left
+            cap.frame(self.engine.now, self.wire_iface[pkt.vm], 2, pkt.frame, pkt.id)  # wire, outbound: its last bit left
         self.delivered(pkt, self.engine.now)
 
     def delivered(self, pkt: Packet, t: int) -> None:
@@ -143,7 +146,7 @@ class Simulation:
         if cap is not None:
             # on the interface the frame came in by: the wire's (received) or its VM's (sent)
             rx = pkt.direction == "rx"
-            cap.frame(self.engine.now, 0 if rx else pkt.vm + 1, 1 if rx else 2, pkt.frame, pkt.id, reason)
+            cap.frame(self.engine.now, self.wire_iface[pkt.vm] if rx else pkt.vm + 1, 1 if rx else 2, pkt.frame, pkt.id, reason)
         tr = self.engine.trace
         if tr.on:
             tr.emit(self.engine.now, "drop", self.vms[pkt.vm].name, stage,
