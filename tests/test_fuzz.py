@@ -106,5 +106,6 @@ async def _fuzz(seed: int, n: int, technique: str) -> None:
 
 
 @pytest.mark.parametrize("seed,technique", [(1, "virtio"), (2, "emulation"), (3, "sriov")])
-async def test_random_keys_and_resizes_leave_the_app_alive_and_q_quits(seed, technique):
+async def test_random_keys_and_resizes_leave_the_app_alive_and_q_quits(seed, technique, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                # (w saves captures into the current directory)
     await _fuzz(seed, 700, technique)          # 2,100 events in all, about a minute on 2 cores

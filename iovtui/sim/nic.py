@@ -102,6 +102,7 @@ class Nic:
             self.vm_vf.append(f)
         self.by_mac = {f.mac: f for f in self.vfs if f.vm is not None}
         self._decisions: deque[tuple[str, int]] = deque(maxlen=6)    # (decision, times in a row)
+        self._owned_lines: dict[tuple[str, int], str] = {}
         self.spoofed_total = 0
         #: SSVPC of each port: spoofed packets since its PF driver last read it (read-to-clear)
         self.ssvpc_of = [0] * nports
@@ -153,7 +154,12 @@ class Nic:
             f.dropped += 1
             self._log(f"wire → {dst}: {f.name} link-state disable, dropped")
             return [], f"NIC switch: {f.name} link-state is disable"
-        self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: destination MAC owned by {f.name} ({f.bdf}) → {f.vm_name}")
+        key = (dst, vlan)
+        line = self._owned_lines.get(key)
+        if line is None:        # (the common case's line, made once per MAC and VLAN: this runs per frame)
+            line = self._owned_lines[key] = (f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: destination "
+                                             f"MAC owned by {f.name} ({f.bdf}) → {f.vm_name}")
+        self._log(line)
         return [f], ""
 
     def from_vf(self, vf: Function, src: str, dst: str) -> tuple[Function | None, str]:

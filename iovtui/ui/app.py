@@ -766,7 +766,7 @@ class IovApp(App):
                 self.call_from_thread(self.notify, f"Save capture failed: {e}", title="Save capture",
                                       severity="error", timeout=8)
                 return
-            self.call_from_thread(self.notify, f"{path.name}: {frames:,} frames, the run's first "
+            self.call_from_thread(self.notify, f"{path.name}\n{frames:,} frames, the run's first "
                                   f"{t / 1000:,.1f} µs ({events:,} events)", title="Capture saved", timeout=6)
 
         self.run_worker(work, thread=True, group="capture", exit_on_error=False)

@@ -269,29 +269,36 @@ class Virtio(Technique):
     def _rx_start(self, nic: VirtioNic) -> None:
         """``handle_rx`` (vhost) / ``tap_send`` (QEMU) begins: no kicks needed
         while it has buffers (``vhost_disable_notify``)."""
+        self._rx_begin(nic)
+        self._rx_work(nic)
+
+    @staticmethod
+    def _rx_begin(nic: VirtioNic) -> None:
         nic.rxq.disable_notify()
         nic.rx_run_pkts = nic.rx_run_bytes = 0
-        self._rx_work(nic)
 
     def _rx_work(self, nic: VirtioNic) -> None:
         """The backend, free at this moment, runs its receive loop up to the
-        next point the guest can observe, and goes on from there: in place if
-        nothing else is due before it (``Engine.go_on``), else scheduled."""
+        next point the guest can observe, and goes on from there."""
+        self._drive(nic, self._rx_run, self._rx_begin, self._rx_start, self._rx_work)
+
+    def _drive(self, nic: VirtioNic, run, begin, start, work) -> None:
+        """A backend loop (receive or transmit) from this moment: each
+        stretch ``run`` returns when the next starts and whether that is a new
+        run; it goes on in place if nothing else is due before it
+        (``Engine.go_on``, a new run's ``begin`` first), else it is scheduled
+        (``start`` for a new run, ``work`` to go on)."""
         eng = self.engine
-        heap = eng._heap
         while True:
-            nxt = self._rx_run(nic)
+            nxt = run(nic)
             if nxt is None:
                 return
-            t, start = nxt
-            if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
-                eng.now = t
-                eng.events_run += 1
-                if start:              # _rx_start, in place
-                    nic.rxq.disable_notify()
-                    nic.rx_run_pkts = nic.rx_run_bytes = 0
+            t, new = nxt
+            if eng.go_on(t):
+                if new:
+                    begin(nic)
                 continue
-            eng.at(t, self._rx_start if start else self._rx_work, nic)
+            eng.at(t, start if new else work, nic)
             return
 
     def _rx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
@@ -720,31 +727,19 @@ class Virtio(Technique):
     # -- transmit: the host side -----------------------------------------------------
     def _tx_start(self, nic: VirtioNic) -> None:
         """``handle_tx`` (vhost) / ``virtio_net_tx_bh`` (QEMU): no kicks while draining."""
+        self._tx_begin(nic)
+        self._tx_work(nic)
+
+    @staticmethod
+    def _tx_begin(nic: VirtioNic) -> None:
         nic.txq.disable_notify()
         nic.tx_run_pkts = nic.tx_run_bytes = 0
-        self._tx_work(nic)
 
     def _tx_work(self, nic: VirtioNic) -> None:
         """``handle_tx_copy`` / ``virtio_net_flush_tx`` from this moment up to
         the next point the guest can observe (a published batch, the run's
-        end), and on from there: in place if nothing else is due before it
-        (``Engine.go_on``), else scheduled."""
-        eng = self.engine
-        heap = eng._heap
-        while True:
-            nxt = self._tx_run(nic)
-            if nxt is None:
-                return
-            t, start = nxt
-            if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
-                eng.now = t
-                eng.events_run += 1
-                if start:              # _tx_start, in place
-                    nic.txq.disable_notify()
-                    nic.tx_run_pkts = nic.tx_run_bytes = 0
-                continue
-            eng.at(t, self._tx_start if start else self._tx_work, nic)
-            return
+        end), and on from there (``_drive``)."""
+        self._drive(nic, self._tx_run, self._tx_begin, self._tx_start, self._tx_work)
 
     def _tx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
         """One stretch of the transmit loop from now (see ``_rx_run``)."""

@@ -507,6 +507,11 @@ def real_lines(real, packets: int | None, frame: CompareFrame | None, width: int
                           *[(f"{_rate(model(col, k), per_packet):>{vw + 1}}", "") for col in cols])
         t.truncate(width)
         out.append(t)
+    if not per_packet and real_t is None:
+        hint = Text("  (the file does not say how long it covers: start with --real-packets N for exits per packet)",
+                    style=DIM)
+        hint.truncate(width)
+        out.append(hint)
     return out
 
 
