@@ -78,8 +78,7 @@ class Engine:
         Yes when that step is the one the heap would pop next (``t`` before
         every pending event) within this run's ``horizon``, and the run is not
         complete: then the clock moves to ``t`` and the step counts as an
-        event run, exactly as if it had been scheduled and popped.  (Hot
-        loops inline this test; keep them in step with it.)"""
+        event run, exactly as if it had been scheduled and popped."""
         heap = self._heap
         if t <= self.horizon and not self.halted and (not heap or t < heap[0][0]):
             self.now = t
@@ -144,11 +143,12 @@ class Engine:
         pop = heapq.heappop
         n = 0
         first = self.events_run
-        if until is not None and stop is None and max_events is None:
-            # (a loop of its own: the plain run's hot loop stays as it is)
-            self.horizon = until
+        if stop is None and max_events is None:
+            # the plain run (headless) and ``--until``: the hottest loop in the model
+            horizon = until if until is not None else 1 << 62
+            self.horizon = horizon
             try:
-                while heap and not self.halted and heap[0][0] <= until:
+                while heap and not self.halted and heap[0][0] <= horizon:
                     t, _seq, action, args = pop(heap)
                     self.now = t
                     action(*args)
@@ -156,21 +156,8 @@ class Engine:
             finally:
                 self.horizon = -1
             self.events_run += n
-            if not self.halted and until > self.now:
+            if until is not None and not self.halted and until > self.now:
                 self.now = until
-            return self.events_run - first
-        if until is None and stop is None and max_events is None:
-            # the plain run (headless): its own loop, the hottest in the model
-            self.horizon = 1 << 62
-            try:
-                while heap and not self.halted:
-                    t, _seq, action, args = pop(heap)
-                    self.now = t
-                    action(*args)
-                    n += 1
-            finally:
-                self.horizon = -1
-            self.events_run += n
             return self.events_run - first
         if until is not None:
             stop_before = stop

@@ -157,7 +157,6 @@ class Technique:
         the budget."""
         vm, rx = port.vm, port.rx
         eng = self.engine
-        heap = eng._heap
         sim = self.sim
         budget = self.budget
         refill_at_end = self.REFILL_AT_POLL_END
@@ -203,19 +202,17 @@ class Technique:
                         end = self._refill(port, end)
                         cleaned = 0
                     done += 1
-                    # the next step, in place if nothing else comes first (Engine.go_on)
-                    if end <= eng.horizon and not eng.halted and (not heap or end < heap[0][0]):
-                        eng.now = now = end
-                        eng.events_run += 1
+                    # the next step, in place if nothing else comes first
+                    if eng.go_on(end):
+                        now = end
                         continue
                     eng.at(end, self.legacy_napi, port, done, cleaned, reading)
                     return
             t = self._refill(port, now) if cleaned and refill_at_end else now
             if done >= budget:
                 # the budget is spent: the poll runs again (napi_poll's repoll)
-                if t <= eng.horizon and not eng.halted and (not heap or t < heap[0][0]):
-                    eng.now = now = t
-                    eng.events_run += 1
+                if eng.go_on(t):
+                    now = t
                     done = cleaned = 0
                     continue
                 eng.at(t, self.legacy_napi, port, 0, 0)

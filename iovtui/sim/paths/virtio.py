@@ -538,11 +538,9 @@ class Virtio(Technique):
                                     f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
                                     queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
-                    # the next step, in place if nothing else comes first (Engine.go_on)
-                    heap = eng._heap
-                    if end <= eng.horizon and not eng.halted and (not heap or end < heap[0][0]):
-                        eng.now = now = end
-                        eng.events_run += 1
+                    # the next step, in place if nothing else comes first
+                    if eng.go_on(end):
+                        now = end
                         continue
                     eng.at(end, self._napi_rx, nic, done, reading)
                     return
