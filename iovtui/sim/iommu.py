@@ -248,17 +248,7 @@ class Iommu:
         """If the level-2 entry for the 2 MiB-aligned ``iova`` is not present,
         point it at a new last-level table mapping 512 pages from ``first``
         and return True; else leave everything as it is and return False."""
-        table = d.pgd
-        idx = walk_indices(iova)
-        for i in idx[:2]:                         # levels 4 and 3: make the tables on the way
-            e = table + 8 * i
-            (v,) = self.mem.read(e)
-            if not v & (PTE_R | PTE_W):
-                nxt = self.mem.alloc()
-                self.mem.write_q(e, nxt | PTE_R | PTE_W)
-                v = nxt | PTE_R | PTE_W
-            table = v & _ADDR
-        e = table + 8 * idx[2]
+        e = self._table(d, iova, 2) + 8 * walk_indices(iova)[2]
         (v,) = self.mem.read(e)
         if v & (PTE_R | PTE_W):
             return False
@@ -266,17 +256,21 @@ class Iommu:
         return True
 
     def _set_pte(self, d: Domain, iova: int, value: int, level: int = 1) -> bool:
-        """Write the level-``level`` entry for ``iova``; a superpage on the way
-        to a 4 KiB entry is split into a table of 512 entries first.  Returns
-        whether a present entry was replaced."""
+        """Write the level-``level`` entry for ``iova``.  Returns whether a
+        present entry was replaced."""
+        e = self._table(d, iova, level) + 8 * walk_indices(iova)[4 - level]
+        (old,) = self.mem.read(e)
+        self.mem.write_q(e, value)
+        return bool(old & (PTE_R | PTE_W))
+
+    def _table(self, d: Domain, iova: int, level: int) -> int:
+        """The table that holds ``iova``'s level-``level`` entry, walking down
+        from the PGD: a missing table on the way is made; a superpage on the
+        way is split into a table of 512 entries with the same permissions."""
         table = d.pgd
-        idx = walk_indices(iova)
-        for lv, i in zip((4, 3, 2), idx[:3]):
+        for i in walk_indices(iova)[:4 - level]:
             e = table + 8 * i
             (v,) = self.mem.read(e)
-            if lv == level:
-                self.mem.write_q(e, value)
-                return bool(v & (PTE_R | PTE_W))
             if v & PTE_PS:
                 # split the 2 MiB page into 4 KiB entries with the same permissions
                 nxt = self.mem.alloc()
@@ -290,10 +284,7 @@ class Iommu:
                 self.mem.write_q(e, nxt | PTE_R | PTE_W)
                 v = nxt | PTE_R | PTE_W
             table = v & _ADDR
-        e = table + 8 * idx[3]
-        (old,) = self.mem.read(e)
-        self.mem.write_q(e, value)
-        return bool(old & (PTE_R | PTE_W))
+        return table
 
     def _flush_range(self, did: int, iova: int, size: int) -> None:
         """Page-selective IOTLB invalidation of ``[iova, iova + size)`` in domain ``did``
