@@ -341,6 +341,16 @@ def _log_rows(rows: list[tuple[int, datetime, list[int]]], keys: list[str], path
     return RealTrace(path, fmt, exits, total, seconds=secs, lines=n_lines, notes=notes)
 
 
+def _counts(vals: list[str], keys: list[str], where: str, cut_here: bool, expected: str) -> list[int]:
+    """A kvm_stat log / csv row's counts, one per banner field, or one line
+    saying what is wrong (a last line of a file that ends mid-line: cut off)."""
+    if len(vals) != len(keys) or not all(re.fullmatch(r"-?\d+", v) for v in vals):
+        if cut_here:
+            raise RealTraceError(f"{where} is cut off: {len(vals)} of {len(keys)} values")
+        raise RealTraceError(f"{where}: expected {expected}, got {len(vals)}")
+    return [int(v) for v in vals]
+
+
 def _kvm_stat_log(lines: list[str], first: int, path: str, cut: bool) -> RealTrace:
     # StdFormat: banner = each key + ' '; statline = time + ' %9d' per key; the
     # banner is printed again every 20 rows (log(), banner_repeat)
@@ -359,13 +369,8 @@ def _kvm_stat_log(lines: list[str], first: int, path: str, cut: bool) -> RealTra
             continue
         parts = ln.split()
         t = _stamp(" ".join(parts[:2]), where)
-        vals = parts[2:]
-        if len(vals) != len(keys) or not all(re.fullmatch(r"-?\d+", v) for v in vals):
-            if i == last and cut:
-                raise RealTraceError(f"{where} is cut off: {len(vals)} of {len(keys)} values")
-            raise RealTraceError(f"{where}: expected {len(keys)} counts after the time (one per field of "
-                                 f"line {first + 1}), got {len(vals)}")
-        rows.append((i + 1, t, [int(v) for v in vals]))
+        rows.append((i + 1, t, _counts(parts[2:], keys, where, i == last and cut,
+                                       f"{len(keys)} counts after the time (one per field of line {first + 1})")))
     return _log_rows(rows, keys, path, "kvm_stat-log", len(lines))
 
 
@@ -389,13 +394,8 @@ def _kvm_stat_csv(lines: list[str], first: int, path: str, cut: bool) -> RealTra
             continue
         parts = ln.split(",")
         t = _stamp(parts[0], where)
-        vals = parts[1:]
-        if len(vals) != len(keys) or not all(re.fullmatch(r"-?\d+", v) for v in vals):
-            if i == last and cut:
-                raise RealTraceError(f"{where} is cut off: {len(vals)} of {len(keys)} values")
-            raise RealTraceError(f"{where}: expected {len(keys)} comma-separated counts after the time, "
-                                 f"got {len(vals)}")
-        rows.append((i + 1, t, [int(v) for v in vals]))
+        rows.append((i + 1, t, _counts(parts[1:], keys, where, i == last and cut,
+                                       f"{len(keys)} comma-separated counts after the time")))
     return _log_rows(rows, keys, path, "kvm_stat-csv", len(lines))
 
 

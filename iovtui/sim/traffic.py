@@ -58,14 +58,15 @@ class Traffic:
                         if len(ports) > 1 and self.pattern != "pingpong" else [])
 
     # -- helpers ------------------------------------------------------------
-    def interval_ns(self, size: int) -> float:
-        """Time between two frame starts at the configured rate."""
+    def interval_ns(self, size: int, share: float = 1.0) -> float:
+        """Time between two frame starts at the configured rate (``share``:
+        a stream's share of it, as one port's of two)."""
         wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9  # the link never goes faster
         if self.rate_kind == "line":
             return wire
         if self.rate_kind == "pps":
-            return max(wire, 1e9 / self.rate_val)
-        return max(wire, size * 8 / self.rate_val * 1e9)
+            return max(wire, 1e9 / (self.rate_val * share))
+        return max(wire, size * 8 / (self.rate_val * share) * 1e9)
 
     def next_size(self) -> int:
         if len(self.sizes) == 1:
@@ -152,15 +153,10 @@ class Traffic:
         self._offer(self._direction() if self.direction == "both" else self.direction, vm, size)
         if self.done:
             return
-        wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
-        if self.rate_kind == "line":
-            gap = wire
-        elif self.rate_kind == "pps":
-            gap = max(wire, 1e9 / (self.rate_val * st.share))
-        else:
-            gap = max(wire, size * 8 / (self.rate_val * st.share) * 1e9)
+        gap = self.interval_ns(size, st.share)
         if self.pattern == "poisson":
             # the sum of the ports' Poisson streams is one of the total rate
+            wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
             mean = self._mean_interval() if self.rate_kind == "line" else self._mean_interval() / st.share
             gap = max(wire, self.sim.engine.rng.expovariate(1.0 / mean))
         elif self.pattern == "burst":
