@@ -49,3 +49,17 @@ def steady():
 
 def sim_for(preset, technique, packets=300, seed=1, trace=None):
     return Simulation(preset, technique, seed=seed, packets=packets, trace=trace)
+
+
+def listed_sim(preset_name, technique, packets, **opts):
+    """A seed-1 run of the named preset (``opts``: Preset.with_options) not yet
+    run, and the list its trace collects every event in (set-up included)."""
+    from iovtui.sim.trace import ListSink, Trace
+
+    p = load_preset(preset_name)
+    if opts:
+        p = p.with_options(**opts)
+    tr = Trace()
+    sink = ListSink()
+    tr.add_sink(sink)
+    return sim_for(p, technique, packets=packets, trace=tr), sink

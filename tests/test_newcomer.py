@@ -1,6 +1,5 @@
 """Issue 16, "What a newcomer sees": transmit has its own path, times and
 numbers agree, the narration can be read, and the small things."""
-import json
 import re
 from pathlib import Path
 
@@ -10,12 +9,13 @@ from textual.widgets._footer import FooterKey
 
 from iovtui.sim.paths import available
 from iovtui.sim.preset import load_preset
-from iovtui.sim.trace import ListSink, Trace
 from iovtui.sim.world import Simulation
 from iovtui.ui import app as app_mod
 from iovtui.ui.app import create_app
 from iovtui.ui.panes.common import fmt_t
 from iovtui.ui.panes.stats import StatsBar
+
+from conftest import listed_sim
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parent.parent / "presets").glob("*.toml"))
 
@@ -25,13 +25,8 @@ def make(preset="steady-stream", tech="virtio", paused=True, **kw):
 
 
 def trace_of(preset, tech, packets=40, events=20000, **opts):
-    p = load_preset(preset)
-    if opts:
-        p = p.with_options(**opts)
-    tr = Trace()
-    sink = ListSink()
-    tr.add_sink(sink)
-    sim = Simulation(p, tech, seed=1, packets=packets, trace=tr)
+    sim, sink = listed_sim(preset, tech, packets, **opts)
+    tr = sim.engine.trace
     setup = len(sink.events)
     clock = []                                    # the engine's clock when each later event was emitted
     tr.add_sink(lambda ev: clock.append((ev.seq, ev.t, sim.engine.now)))

@@ -5,19 +5,12 @@ import struct
 import pytest
 
 from iovtui.sim.preset import load_preset
-from iovtui.sim.trace import ListSink, Trace
 
-from conftest import run_cli, sim_for
+from conftest import listed_sim, run_cli, sim_for
 
 
 def traced(preset, packets, **opts):
-    p = load_preset(preset)
-    if opts:
-        p = p.with_options(**opts)
-    tr = Trace()
-    sink = ListSink()
-    tr.add_sink(sink)
-    s = sim_for(p, "virtio", packets=packets, trace=tr)
+    s, sink = listed_sim(preset, "virtio", packets, **opts)
     s.run()
     return s, s.summary(), [e.to_dict() for e in sink.events]
 
