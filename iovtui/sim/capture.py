@@ -67,7 +67,7 @@ def interfaces(sim) -> list[CaptureInterface]:
     speed = int(sim.line_bps)
     tech = sim.technique
     wires = []
-    for port in range(nic_cfg.get("ports", 1)):          # PF n is function n of pf_rid
+    for port in range(nic_cfg["ports"]):          # PF n is function n of pf_rid
         bdf = rid_str(pf + port)
         bus, rest = bdf.split(":")
         dev, fn = rest.split(".")
