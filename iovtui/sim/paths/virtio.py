@@ -49,6 +49,8 @@ from ..packet import Packet
 from ..views import QueueInfo, RingView
 from ..virtqueue import (VIRTIO_NET_HDR_LEN, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT,
                          VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, Virtqueue)
+from ..ringlines import CountingVirtqueue, LineCounter
+from ..virtqueue_packed import PackedVirtqueue
 from .base import Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,8 +114,19 @@ class VirtioNic:
         opts = tech.opts
         n = opts["queue_size"]
         mem = vm.mem
-        self.rxq = Virtqueue(mem, "rx", n, opts["event_idx"])
-        self.txq = Virtqueue(mem, "tx", n, opts["event_idx"])
+        if opts["ring"] == "packed":
+            self.rxq = PackedVirtqueue(mem, "rx", n, opts["event_idx"])
+            self.txq = PackedVirtqueue(mem, "tx", n, opts["event_idx"])
+            for q in (self.rxq, self.txq):      # the ring narrates its bit flips itself
+                q.trace, q.clock, q.vm = tech.engine.trace, tech.engine, vm.name
+                if opts["count_ring_lines"]:
+                    q.lines = LineCounter(tech.engine)
+        elif opts["count_ring_lines"]:
+            self.rxq = CountingVirtqueue(mem, "rx", n, opts["event_idx"], lines=LineCounter(tech.engine))
+            self.txq = CountingVirtqueue(mem, "tx", n, opts["event_idx"], lines=LineCounter(tech.engine))
+        else:
+            self.rxq = Virtqueue(mem, "rx", n, opts["event_idx"])
+            self.txq = Virtqueue(mem, "tx", n, opts["event_idx"])
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.min_buf_len = mergeable_min_buf_len(n)
         self.avg_pkt_len = 0                       # rq->mrg_avg_pkt_len (EWMA internal)
@@ -199,13 +212,25 @@ class Virtio(Technique):
         o = self.opts
         return {"vhost": o["vhost"], "backend": "vhost-net" if o["vhost"] else "qemu",
                 "event_idx": o["event_idx"], "mrg_rxbuf": o["mrg_rxbuf"], "napi_tx": True,
-                "queue_size": o["queue_size"], "notify": o["notify"], "ioeventfd": o["ioeventfd"]}
+                "queue_size": o["queue_size"], "notify": o["notify"], "ioeventfd": o["ioeventfd"],
+                "ring": o["ring"]}
+
+    def summary_extra(self) -> dict:
+        """With virtio.count_ring_lines: the distinct 64-byte lines of ring
+        memory written (sim.ringlines), per delivered packet."""
+        if not self.opts["count_ring_lines"]:
+            return {}
+        rx = sum(n.rxq.lines.count() for n in self.nics)
+        tx = sum(n.txq.lines.count() for n in self.nics)
+        per = self.metrics.per_packet
+        return {"ring_cache_lines": {"ring": self.opts["ring"], "rx": rx, "tx": tx,
+                                     "per_packet": round(per(rx + tx), 3)}}
 
     def label(self) -> str:
         o = self.opts
         backend = "vhost on" if o["vhost"] else "vhost off: QEMU userspace"
         return (f"virtio ({backend}, event idx {'on' if o['event_idx'] else 'off'}, "
-                f"mrg_rxbuf {'on' if o['mrg_rxbuf'] else 'off'})")
+                f"mrg_rxbuf {'on' if o['mrg_rxbuf'] else 'off'}" + (", packed ring)" if o["ring"] == "packed" else ")"))
 
     def host_busy_ns(self) -> int:
         return (self.host_rx.busy_ns + self.host_tx.busy_ns
@@ -232,6 +257,10 @@ class Virtio(Technique):
                 self._kick(nic, "RX", 0)
             # the backend has buffers: it stops asking for kicks until it runs dry
             nic.rxq.disable_notify()
+        if self.opts["count_ring_lines"]:      # set-up is not counted (Metrics.reset_setup)
+            for nic in self.nics:
+                nic.rxq.lines.reset()
+                nic.txq.lines.reset()
 
     def _buf_kind(self) -> str:
         return "mergeable, mrg_rxbuf on" if self.mrg_rxbuf else "small, mrg_rxbuf off"
@@ -816,6 +845,11 @@ class Virtio(Technique):
                 extra = {"hdr_len": VIRTIO_NET_HDR_LEN}
                 if q is nic.rxq:
                     extra.update(mrg_rxbuf=self.mrg_rxbuf, rx_buf_len=nic.rx_buf_len())
+                if isinstance(q, PackedVirtqueue):
+                    extra.update(driver_event_gpa=q.driver_event, device_event_gpa=q.device_event)
+                    out.append(QueueInfo(nic.vm.name, q.name, "virtio-packed", q.num, q.desc, None, None,
+                                         q.event_idx, extra))
+                    continue
                 out.append(QueueInfo(nic.vm.name, q.name, "virtio-split", q.num, q.desc, q.avail, q.used,
                                      q.event_idx, extra))
         return out
@@ -829,9 +863,13 @@ class Virtio(Technique):
                 bufs = f"mrg_rxbuf on · {nic.rx_buf_len():,} B buffers (EWMA {nic.avg_pkt_len:,} B)"
             else:
                 bufs = f"mrg_rxbuf off · {SMALL_BUF_LEN:,} B small buffers"
+            tx = f"TX NAPI · stops below {TX_STOP_FREE} free" + (" (stopped)" if nic.tx_stopped else "")
+            if isinstance(nic.rxq, PackedVirtqueue):
+                out.append(nic.rxq.view(nic.vm.name, bufs))
+                out.append(nic.txq.view(nic.vm.name, tx))
+                continue
             out.append(ring_view(nic.vm.name, nic.rxq, bufs))
-            out.append(ring_view(nic.vm.name, nic.txq,
-                                 f"TX NAPI · stops below {TX_STOP_FREE} free" + (" (stopped)" if nic.tx_stopped else "")))
+            out.append(ring_view(nic.vm.name, nic.txq, tx))
         return out
 
 
