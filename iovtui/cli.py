@@ -693,7 +693,7 @@ def compare_rows(preset, packets: int | None, seed: int, host: str = "all",
             per = sim.metrics.per_packet
             lines = d["ring_cache_lines"]
             rows[-1].update({
-                "ring": lines["ring"],
+                "ring": lines["ring"], "queue_size": d["options"]["queue_size"],
                 "kicks_per_packet": round(per(n["kicks"]), 4),
                 "interrupts_per_packet": round(per(n["device_notify"]), 4),
                 "kicks": n["kicks"], "kicks_suppressed": n["kicks_suppressed"],
@@ -704,7 +704,7 @@ def compare_rows(preset, packets: int | None, seed: int, host: str = "all",
     return rows
 
 
-RING_COLUMNS = ("variant", "ring", "host", "kicks_per_packet", "interrupts_per_packet", "ring_lines_per_packet",
+RING_COLUMNS = ("variant", "ring", "queue_size", "host", "kicks_per_packet", "interrupts_per_packet", "ring_lines_per_packet",
                 "ring_lines_rx", "ring_lines_tx", "exits_per_packet", "cpu_ns_per_packet", "throughput_gbps",
                 "delivered", "dropped")
 
@@ -721,11 +721,11 @@ def _print_ring_rows(rows: list[dict[str, Any]], fmt: str, title: str) -> None:
         w.writerows(rows)
         print(buf.getvalue(), end="")
         return
-    heads = ("variant", "host", "kicks/pkt", "irqs/pkt", "ring lines/pkt", "lines rx/tx", "exits/pkt",
+    heads = ("variant", "host", "slots", "kicks/pkt", "irqs/pkt", "ring lines/pkt", "lines rx/tx", "exits/pkt",
              "CPU µs/pkt", "Gb/s", "delivered")
 
     def cells(r):
-        return (r["variant"], HOST_SHORT[r["host"]], f"{r['kicks_per_packet']:.3f}", f"{r['interrupts_per_packet']:.3f}",
+        return (r["variant"], HOST_SHORT[r["host"]], f"{r['queue_size']:,}", f"{r['kicks_per_packet']:.3f}", f"{r['interrupts_per_packet']:.3f}",
                 f"{r['ring_lines_per_packet']:.3f}", f"{r['ring_lines_rx']:,}/{r['ring_lines_tx']:,}",
                 f"{r['exits_per_packet']:.3f}", f"{r['cpu_ns_per_packet'] / 1000:,.2f}", f"{r['throughput_gbps']:.2f}",
                 f"{r['delivered']:,}" + (f" ✗{r['dropped']:,}" if r["dropped"] else ""))

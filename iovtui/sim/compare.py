@@ -52,13 +52,19 @@ COMPARE_VARIANTS = (
 #: ``compare --virtio-rings``: the virtio variants with the split and with the packed
 #: ring, each counting the distinct 64-byte lines of ring memory it writes
 RINGS = ("split", "packed")
-RING_VARIANTS = tuple((f"{label} {ring}", tech, {"virtio": {**opts["virtio"], "ring": ring, "count_ring_lines": True}})
+RING_VARIANTS = tuple((f"{label} {ring}", tech, {"virtio": {**opts["virtio"], "ring": ring}})
                       for label, tech, opts in COMPARE_VARIANTS if tech == "virtio" for ring in RINGS)
 
 
-def ring_preset(preset: Preset, ring: str) -> Preset:
-    """``preset`` with virtio's ``ring`` and ring-line counting on (its own vhost)."""
-    return preset.with_options(virtio={"ring": ring, "count_ring_lines": True})
+def ring_preset(preset: Preset, ring: str, opts: dict | None = None) -> Preset:
+    """``preset`` with virtio's ``ring`` and ring-line counting on (and ``opts``).
+    A queue size the split ring cannot take (packed allows any) becomes the
+    power of two below it on the split side, which the queue_size shows."""
+    v = {**(opts or {}), "ring": ring, "count_ring_lines": True}
+    qs = preset.virtio["queue_size"]
+    if ring == "split" and qs & (qs - 1):
+        v["queue_size"] = 1 << (qs.bit_length() - 1)
+    return preset.with_options(virtio=v)
 
 
 #: ``compare --host``: the preset's own [host], one profile for every
@@ -82,9 +88,11 @@ def compare_cases(preset: Preset, host: str = "all", rings: bool = False) -> lis
     bases = ([preset] if host == "preset" else
              [with_host_profile(preset, h) for h in (HOST_PROFILES if host == "all" else (host,))])
     built = available()
+    if rings:
+        return [(label, tech, ring_preset(base, opts["virtio"]["ring"], opts["virtio"]))
+                for base in bases for label, tech, opts in RING_VARIANTS if tech in built]
     return [(label, tech, base.with_options(**opts) if opts else base)
-            for base in bases for label, tech, opts in (RING_VARIANTS if rings else COMPARE_VARIANTS)
-            if tech in built]
+            for base in bases for label, tech, opts in COMPARE_VARIANTS if tech in built]
 
 
 @dataclass(frozen=True)

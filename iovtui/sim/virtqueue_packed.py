@@ -544,19 +544,31 @@ class PackedVirtqueue:
         return RingView(vm, self.name, self.kind, self.num, ("slot", "id", "addr", "len", "A/U", "flags"),
                         tuple(rows), tuple(owners), tuple(marks), self.last_touched, self.desc, note)
 
-    def annotations(self) -> list[tuple[int, int, str]]:
-        """``(gpa, size, label)`` of every field of this ring, for the hex view."""
-        out = []
-        pending = self._used_pending()
-        for i in range(self.num):
-            d = self.desc + PACKED_DESC_SIZE * i
-            _a, ln, bid, fl = self.read_desc(i)
-            a = 1 if fl & _AVAIL else 0
-            u = 1 if fl & _USED else 0
-            out += [(d, 8, f"{self.name} slot {i}: addr"), (d + 8, 4, f"{self.name} slot {i}: len {ln:,}"),
-                    (d + 12, 2, f"{self.name} slot {i}: id {bid}"),
-                    (d + 14, 2, f"{self.name} slot {i}: flags AVAIL={a} USED={u} ({self.owner(i, pending)})")]
+    def annotate(self, page_gpa: int, data: bytes) -> list[tuple[int, int, str]]:
+        """What each packed descriptor and event area in this page says:
+        ``(offset in page, length, label)`` for the hex view (read from ``data``)."""
+        out: list[tuple[int, int, str]] = []
+        end = page_gpa + len(data)
+        lo = max(0, (page_gpa - self.desc) // PACKED_DESC_SIZE)
+        hi = min(self.num, -(-(end - self.desc) // PACKED_DESC_SIZE))
+        pending = None
+        for i in range(lo, hi):
+            a = self.desc + PACKED_DESC_SIZE * i
+            if not page_gpa <= a < end:
+                continue
+            if pending is None:
+                pending = self._used_pending()
+            o = a - page_gpa
+            addr, ln, bid, fl = _DESC.unpack_from(data, o)
+            av, us = (1 if fl & _AVAIL else 0), (1 if fl & _USED else 0)
+            out.append((o, 16, f"{self.name} packed desc[{i}] addr 0x{addr:x} len {ln:,} id {bid} flags 0x{fl:04x} "
+                               f"(AVAIL={av} USED={us}{' WRITE' if fl & VRING_DESC_F_WRITE else ''}: "
+                               f"{self.owner(i, pending)})"))
         for base, who in ((self.driver_event, "driver"), (self.device_event, "device")):
-            out += [(base, 2, f"{self.name} {who} event off_wrap"),
-                    (base + 2, 2, f"{self.name} {who} event flags {self.describe_event(who)}")]
+            if page_gpa <= base < end:
+                o = base - page_gpa
+                off, fl = _EVENT.unpack_from(data, o)
+                out.append((o, 2, f"{self.name} {who} event off_wrap 0x{off:04x} (slot {off & ~_WRAP}, "
+                                  f"wrap {off >> 15})"))
+                out.append((o + 2, 2, f"{self.name} {who} event flags {fl} ({EVENT_NAMES.get(fl, '?')})"))
         return out

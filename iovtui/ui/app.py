@@ -854,6 +854,8 @@ class IovApp(App):
             yield SystemCommand("Compare: slower", "key -", screen.action_slower)
             yield SystemCommand("Compare: next host profile (no APICv → APICv → APICv + VT-d PI)", "key a",
                                 screen.action_host_profile)
+            yield SystemCommand("Compare: three techniques ⇄ virtio split beside packed", "key o",
+                                screen.action_rings)
             yield SystemCommand("Close the compare view", "key esc", screen.action_close)
         if screen is self.screen_stack[0]:
             yield from self._main_commands()
