@@ -545,10 +545,17 @@ class PackedVirtqueue:
                         tuple(rows), tuple(owners), tuple(marks), self.last_touched, self.desc, note)
 
     def annotate(self, page_gpa: int, data: bytes) -> list[tuple[int, int, str]]:
-        """What each packed descriptor and event area in this page says:
+        """What each event area and packed descriptor in this page says (events first):
         ``(offset in page, length, label)`` for the hex view (read from ``data``)."""
         out: list[tuple[int, int, str]] = []
         end = page_gpa + len(data)
+        for base, who in ((self.driver_event, "driver"), (self.device_event, "device")):
+            if page_gpa <= base < end:
+                o = base - page_gpa
+                off, fl = _EVENT.unpack_from(data, o)
+                out.append((o, 2, f"{self.name} {who} event off_wrap 0x{off:04x} (slot {off & ~_WRAP}, "
+                                  f"wrap {off >> 15})"))
+                out.append((o + 2, 2, f"{self.name} {who} event flags {fl} ({EVENT_NAMES.get(fl, '?')})"))
         lo = max(0, (page_gpa - self.desc) // PACKED_DESC_SIZE)
         hi = min(self.num, -(-(end - self.desc) // PACKED_DESC_SIZE))
         pending = None
@@ -564,11 +571,4 @@ class PackedVirtqueue:
             out.append((o, 16, f"{self.name} packed desc[{i}] addr 0x{addr:x} len {ln:,} id {bid} flags 0x{fl:04x} "
                                f"(AVAIL={av} USED={us}{' WRITE' if fl & VRING_DESC_F_WRITE else ''}: "
                                f"{self.owner(i, pending)})"))
-        for base, who in ((self.driver_event, "driver"), (self.device_event, "device")):
-            if page_gpa <= base < end:
-                o = base - page_gpa
-                off, fl = _EVENT.unpack_from(data, o)
-                out.append((o, 2, f"{self.name} {who} event off_wrap 0x{off:04x} (slot {off & ~_WRAP}, "
-                                  f"wrap {off >> 15})"))
-                out.append((o + 2, 2, f"{self.name} {who} event flags {fl} ({EVENT_NAMES.get(fl, '?')})"))
         return out
