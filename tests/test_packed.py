@@ -182,8 +182,9 @@ def test_driver_event_modes_decide_interrupts():
     assert q.should_notify() is True                        # ENABLE
     q.disable_cb()
     assert struct.unpack_from("<H", q.mem.ram, q.driver_event + 2)[0] == VRING_PACKED_EVENT_FLAG_DISABLE
+    struct.pack_into("<H", q.mem.ram, q.driver_event, 1 | 1 << 15)   # an offset DESC would fire at ...
     q.push_n([(1, 1)])
-    assert q.should_notify() is False                       # DISABLE
+    assert q.should_notify() is False                       # ... but the flags say DISABLE
     q.get_buf(), q.get_buf()
     q.enable_cb_prepare()                                   # DESC at last_used = slot 2, wrap 1
     assert struct.unpack_from("<HH", q.mem.ram, q.driver_event) == (2 | 1 << 15, VRING_PACKED_EVENT_FLAG_DESC)
