@@ -116,7 +116,7 @@ class PackedVirtqueue:
         self.free_head = 0
         self.next_free = list(range(1, num + 1))   # desc_extra[id].next: the free-id list
         self.tokens: list[object | None] = [None] * num   # desc_state[id].data
-        self.id_slot: list[int] = [-1] * num    # the slot an outstanding id was made available in (views)
+        self.id_slot: list[int] = [-1] * num    # the slot each id was last made available in (views, follow)
         # -- device (host) shadows: QEMU's VirtQueue ----------------------------
         self.last_avail_idx = start
         self.last_avail_wrap_counter = 1
@@ -217,7 +217,6 @@ class PackedVirtqueue:
         length, bid = _IDLEN.unpack_from(ram, d + 8)
         token = self.tokens[bid]
         self.tokens[bid] = None
-        self.id_slot[bid] = -1
         self.next_free[bid] = self.free_head
         self.free_head = bid
         self.num_free += 1

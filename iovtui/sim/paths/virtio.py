@@ -417,14 +417,14 @@ class Virtio(Technique):
                 if tr.on:
                     tr.emit(now, "ring", vm.name, 3,
                             f"{name} {_pop_text(q, head)} (GPA 0x{gpa:x}, {buflen:,} B, WRITE)",
-                            queue="rx", desc=head, gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
+                            queue="rx", desc=_row(q, head), gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
                     if self.vhost:
                         how = (f"vhost copies frame #{pkt.id} ({size:,} B) with its 12 B virtio_net_hdr "
                                f"from the tap's socket into GPA 0x{gpa:x} (recvmsg: 1 copy)")
                     else:
                         how = (f"QEMU read()s frame #{pkt.id} ({size:,} B) from the tap into its own buffer "
                                f"(copy 1), then iov_from_buf copies header + frame into GPA 0x{gpa:x} (copy 2)")
-                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=head, gpa=gpa, bytes=nbytes,
+                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=_row(q, head), gpa=gpa, bytes=nbytes,
                             pkt=pkt.id, copies=copies)
             if len(heads) >= batch or run_pkts >= pk_weight or run_bytes >= byte_weight:
                 break
@@ -563,7 +563,7 @@ class Virtio(Technique):
                             tr.emit(now, "ring", vm.name, 6,
                                     f"{vm.name}'s NAPI poll {_take_text(q, head)} "
                                     f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
-                                    queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
+                                    queue="rx", desc=_row(q, head), gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first
                     if eng.go_on(end):
@@ -817,7 +817,7 @@ class Virtio(Technique):
                         f"{name} pops desc {head} and copies frame #{pkt.id} ({pkt.size:,} B) from GPA "
                         f"0x{gpa + VIRTIO_NET_HDR_LEN:x} to the tap ("
                         f"{'sendmsg' if self.vhost else 'writev'}: 1 copy)",
-                        queue="tx", desc=head, gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
+                        queue="tx", desc=_row(q, head), gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
             self.sim.transmit(pkt, self.host_tx.reserve(t, self.host_stack_ns))
             n += 1
             nic.tx_run_pkts += 1
@@ -874,6 +874,14 @@ def _tap_of(nic: VirtioNic) -> deque:
 
 
 # -- narration in each ring's own terms (the split ring's text unchanged) -------------
+def _row(q, head: int) -> int:
+    """The ring row a buffer is on (the follow mark): the split ring's head
+    descriptor, the packed ring's slot (its id is the driver's own)."""
+    if isinstance(q, PackedVirtqueue):
+        return q.id_slot[head]
+    return head
+
+
 def _avail_text(q) -> str:
     if isinstance(q, PackedVirtqueue):
         return f"the driver's next slot {q.next_avail_idx}, avail wrap counter {q.avail_wrap_counter}"
