@@ -125,6 +125,11 @@ class PackedVirtqueue:
         self.signalled_used = start
         self.signalled_used_valid = False
         self.dev_event_flags = VRING_PACKED_EVENT_FLAG_ENABLE
+        #: how far the device has read the flags ahead (QEMU's shadow_avail_idx / wrap counter):
+        #: ``_seen`` slots from last_avail_idx on are known available (only the device takes them back)
+        self._scan_idx = start
+        self._scan_wrap = 1
+        self._seen = 0
         #: the slot the last operation touched (for the ring view)
         self.last_touched = -1
         self._burst = ""                         # the narration of a run of add_buf calls
@@ -321,10 +326,11 @@ class PackedVirtqueue:
         return avail != (1 if flags & _USED else 0) and avail == wrap
 
     def avail_pending(self) -> int:
-        """Available descriptors from last_avail_idx on (the device reads the
-        flags slot by slot; there is no index to read)."""
-        n = 0
-        slot, wrap = self.last_avail_idx, self.last_avail_wrap_counter
+        """Available descriptors from last_avail_idx on: the device reads the
+        flags slot by slot (there is no index to read), going on from where it
+        read before (``shadow_avail_idx``: what it saw available stays so)."""
+        n = self._seen
+        slot, wrap = self._scan_idx, self._scan_wrap
         num = self.num
         while n < num and self._is_avail(slot, wrap):
             n += 1
@@ -332,6 +338,7 @@ class PackedVirtqueue:
             if slot >= num:
                 slot = 0
                 wrap ^= 1
+        self._seen, self._scan_idx, self._scan_wrap = n, slot, wrap
         return n
 
     def pop(self) -> tuple[int, int, int, int] | None:
@@ -347,6 +354,10 @@ class PackedVirtqueue:
             slot = 0
             self.last_avail_wrap_counter ^= 1
         self.last_avail_idx = slot
+        if self._seen:
+            self._seen -= 1
+        else:                                   # read past what it had seen: the cursor moves along
+            self._scan_idx, self._scan_wrap = slot, self.last_avail_wrap_counter
         self.last_touched = (slot - 1) % self.num
         return bid, addr, length, flags
 
