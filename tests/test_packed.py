@@ -438,3 +438,27 @@ def test_ring_view_and_hex_annotations():
     notes = annotate_page(s.technique, 0, ev, bytes(s.vms[0].mem.ram[ev:ev + 4096]))
     labels = [n for _o, _l, n in notes]
     assert any("driver event flags" in n for n in labels) and any("device event off_wrap" in n for n in labels)
+
+
+def test_follow_marks_the_slot_that_holds_the_frame():
+    """On the packed ring the followed frame's row is its slot (ids are the
+    driver's own and differ from slots after the first lap)."""
+    from iovtui.sim.driver import Driver
+    from iovtui.sim.packet import parse_frame
+
+    p = load_preset("packed-ring").with_options(traffic={"direction": "rx"})
+    d = Driver(lambda tr: Simulation(p, "virtio", seed=1, packets=10**9, trace=tr))
+    for _ in range(2500):                       # past the first lap of 300
+        d.step()
+    d.follow(True)
+    for _ in range(3000):
+        d.step()
+        v = d.follower.view()
+        if v.state == "delivered":
+            break
+    assert v.state == "delivered" and v.queue == "rx"
+    q = d.sim.technique.nics[0].rxq
+    addr, _ln, bid, _fl = q.read_desc(v.desc)
+    assert addr == v.gpa                         # the marked row is the slot with the frame's buffer
+    frame = parse_frame(bytes(d.sim.vms[0].mem.read(v.gpa + 12, 1514)))
+    assert frame["seq"] == v.pkt
