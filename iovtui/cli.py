@@ -171,9 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table (rich), json, csv (one column per exit reason) or markdown")
     from .sim.vmm import HOST_PROFILES      # the choices of sim.compare.HOST_CHOICES
 
-    c.add_argument("--host", choices=("all", "preset", *HOST_PROFILES), default="all",
+    c.add_argument("--virtio-rings", action="store_true",
+                   help="virtio with the split ring beside virtio with the packed ring (vhost off and on), same "
+                        "seed: kicks and interrupts per packet and the distinct 64-byte lines of ring memory "
+                        "each writes per packet (host profile: the preset's unless --host says)")
+    c.add_argument("--host", choices=("all", "preset", *HOST_PROFILES), default=None,
                    help="host profile for every technique: all (each variant under none, apicv and apicv+pi; "
-                        "the default), preset (the preset's own [host]), none (no APICv), apicv, apicv+pi "
+                        "the default; with --virtio-rings: preset), preset (the preset's own [host]), none (no APICv), apicv, apicv+pi "
                         "(APICv + VT-d posted interrupts: changes SR-IOV only); x2APIC stays the preset's")
 
     rp = sub.add_parser("replay", help="reopen the app at the run a --trace file recorded")
@@ -650,14 +654,16 @@ COMPARE_COLUMNS = ("variant", "technique", "host", "exits_per_packet", "top_exit
                    "throughput_gbps", "p50_ns", "p99_ns", "iotlb_hit_rate", "iommu_faults", "delivered", "dropped")
 
 
-def compare_rows(preset, packets: int | None, seed: int, host: str = "all") -> list[dict[str, Any]]:
-    """One row per variant (sim.compare.COMPARE_VARIANTS) under each host
-    profile ``host`` asks for (see sim.compare.compare_cases)."""
+def compare_rows(preset, packets: int | None, seed: int, host: str = "all",
+                 rings: bool = False) -> list[dict[str, Any]]:
+    """One row per variant (sim.compare.COMPARE_VARIANTS; with ``rings`` the
+    split and packed virtio variants, RING_VARIANTS) under each host profile
+    ``host`` asks for (see sim.compare.compare_cases)."""
     from .sim.compare import compare_cases
     from .sim.world import Simulation
 
     rows = []
-    for label, tech, p in compare_cases(preset, host):
+    for label, tech, p in compare_cases(preset, host, rings):
         sim = Simulation(p, tech, seed=seed, packets=packets)
         sim.run()
         d = sim.summary()
@@ -682,7 +688,79 @@ def compare_rows(preset, packets: int | None, seed: int, host: str = "all") -> l
             "iommu_faults": io["faults"],
             "delivered": d["packets"]["delivered"], "dropped": d["packets"]["dropped"],
         })
+        if rings:
+            n = d["notifications"]
+            per = sim.metrics.per_packet
+            lines = d["ring_cache_lines"]
+            rows[-1].update({
+                "ring": lines["ring"], "queue_size": d["options"]["queue_size"],
+                "kicks_per_packet": round(per(n["kicks"]), 4),
+                "interrupts_per_packet": round(per(n["device_notify"]), 4),
+                "kicks": n["kicks"], "kicks_suppressed": n["kicks_suppressed"],
+                "device_notify": n["device_notify"], "device_notify_suppressed": n["device_notify_suppressed"],
+                "ring_lines_per_packet": lines["per_packet"],
+                "ring_lines_rx": lines["rx"], "ring_lines_tx": lines["tx"],
+            })
     return rows
+
+
+RING_COLUMNS = ("variant", "ring", "queue_size", "host", "kicks_per_packet", "interrupts_per_packet", "ring_lines_per_packet",
+                "ring_lines_rx", "ring_lines_tx", "exits_per_packet", "cpu_ns_per_packet", "throughput_gbps",
+                "delivered", "dropped")
+
+
+def _print_ring_rows(rows: list[dict[str, Any]], fmt: str, title: str) -> None:
+    """compare --virtio-rings in the table, csv or markdown format."""
+    if fmt == "csv":
+        import csv
+        import io as _io
+
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RING_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        print(buf.getvalue(), end="")
+        return
+    heads = ("variant", "host", "slots", "kicks/pkt", "irqs/pkt", "ring lines/pkt", "lines rx/tx", "exits/pkt",
+             "CPU µs/pkt", "Gb/s", "delivered")
+
+    def cells(r):
+        return (r["variant"], HOST_SHORT[r["host"]], f"{r['queue_size']:,}", f"{r['kicks_per_packet']:.3f}", f"{r['interrupts_per_packet']:.3f}",
+                f"{r['ring_lines_per_packet']:.3f}", f"{r['ring_lines_rx']:,}/{r['ring_lines_tx']:,}",
+                f"{r['exits_per_packet']:.3f}", f"{r['cpu_ns_per_packet'] / 1000:,.2f}", f"{r['throughput_gbps']:.2f}",
+                f"{r['delivered']:,}" + (f" ✗{r['dropped']:,}" if r["dropped"] else ""))
+    if fmt == "markdown":
+        print(f"**{title}**\n")
+        print("| " + " | ".join(heads) + " |")
+        print("|" + "|".join(" --- " if i < 2 else " ---: " for i in range(len(heads))) + "|")
+        for r in rows:
+            print("| " + " | ".join(cells(r)) + " |")
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", pad_edge=False, box=box.SIMPLE_HEAD, padding=(0, 1),
+              collapse_padding=True)
+    for i, h in enumerate(heads):
+        t.add_column(h, justify="left" if i < 2 else "right", no_wrap=True)
+    for i, r in enumerate(rows):
+        if i and r["host"] != rows[i - 1]["host"]:
+            t.add_section()
+        t.add_row(*cells(r))
+    from rich.measure import Measurement
+
+    con = Console()
+    need = Measurement.get(con, con.options.update(width=1000), t).maximum
+    if con.width < need:   # wider than a narrow (or piped) console, as compare's own table
+        con = Console(width=need)
+    try:
+        con.print(t)
+        con.print("ring lines: the distinct 64-byte lines of ring memory written per delivered packet "
+                  "(split: descriptor table, avail and used rings; packed: the descriptor ring and the two "
+                  "event areas), one set per side (driver, device) per instant, summed", highlight=False)
+    except BrokenPipeError:
+        pass
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -693,12 +771,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     preset = _load(args.preset)
     _warn(preset)
+    host = args.host or ("preset" if args.virtio_rings else "all")
+    from .sim.paths import available
+
+    if args.virtio_rings and "virtio" not in available():
+        raise CliError("compare --virtio-rings: the virtio technique is not built in this version")
     try:
-        rows = compare_rows(preset, args.packets, args.seed, args.host)
+        rows = compare_rows(preset, args.packets, args.seed, host, args.virtio_rings)
     except PresetError as e:           # a technique cannot lay out its rings in this guest RAM
         raise CliError(str(e)) from None
     if args.format == "json":
-        print(json.dumps({"preset": preset.name, "seed": args.seed, "host": args.host, "results": rows}, indent=2))
+        print(json.dumps({"preset": preset.name, "seed": args.seed, "host": host,
+                          **({"virtio_rings": True} if args.virtio_rings else {}), "results": rows}, indent=2))
+        return 0
+    if args.virtio_rings:
+        profiles = list(dict.fromkeys(r["host_label"] for r in rows))
+        _print_ring_rows(rows, args.format, f"{preset.name} · seed {args.seed} · virtio split ⇄ packed"
+                         + (f" · {profiles[0]}" if len(profiles) == 1 else ""))
         return 0
     if args.format == "csv":
         # every exit reason any variant saw is a column of its own (0 where none)

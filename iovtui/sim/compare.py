@@ -37,7 +37,7 @@ from .vmm import HOST_PROFILES, HostProfile
 from .world import Simulation
 
 __all__ = ["CompareDriver", "CompareFrame", "CompareColumn", "COMPARE_TECHNIQUES", "COMPARE_VARIANTS",
-           "HOST_CHOICES", "compare_cases", "with_host_profile"]
+           "HOST_CHOICES", "compare_cases", "with_host_profile", "RING_VARIANTS", "ring_preset"]
 
 COMPARE_TECHNIQUES = ("emulation", "virtio", "sriov")
 
@@ -49,6 +49,24 @@ COMPARE_VARIANTS = (
     ("virtio+vhost", "virtio", {"virtio": {"vhost": True}}),
     ("sriov", "sriov", {}),
 )
+#: ``compare --virtio-rings``: the virtio variants with the split and with the packed
+#: ring, each counting the distinct 64-byte lines of ring memory it writes
+RINGS = ("split", "packed")
+RING_VARIANTS = tuple((f"{label} {ring}", tech, {"virtio": {**opts["virtio"], "ring": ring}})
+                      for label, tech, opts in COMPARE_VARIANTS if tech == "virtio" for ring in RINGS)
+
+
+def ring_preset(preset: Preset, ring: str, opts: dict | None = None) -> Preset:
+    """``preset`` with virtio's ``ring`` and ring-line counting on (and ``opts``).
+    A queue size the split ring cannot take (packed allows any) becomes the
+    power of two below it on the split side, which the queue_size shows."""
+    v = {**(opts or {}), "ring": ring, "count_ring_lines": True}
+    qs = preset.virtio["queue_size"]
+    if ring == "split" and qs & (qs - 1):
+        v["queue_size"] = 1 << (qs.bit_length() - 1)
+    return preset.with_options(virtio=v)
+
+
 #: ``compare --host``: the preset's own [host], one profile for every
 #: technique, or every variant under each of the three profiles
 HOST_CHOICES = ("all", "preset", *HOST_PROFILES)
@@ -60,9 +78,9 @@ def with_host_profile(preset: Preset, profile: str) -> Preset:
     return preset.with_options(host=dict(HOST_PROFILES[profile]))
 
 
-def compare_cases(preset: Preset, host: str = "all") -> list[tuple[str, str, Preset]]:
+def compare_cases(preset: Preset, host: str = "all", rings: bool = False) -> list[tuple[str, str, Preset]]:
     """(variant label, technique, preset) for each run ``compare`` makes, the
-    variants of one host profile together."""
+    variants of one host profile together (``rings``: RING_VARIANTS)."""
     from .paths import available
 
     if host not in HOST_CHOICES:
@@ -70,6 +88,9 @@ def compare_cases(preset: Preset, host: str = "all") -> list[tuple[str, str, Pre
     bases = ([preset] if host == "preset" else
              [with_host_profile(preset, h) for h in (HOST_PROFILES if host == "all" else (host,))])
     built = available()
+    if rings:
+        return [(label, tech, ring_preset(base, opts["virtio"]["ring"], opts["virtio"]))
+                for base in bases for label, tech, opts in RING_VARIANTS if tech in built]
     return [(label, tech, base.with_options(**opts) if opts else base)
             for base in bases for label, tech, opts in COMPARE_VARIANTS if tech in built]
 
@@ -111,10 +132,12 @@ class _Run:
     """One technique's simulation with a one-event trace sink (the narration
     line needs only the newest event; the sink keeps nothing else)."""
 
-    __slots__ = ("technique", "trace", "sink", "sim")
+    __slots__ = ("technique", "trace", "sink", "sim", "ring")
 
-    def __init__(self, preset: Preset, technique: str, seed: int, packets: int | None) -> None:
+    def __init__(self, preset: Preset, technique: str, seed: int, packets: int | None,
+                 ring: str | None = None) -> None:
         self.technique = technique
+        self.ring = ring                          # virtio-rings mode: "split" | "packed"
         self.trace = Trace()
         self.sink = RingSink(maxlen=1)
         self.trace.add_sink(self.sink)
@@ -131,7 +154,7 @@ class _Run:
         last = self.sink.events[-1] if self.sink.events else None
         return CompareColumn(
             technique=t.name,
-            label=t.label(),
+            label=t.label() if self.ring != "split" else t.label()[:-1] + ", split ring)",
             stages=tuple(t.stages),
             stage=last.stage if last is not None else 0,
             summary=sim.summary(),
@@ -155,9 +178,11 @@ class CompareDriver(Driver):
     def __init__(self, preset: Preset, seed: int = 1, packets: int | None = None,
                  techniques: tuple[str, ...] = COMPARE_TECHNIQUES,
                  speed_index: int = DEFAULT_SPEED_INDEX, max_fps: float = 30.0,
-                 max_events_per_tick: int = 30000) -> None:
+                 max_events_per_tick: int = 30000, rings: bool = False) -> None:
         from .paths import available
 
+        #: virtio with the split ring beside virtio with the packed ring (compare --virtio-rings)
+        self.rings = rings
         self.preset = preset
         self.seed = seed
         self.packets = packets
@@ -168,6 +193,8 @@ class CompareDriver(Driver):
 
     # -- the simulations -----------------------------------------------------------
     def _make_runs(self, _trace: Trace | None = None) -> list[_Run]:
+        if self.rings:
+            return [_Run(ring_preset(self.preset, r), "virtio", self.seed, self.packets, r) for r in RINGS]
         return [_Run(self.preset, t, self.seed, self.packets) for t in self.techniques]
 
     def _new(self, make_sim) -> None:  # Driver calls this from __init__ and restart

@@ -53,6 +53,15 @@ def _int(lo: int, hi: int, pow2: bool = False, mult: int = 1):
     return check
 
 
+def _queue_size(v):
+    """virtio.queue_size: 256..1024; the power of two the split ring needs is checked with virtio.ring."""
+    try:
+        return _int(256, 1024)(v)
+    except ValueError:
+        raise ValueError('an integer 256..1024, a power of two with virtio.ring = "split" '
+                         '(any size with virtio.ring = "packed")') from None
+
+
 def _float(lo: float, hi: float):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -222,8 +231,13 @@ _NIC = {
 }
 
 _VIRTIO = {
-    # QEMU's virtio-net rx_queue_size / tx_queue_size: a power of two 256..1024 (VIRTQUEUE_MAX_SIZE)
-    "queue_size": F(_int(256, 1024, pow2=True), 256),
+    # QEMU's virtio-net rx_queue_size / tx_queue_size: 256..1024 (VIRTQUEUE_MAX_SIZE); a power of
+    # two for the split ring (checked with virtio.ring below), any size for the packed ring
+    "queue_size": F(_queue_size, 256),
+    # the virtqueue format: the split ring (virtio 1.0) or the packed ring (virtio 1.1, VIRTIO_F_RING_PACKED)
+    "ring": F(_choice("split", "packed"), "split"),
+    # count the distinct 64-byte lines of ring memory written (compare --virtio-rings turns it on)
+    "count_ring_lines": F(_bool, False),
     "event_idx": F(_bool, True),
     # vhost-net (libvirt's default whenever /dev/vhost-net exists); false: QEMU's userspace virtio-net
     "vhost": F(_bool, True),
@@ -415,6 +429,11 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
     for sec in ("traffic", "host", "nic", "virtio", "emulation", "sriov", "iommu", "faults", "costs"):
         sections[sec] = _check_table(src, sec, data.get(sec, {}), SCHEMA[sec])
     warnings = _host_from_old_keys(src, data, sections)
+    vq = sections["virtio"]
+    if vq["ring"] == "split" and vq["queue_size"] & (vq["queue_size"] - 1):
+        raise PresetError(f"{src}: virtio.queue_size = {vq['queue_size']} is not allowed with virtio.ring = "
+                          f"\"split\"; expected a power of two 256..1024 (the split ring's index wraps "
+                          f"mod 2^16; virtio.ring = \"packed\" takes any size 256..1024)")
     old = sections["sriov"].pop("iotlb_entries")
     if old is not None:
         # the old key still works: [iommu] iotlb_entries, if the file names both, wins

@@ -17,7 +17,7 @@ class RingView:
 
     vm: str
     name: str                     # "rx" / "tx"
-    kind: str                     # "virtio-split" | "e1000-legacy" | "82599-adv"
+    kind: str                     # "virtio-split" | "virtio-packed" | "e1000-legacy" | "82599-adv"
     size: int
     columns: tuple[str, ...]      # e.g. ("idx", "addr", "len", "flags", "next")
     rows: tuple[tuple[str, ...], ...]
@@ -46,6 +46,8 @@ class QueueInfo:
         d = {"vm": self.vm, "name": self.name, "kind": self.kind, "size": self.size,
              "desc_gpa": self.desc_gpa, "avail_gpa": self.avail_gpa, "used_gpa": self.used_gpa,
              "event_idx": self.event_idx}
+        if self.kind == "virtio-packed":        # driver_event_gpa / device_event_gpa instead (extra)
+            del d["avail_gpa"], d["used_gpa"]
         d.update(self.extra)
         return d
 

@@ -213,7 +213,7 @@ class Simulation:
 
     def summary(self) -> dict[str, Any]:
         t = self.technique
-        return self.metrics.summary(
+        d = self.metrics.summary(
             t.name, self.preset.name, self.seed,
             options=t.options(),
             host=self.host.options(),
@@ -222,6 +222,8 @@ class Simulation:
             cpu_ns_per_packet=round(self.cpu_ns_per_packet(), 1),
             corrupt_frames=self.metrics.corrupt,
         )
+        d.update(t.summary_extra())
+        return d
 
     def cpu_ns_per_packet(self) -> float:
         busy = sum(v.vcpu.busy_ns for v in self.vms) + self.technique.host_busy_ns()

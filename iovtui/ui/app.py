@@ -84,6 +84,7 @@ class IovApp(App):
         Binding("minus", "slower", "slower", key_display="-", group=SPEED_GROUP),
         Binding("e", "toggle('event_idx')", "event idx", show=False),
         Binding("v", "toggle('vhost')", "vhost", show=False),
+        Binding("o", "toggle('ring')", "split/packed", show=False),
         Binding("a", "host_profile", "host"),
         Binding("i", "host_profile", "host", show=False),      # (was posted interrupts: now a host profile)
         Binding("r", "next_ring", "ring", show=False),
@@ -115,6 +116,8 @@ class IovApp(App):
         ("c", "compare: the three techniques on the same seeded traffic, live, side by side"),
         ("e", "virtio: event idx on/off"),
         ("v", "virtio: vhost-net on/off"),
+        ("o", "virtio: split ⇄ packed virtqueue (virtio 1.1: one descriptor ring, AVAIL/USED bits, wrap "
+              "counters, event suppression areas; restarts like 1/2/3)"),
         ("a", "host profile: no APICv → APICv → APICv + VT-d posted interrupts, for every technique "
               "(restarts the same workload; VT-d PI changes only SR-IOV; the header shows it; i does the same)"),
         ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
@@ -557,6 +560,22 @@ class IovApp(App):
                 self.notice("vhost applies to virtio (press 2)")
                 return
             self.preset = p.with_options(virtio={"vhost": not p.virtio["vhost"]})
+        elif what == "ring":
+            if self.technique != "virtio":
+                self.notice("the split / packed ring applies to virtio (press 2)")
+                return
+            ring = "packed" if p.virtio["ring"] == "split" else "split"
+            if ring == "split" and p.virtio["queue_size"] & (p.virtio["queue_size"] - 1):
+                self.notice(f"the split ring needs a power-of-two queue size (virtio.queue_size = "
+                            f"{p.virtio['queue_size']}): staying on the packed ring")
+                return
+            self.preset = p.with_options(virtio={"ring": ring})
+            self._reset_exit_log()
+            self.driver.restart(self._factory())
+            self.notice(f"virtio {ring} ring — restarted" + (
+                ": one ring of 16-byte descriptors; AVAIL/USED bits against each side's wrap counter "
+                "say whose a slot is" if ring == "packed" else ""))
+            return
         self._reset_exit_log()
         self.driver.restart(self._factory())
 
@@ -835,6 +854,8 @@ class IovApp(App):
             yield SystemCommand("Compare: slower", "key -", screen.action_slower)
             yield SystemCommand("Compare: next host profile (no APICv → APICv → APICv + VT-d PI)", "key a",
                                 screen.action_host_profile)
+            yield SystemCommand("Compare: three techniques ⇄ virtio split beside packed", "key o",
+                                screen.action_rings)
             yield SystemCommand("Close the compare view", "key esc", screen.action_close)
         if screen is self.screen_stack[0]:
             yield from self._main_commands()
@@ -859,6 +880,7 @@ class IovApp(App):
         yield SystemCommand("Slower", "key -", self.action_slower)
         yield SystemCommand("Toggle event idx (virtio)", "key e", lambda: self.action_toggle("event_idx"))
         yield SystemCommand("Toggle vhost (virtio)", "key v", lambda: self.action_toggle("vhost"))
+        yield SystemCommand("Split ⇄ packed virtqueue (virtio)", "key o", lambda: self.action_toggle("ring"))
         yield SystemCommand("Host profile: no APICv → APICv → APICv + VT-d posted interrupts", "key a",
                             self.action_host_profile)
         yield SystemCommand("Next descriptor ring", "key r", self.action_next_ring)

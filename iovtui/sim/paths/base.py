@@ -231,6 +231,10 @@ class Technique:
         """The settings that shape this run (shown in the header and JSON)."""
         return {}
 
+    def summary_extra(self) -> dict[str, Any]:
+        """Figures a technique adds to the summary (e.g. virtio's ring cache lines when counted)."""
+        return {}
+
     def label(self) -> str:
         """e.g. ``virtio (vhost off, event idx on)``."""
         return self.name

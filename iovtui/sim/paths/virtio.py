@@ -49,6 +49,8 @@ from ..packet import Packet
 from ..views import QueueInfo, RingView
 from ..virtqueue import (VIRTIO_NET_HDR_LEN, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT,
                          VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, Virtqueue)
+from ..ringlines import CountingVirtqueue, LineCounter
+from ..virtqueue_packed import PackedVirtqueue
 from .base import Technique, buffer_pools
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,8 +114,19 @@ class VirtioNic:
         opts = tech.opts
         n = opts["queue_size"]
         mem = vm.mem
-        self.rxq = Virtqueue(mem, "rx", n, opts["event_idx"])
-        self.txq = Virtqueue(mem, "tx", n, opts["event_idx"])
+        if opts["ring"] == "packed":
+            self.rxq = PackedVirtqueue(mem, "rx", n, opts["event_idx"])
+            self.txq = PackedVirtqueue(mem, "tx", n, opts["event_idx"])
+            for q in (self.rxq, self.txq):      # the ring narrates its bit flips itself
+                q.trace, q.clock, q.vm = tech.engine.trace, tech.engine, vm.name
+                if opts["count_ring_lines"]:
+                    q.lines = LineCounter(tech.engine)
+        elif opts["count_ring_lines"]:
+            self.rxq = CountingVirtqueue(mem, "rx", n, opts["event_idx"], lines=LineCounter(tech.engine))
+            self.txq = CountingVirtqueue(mem, "tx", n, opts["event_idx"], lines=LineCounter(tech.engine))
+        else:
+            self.rxq = Virtqueue(mem, "rx", n, opts["event_idx"])
+            self.txq = Virtqueue(mem, "tx", n, opts["event_idx"])
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
         self.min_buf_len = mergeable_min_buf_len(n)
         self.avg_pkt_len = 0                       # rq->mrg_avg_pkt_len (EWMA internal)
@@ -199,13 +212,25 @@ class Virtio(Technique):
         o = self.opts
         return {"vhost": o["vhost"], "backend": "vhost-net" if o["vhost"] else "qemu",
                 "event_idx": o["event_idx"], "mrg_rxbuf": o["mrg_rxbuf"], "napi_tx": True,
-                "queue_size": o["queue_size"], "notify": o["notify"], "ioeventfd": o["ioeventfd"]}
+                "queue_size": o["queue_size"], "notify": o["notify"], "ioeventfd": o["ioeventfd"],
+                "ring": o["ring"]}
+
+    def summary_extra(self) -> dict:
+        """With virtio.count_ring_lines: the distinct 64-byte lines of ring
+        memory written (sim.ringlines), per delivered packet."""
+        if not self.opts["count_ring_lines"]:
+            return {}
+        rx = sum(n.rxq.lines.count() for n in self.nics)
+        tx = sum(n.txq.lines.count() for n in self.nics)
+        per = self.metrics.per_packet
+        return {"ring_cache_lines": {"ring": self.opts["ring"], "rx": rx, "tx": tx,
+                                     "per_packet": round(per(rx + tx), 3)}}
 
     def label(self) -> str:
         o = self.opts
         backend = "vhost on" if o["vhost"] else "vhost off: QEMU userspace"
         return (f"virtio ({backend}, event idx {'on' if o['event_idx'] else 'off'}, "
-                f"mrg_rxbuf {'on' if o['mrg_rxbuf'] else 'off'})")
+                f"mrg_rxbuf {'on' if o['mrg_rxbuf'] else 'off'}" + (", packed ring)" if o["ring"] == "packed" else ")"))
 
     def host_busy_ns(self) -> int:
         return (self.host_rx.busy_ns + self.host_tx.busy_ns
@@ -226,12 +251,16 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(0, "ring", vm.name, 1,
                         f"{vm.name}'s driver posts {nic.rxq.num - nic.rxq.num_free} RX buffers of "
-                        f"{buf_len:,} B ({self._buf_kind()}, WRITE descriptors) · avail.idx = "
-                        f"{nic.rxq.avail_idx()}", queue="rx", avail_idx=nic.rxq.avail_idx(), buf_len=buf_len)
+                        f"{buf_len:,} B ({self._buf_kind()}, WRITE descriptors) · {_avail_text(nic.rxq)}",
+                        queue="rx", avail_idx=nic.rxq.avail_idx(), buf_len=buf_len)
             if nic.rxq.kick_prepare():
                 self._kick(nic, "RX", 0)
             # the backend has buffers: it stops asking for kicks until it runs dry
             nic.rxq.disable_notify()
+        if self.opts["count_ring_lines"]:      # set-up is not counted (Metrics.reset_setup)
+            for nic in self.nics:
+                nic.rxq.lines.reset()
+                nic.txq.lines.reset()
 
     def _buf_kind(self) -> str:
         return "mergeable, mrg_rxbuf on" if self.mrg_rxbuf else "small, mrg_rxbuf off"
@@ -356,8 +385,8 @@ class Virtio(Technique):
                 nic.rx_waiting_kick = True
                 if tr.on:
                     tr.emit(now, "ring", vm.name, 3,
-                            f"{name}: {vm.name}'s RX ring has no buffers (avail.idx = last_avail_idx = "
-                            f"{q.last_avail_idx}); re-enables kicks and waits", queue="rx")
+                            f"{name}: {vm.name}'s RX ring has no buffers ({_empty_text(q)}); re-enables kicks "
+                            f"and waits", queue="rx")
                 return None
             pkt = tap.popleft()[1]
             head, gpa, buflen, _flags = q.pop()
@@ -386,17 +415,16 @@ class Virtio(Technique):
                 heads.append((head, nbytes))
                 filled[gpa] = pkt
                 if tr.on:
-                    slot = (q.last_avail_idx - 1) & 0xFFFF
                     tr.emit(now, "ring", vm.name, 3,
-                            f"{name} pops avail[{slot}] → desc {head} (GPA 0x{gpa:x}, {buflen:,} B, WRITE)",
-                            queue="rx", desc=head, gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
+                            f"{name} {_pop_text(q, head)} (GPA 0x{gpa:x}, {buflen:,} B, WRITE)",
+                            queue="rx", desc=_row(q, head), gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
                     if self.vhost:
                         how = (f"vhost copies frame #{pkt.id} ({size:,} B) with its 12 B virtio_net_hdr "
                                f"from the tap's socket into GPA 0x{gpa:x} (recvmsg: 1 copy)")
                     else:
                         how = (f"QEMU read()s frame #{pkt.id} ({size:,} B) from the tap into its own buffer "
                                f"(copy 1), then iov_from_buf copies header + frame into GPA 0x{gpa:x} (copy 2)")
-                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=head, gpa=gpa, bytes=nbytes,
+                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=_row(q, head), gpa=gpa, bytes=nbytes,
                             pkt=pkt.id, copies=copies)
             if len(heads) >= batch or run_pkts >= pk_weight or run_bytes >= byte_weight:
                 break
@@ -434,8 +462,8 @@ class Virtio(Technique):
         if tr.on:
             what = f"{n} used entries" if n != 1 else "1 used entry"
             tr.emit(self.engine.now, "ring", nic.vm.name, 4,
-                    f"{self.backend_name} publishes {what} on {nic.vm.name}'s {which} ring · used.idx → "
-                    f"{q.used_idx}", queue=which, used_idx=q.used_idx, published=n, qemu_event="virtqueue_flush")
+                    f"{self.backend_name} publishes {what} on {nic.vm.name}'s {which} ring · {_used_text(q)}",
+                    queue=which, used_idx=q.used_idx, published=n, qemu_event="virtqueue_flush")
         self._notify(nic, q, which)
 
     def _notify(self, nic: VirtioNic, q: Virtqueue, which: str) -> None:
@@ -445,8 +473,7 @@ class Virtio(Technique):
         if not q.should_notify():
             m.notify_suppressed += 1
             if tr.on:
-                why = (f"used_event = {q.used_event()} not crossed" if q.event_idx
-                       else "driver set NO_INTERRUPT")
+                why = _no_irq_text(q)
                 tr.emit(self.engine.now, "irq", vm.name, 5,
                         f"{self.backend_name}: no interrupt for {which} — {why}", queue=which, notified=False)
             return
@@ -534,9 +561,9 @@ class Virtio(Technique):
                         tr = eng.trace
                         if tr.on:
                             tr.emit(now, "ring", vm.name, 6,
-                                    f"{vm.name}'s NAPI poll takes used[{(q.last_used_idx - 1) & 0xFFFF}] → desc {head} "
+                                    f"{vm.name}'s NAPI poll {_take_text(q, head)} "
                                     f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
-                                    queue="rx", desc=head, gpa=gpa, pkt=pkt.id)
+                                    queue="rx", desc=_row(q, head), gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first
                     if eng.go_on(end):
@@ -581,15 +608,14 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(now, "ring", vm.name, 1,
                     f"{vm.name}'s driver refills {added} RX buffer{'s' if added != 1 else ''} of {buf_len:,} B "
-                    f"({self._buf_kind()}) · avail.idx = {q.avail_idx_shadow}",
+                    f"({self._buf_kind()}) · {_avail_text(q)}",
                     queue="rx", added=added, buf_len=buf_len)
         if q.kick_prepare():
             t = self._kick(nic, "RX", t)
         else:
             self.metrics.kicks_suppressed += 1
             if tr.on:
-                why = (f"avail_event = {q.avail_event()} not crossed" if q.event_idx
-                       else "device set NO_NOTIFY")
+                why = _no_kick_text(q)
                 tr.emit(now, "kick", vm.name, 1, f"{vm.name} does not kick: {why}", queue="rx", kicked=False)
         return t
 
@@ -657,7 +683,7 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(now, "ring", vm.name, 1,
                     f"{vm.name}'s driver puts frame #{pkt.id} at GPA 0x{gpa:x} on the TX ring · "
-                    f"avail.idx = {q.avail_idx_shadow} · used_event = {q.used_event()}",
+                    f"{_avail_text(q)} · {_event_text(q)}",
                     queue="tx", gpa=gpa, pkt=pkt.id, avail_idx=q.avail_idx_shadow,
                     used_event=q.used_event(), last_used=q.last_used_idx)
         if q.num_free < TX_STOP_FREE:
@@ -671,8 +697,7 @@ class Virtio(Technique):
         else:
             self.metrics.kicks_suppressed += 1
             if tr.on:
-                why = (f"avail_event = {q.avail_event()} not crossed" if q.event_idx
-                       else "device set NO_NOTIFY")
+                why = _no_kick_text(q)
                 tr.emit(now, "kick", vm.name, 2, f"{vm.name} does not kick: {why}", queue="tx", kicked=False)
         self._qdisc_run(nic)
 
@@ -792,7 +817,7 @@ class Virtio(Technique):
                         f"{name} pops desc {head} and copies frame #{pkt.id} ({pkt.size:,} B) from GPA "
                         f"0x{gpa + VIRTIO_NET_HDR_LEN:x} to the tap ("
                         f"{'sendmsg' if self.vhost else 'writev'}: 1 copy)",
-                        queue="tx", desc=head, gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
+                        queue="tx", desc=_row(q, head), gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
             self.sim.transmit(pkt, self.host_tx.reserve(t, self.host_stack_ns))
             n += 1
             nic.tx_run_pkts += 1
@@ -816,6 +841,11 @@ class Virtio(Technique):
                 extra = {"hdr_len": VIRTIO_NET_HDR_LEN}
                 if q is nic.rxq:
                     extra.update(mrg_rxbuf=self.mrg_rxbuf, rx_buf_len=nic.rx_buf_len())
+                if isinstance(q, PackedVirtqueue):
+                    extra.update(driver_event_gpa=q.driver_event, device_event_gpa=q.device_event)
+                    out.append(QueueInfo(nic.vm.name, q.name, "virtio-packed", q.num, q.desc, None, None,
+                                         q.event_idx, extra))
+                    continue
                 out.append(QueueInfo(nic.vm.name, q.name, "virtio-split", q.num, q.desc, q.avail, q.used,
                                      q.event_idx, extra))
         return out
@@ -829,14 +859,82 @@ class Virtio(Technique):
                 bufs = f"mrg_rxbuf on · {nic.rx_buf_len():,} B buffers (EWMA {nic.avg_pkt_len:,} B)"
             else:
                 bufs = f"mrg_rxbuf off · {SMALL_BUF_LEN:,} B small buffers"
+            tx = f"TX NAPI · stops below {TX_STOP_FREE} free" + (" (stopped)" if nic.tx_stopped else "")
+            if isinstance(nic.rxq, PackedVirtqueue):
+                out.append(nic.rxq.view(nic.vm.name, bufs))
+                out.append(nic.txq.view(nic.vm.name, tx))
+                continue
             out.append(ring_view(nic.vm.name, nic.rxq, bufs))
-            out.append(ring_view(nic.vm.name, nic.txq,
-                                 f"TX NAPI · stops below {TX_STOP_FREE} free" + (" (stopped)" if nic.tx_stopped else "")))
+            out.append(ring_view(nic.vm.name, nic.txq, tx))
         return out
 
 
 def _tap_of(nic: VirtioNic) -> deque:
     return nic.tap
+
+
+# -- narration in each ring's own terms (the split ring's text unchanged) -------------
+def _row(q, head: int) -> int:
+    """The ring row a buffer is on (the follow mark): the split ring's head
+    descriptor, the packed ring's slot (its id is the driver's own)."""
+    if isinstance(q, PackedVirtqueue):
+        return q.id_slot[head]
+    return head
+
+
+def _avail_text(q) -> str:
+    if isinstance(q, PackedVirtqueue):
+        return f"the driver's next slot {q.next_avail_idx}, avail wrap counter {q.avail_wrap_counter}"
+    return f"avail.idx = {q.avail_idx_shadow}"
+
+
+def _event_text(q) -> str:
+    if isinstance(q, PackedVirtqueue):
+        return f"driver event {q.describe_event('driver')}"
+    return f"used_event = {q.used_event()}"
+
+
+def _empty_text(q) -> str:
+    if isinstance(q, PackedVirtqueue):
+        return (f"slot {q.last_avail_idx} is not available: its AVAIL bit is not the device's wrap counter "
+                f"{q.last_avail_wrap_counter}, or AVAIL = USED")
+    return f"avail.idx = last_avail_idx = {q.last_avail_idx}"
+
+
+def _pop_text(q, head: int) -> str:
+    if isinstance(q, PackedVirtqueue):
+        slot = (q.last_avail_idx - 1) % q.num
+        w = q.last_avail_wrap_counter if q.last_avail_idx else q.last_avail_wrap_counter ^ 1
+        return f"reads slot {slot} (AVAIL = {w} = its wrap counter, USED = {1 - w}: available) → id {head}"
+    return f"pops avail[{(q.last_avail_idx - 1) & 0xFFFF}] → desc {head}"
+
+
+def _take_text(q, head: int) -> str:
+    if isinstance(q, PackedVirtqueue):
+        slot = (q.last_used - 1) % q.num
+        w = q.used_wrap_counter if q.last_used else q.used_wrap_counter ^ 1
+        return f"takes slot {slot} (AVAIL = USED = {w}, its used wrap counter: used) → id {head}"
+    return f"takes used[{(q.last_used_idx - 1) & 0xFFFF}] → desc {head}"
+
+
+def _used_text(q) -> str:
+    if isinstance(q, PackedVirtqueue):
+        return f"the device's next used slot → {q.used_idx} (used wrap counter {q.dev_used_wrap_counter})"
+    return f"used.idx → {q.used_idx}"
+
+
+def _no_kick_text(q) -> str:
+    if isinstance(q, PackedVirtqueue):
+        return f"device event {q.describe_event('device')}" + (
+            " not reached" if q.device_event_raw()[1] == 2 else " (no kicks)")
+    return f"avail_event = {q.avail_event()} not crossed" if q.event_idx else "device set NO_NOTIFY"
+
+
+def _no_irq_text(q) -> str:
+    if isinstance(q, PackedVirtqueue):
+        return f"driver event {q.describe_event('driver')}" + (
+            " not reached" if q.driver_event_raw()[1] == 2 else " (no interrupts)")
+    return f"used_event = {q.used_event()} not crossed" if q.event_idx else "driver set NO_INTERRUPT"
 
 
 def _flags(f: int) -> str:

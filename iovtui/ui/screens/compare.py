@@ -78,6 +78,8 @@ COMPARE_KEYS = [
     ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
     ("a", "host profile for all three: no APICv → APICv → APICv + VT-d posted interrupts (restarts them; "
           "the main view keeps its own)"),
+    ("o", "the three techniques ⇄ virtio with the split ring beside virtio with the packed ring, same seed, "
+          "with the distinct 64-byte lines of ring memory each writes per packet (iovtui compare --virtio-rings)"),
     ("escape / c", "back to the main view (it resumes as it was)"),
     ("?", "this help"),
     ("q", "quit"),
@@ -262,6 +264,12 @@ def counter_rows(col: CompareColumn, width: int, level: dict, top_epp: float) ->
         rows.append(_pair("latency p50", fmt_t(lat["p50"]), width))
         rows.append(_pair("latency p99", fmt_t(lat["p99"]), width))
         rows.append(_pair("CPU/packet", fmt_t(int(s.get("cpu_ns_per_packet", 0))), width))
+    lines = s.get("ring_cache_lines")
+    if lines is not None:               # compare's virtio-rings mode (o)
+        n = s["notifications"]
+        d = pk["delivered"] or 1
+        rows.append(_pair("ring lines/packet", f"{lines['per_packet']:.2f}", width, Style(color=color, bold=True)))
+        rows.append(_pair("kicks/irqs per pkt", f"{n['kicks'] / d:.3f}/{n['device_notify'] / d:.3f}", width))
     looked = io["iotlb_hits"] + io["iotlb_misses"]
     if col.technique == "sriov" and looked:
         hit = f"{100 * io['iotlb_hits'] / looked:.1f} %"
@@ -561,6 +569,7 @@ class CompareScreen(SteadyResize, Screen):
         Binding("plus,equals_sign", "faster", "faster", key_display="+", group=SPEED_GROUP),
         Binding("minus", "slower", "slower", key_display="-", group=SPEED_GROUP),
         Binding("a,i", "host_profile", "host", key_display="a"),
+        Binding("o", "rings", "split/packed", show=False),
         Binding("escape", "close", "back", key_display="esc"),
         Binding("c", "close", "close", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
@@ -677,6 +686,22 @@ class CompareScreen(SteadyResize, Screen):
         d.preset = d.preset.with_options(host=dict(HOST_PROFILES[names[(names.index(now) + 1) % len(names)]]))
         d.restart()
         self.notify(f"{HostProfile.from_preset(d.preset.host).label()}: the three runs restarted", timeout=3)
+
+    def action_rings(self) -> None:
+        """The three techniques ⇄ virtio split beside virtio packed (same seed, preset, host)."""
+        from ...sim.preset import PresetError
+
+        d = self.driver
+        d.rings = not d.rings
+        try:
+            d.restart()
+        except PresetError as e:         # e.g. a packed preset's queue size the split ring cannot take
+            d.rings = not d.rings
+            d.restart()
+            self.notify(f"virtio split ⇄ packed cannot run this preset: {e}", timeout=5)
+            return
+        self.notify("virtio: split ring ⇄ packed ring, with the ring lines each writes per packet" if d.rings
+                    else "the three techniques again", timeout=3)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(COMPARE_KEYS))

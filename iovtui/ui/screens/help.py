@@ -33,7 +33,12 @@ SIMPLIFIED = (
     "where the IOMMU allows), so the IOTLB misses once per page of buffers; a device's context entry "
     "is cached after its first DMA.",
     "One vCPU and one queue per VM; the e1000 is the legacy descriptor format; virtio uses split "
-    "rings in the legacy contiguous layout.",
+    "rings in the legacy contiguous layout, or (o) the packed ring.",
+    "The packed ring (o): one descriptor per buffer and devices that complete in order, as on the split "
+    "ring; upstream vhost-net has no packed ring, so with vhost on the model runs vhost's batching with "
+    "QEMU's packed rules (as a vhost-user backend would); any queue size 256..1024 is taken for packed "
+    "(QEMU's virtio-net asks a power of two). Ring cache lines count the distinct 64-byte lines written, "
+    "one set per side per instant.",
     "Two NIC ports ([nic] ports = 2) are two links at line rate each, and each PF has its own VFs, "
     "switch and spoof log; but the host's receive softirq and transmit path (emulation, virtio) are "
     "one for both ports, and a frame between VMs on different ports leaves on one port's wire and is "

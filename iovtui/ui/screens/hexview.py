@@ -87,9 +87,12 @@ def annotate_page(technique, vm_index: int, page_gpa: int, data: bytes) -> list[
     nic = nics[vm_index] if vm_index < len(nics) else None
     if nic is None:
         return notes
-    # virtio split rings
+    # virtio rings (split here; the packed ring annotates itself)
     for q in (getattr(nic, "rxq", None), getattr(nic, "txq", None)):
         if q is None:
+            continue
+        if hasattr(q, "annotate"):         # the packed ring decodes its own layout
+            notes.extend(q.annotate(page_gpa, data)[:max(0, 40 - len(notes))])
             continue
         for i in range(q.num):
             a = q.desc + 16 * i
