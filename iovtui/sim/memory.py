@@ -39,7 +39,7 @@ _COPY_CHUNK = 64 * 1024
 _ZERO_CHUNK = bytes(_COPY_CHUNK)
 
 #: Region roles, in the order the RAM legend lists them.
-ROLES = ("kernel", "desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf", "free")
+ROLES = ("kernel", "desc", "avail", "used", "drv_event", "dev_event", "rx_ring", "tx_ring", "rx_buf", "tx_buf", "free")
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")

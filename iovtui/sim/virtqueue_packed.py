@@ -91,8 +91,8 @@ class PackedVirtqueue:
         self.event_idx = event_idx
         # vring_alloc_queue_packed: three DMA allocations (ring, driver area, device area)
         self.desc = mem.alloc(PACKED_DESC_SIZE * num, 4096, "desc", f"{name} packed descriptor ring")
-        self.driver_event = mem.alloc(4, 64, "avail", f"{name} driver event suppression")
-        self.device_event = mem.alloc(4, 64, "used", f"{name} device event suppression")
+        self.driver_event = mem.alloc(4, 64, "drv_event", f"{name} driver event suppression")
+        self.device_event = mem.alloc(4, 64, "dev_event", f"{name} device event suppression")
         # the names the split ring's users read (layout, RAM view): the areas the driver / device write
         self.avail = self.driver_event
         self.used = self.device_event

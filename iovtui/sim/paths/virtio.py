@@ -172,6 +172,12 @@ class Virtio(Technique):
         super().__init__(sim)
         self.opts = dict(self.preset.virtio)
         o = self.opts
+        if o["ring"] == "packed":
+            # one descriptor ring: the driver makes a slot available, the device marks it used
+            self.stages = ("guest posts RX buffer", "host bridge → tap", "backend reads an AVAIL slot",
+                           "copy into guest buffer", "irqfd → inject", "guest reads frame")
+            self.tx_stages = ("driver makes a slot AVAIL", "kick → ioeventfd", "backend copies to tap",
+                              "backend marks slots USED", "irqfd → inject", "frame on the wire, TX freed")
         if o["vhost"]:
             o["ioeventfd"] = True  # vhost-net is driven by the kick eventfd
         c = self.costs

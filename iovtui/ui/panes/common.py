@@ -19,6 +19,8 @@ ROLE_STYLE = {
     "desc": ("D", "bold #5fafff", "descriptors"),
     "avail": ("A", "bold #87d787", "avail ring"),
     "used": ("U", "bold #d7af5f", "used ring"),
+    "drv_event": ("E", "bold #87d787", "driver event area"),
+    "dev_event": ("V", "bold #d7af5f", "device event area"),
     "rx_ring": ("R", "bold #5fafff", "RX desc ring"),
     "tx_ring": ("T", "bold #af87ff", "TX desc ring"),
     "rx_buf": ("▒", "#5f87af", "RX buffers"),

@@ -122,7 +122,7 @@ class GuestRamPane(TitledPane):
         c = getattr(self, "_legend_cache", None)
         if c is None or c[0] != key:
             items = []
-            for role in ("desc", "avail", "used", "rx_ring", "tx_ring", "rx_buf", "tx_buf"):
+            for role in ("desc", "avail", "used", "drv_event", "dev_event", "rx_ring", "tx_ring", "rx_buf", "tx_buf"):
                 if any(r.role == role for r in mv.regions):
                     g, col, name = ROLE_STYLE[role]
                     items.append([Segment(g, Style.parse(col)), Segment(f" {name}", Style(color="grey62"))])
