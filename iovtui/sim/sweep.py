@@ -270,10 +270,12 @@ def _quiet_worker() -> None:
 def run_sweep(preset: Preset, techniques: Iterable[str], rates: Sequence[float], packets: int | None,
               seed: int, jobs: int | None = None,
               on_point: Callable[[int, int, dict[str, Any]], None] | None = None,
-              stop: Callable[[], bool] | None = None, mp_context=None) -> list[dict[str, Any]]:
+              stop: Callable[[], bool] | None = None, mp_context=None,
+              pool: bool = False) -> list[dict[str, Any]]:
     """Every technique × rate, in that order (technique-major).  ``jobs``
     processes (default: one per core); one job, or one point, runs in this
-    process.  ``on_point(done, total, row)`` after each point arrives (in
+    process, unless ``pool`` (the app: the model never runs in its
+    process).  ``on_point(done, total, row)`` after each point arrives (in
     the order they finish); ``stop()`` true ends the sweep early (the rows
     so far, in order).  Every point is checked to be runnable first, so a
     preset a technique cannot lay out fails before any work."""
@@ -288,7 +290,7 @@ def run_sweep(preset: Preset, techniques: Iterable[str], rates: Sequence[float],
     n_jobs = min(jobs or default_jobs(), total)
     results: list[dict[str, Any] | None] = [None] * total
     done = 0
-    if n_jobs <= 1:
+    if n_jobs <= 1 and not pool:
         for i, job in enumerate(jobs_list):
             if stop is not None and stop():
                 break
