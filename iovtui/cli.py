@@ -832,9 +832,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             rates = sw.parse_rates(args.rates) if args.rates is not None else list(sw.DEFAULT_RATES)
     except sw.SweepError as e:
         raise CliError(str(e)) from None
+    if args.svg and Path(args.svg).exists() and not Path(args.svg).is_file():
+        raise CliError(f"--svg {args.svg} is not a regular file (a directory or a device); give a file name")
     svg = _new_file(args.svg, args.force, "--svg file") if args.svg else None
-    if svg is not None and svg.is_dir():
-        raise CliError(f"--svg {args.svg} is a directory; give a file name")
     preset = _load(args.preset, args.set)
     _warn(preset)
     from .sweepout import Progress, SvgError, render, svg_text, write_svg

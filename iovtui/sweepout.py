@@ -198,7 +198,7 @@ def svg_text(rows: Sequence[dict[str, Any]], measure: str, preset: str, operatin
                   [(math.log10(operating_pps), 0), (math.log10(operating_pps), top)],
                   show_dots=False, stroke_style={"width": 1.5, "dasharray": "1,4"})
     # the same sweep gives the same file: pygal names the chart with a random uuid
-    text = chart.render(is_unicode=True).replace(f"chart-{chart.uuid}", "chart-iovtui-sweep")
+    text = chart.render(is_unicode=True).replace(chart.uuid, "iovtui-sweep")
     return _shape_markers(text, [SVG_LOOK.get(t, ("", "", "circle"))[2] for t in techs])
 
 
@@ -254,6 +254,8 @@ def write_svg(path: str, text: str) -> None:
     """Write ``text`` to ``path`` under a temporary name in the same
     directory, then rename it into place (never a half-written file)."""
     final = Path(path)
+    if final.exists() and not final.is_file():
+        raise SvgError(f"--svg {path} is not a regular file; give a file name")
     try:
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
     except OSError as e:

@@ -92,13 +92,13 @@ class SweepScreen(SteadyResize, Screen):
                 show=False),
     ]
 
-    def __init__(self, preset: Preset, seed: int = 1, packets: int = APP_PACKETS,
-                 rates: tuple[float, ...] = APP_RATES, jobs: int | None = None) -> None:
+    def __init__(self, preset: Preset, seed: int = 1, packets: int | None = None,
+                 rates: tuple[float, ...] | None = None, jobs: int | None = None) -> None:
         super().__init__()
         self.preset = preset
         self.seed = seed
-        self.packets = packets
-        self.rates = rates
+        self.packets = packets if packets is not None else APP_PACKETS
+        self.rates = rates if rates is not None else APP_RATES
         self.techniques = SWEEP_TECHNIQUES
         #: leave a core to the app when there are few
         self.jobs = jobs if jobs is not None else max(1, default_jobs() - 1)
@@ -181,7 +181,7 @@ class SweepScreen(SteadyResize, Screen):
         if not self.is_mounted:
             return
         label = MEASURES[self.measure][0]
-        keys = " ".join(f"{i + 1} {SHORT[m]}" for i, m in enumerate(SWEEP_MEASURES))
+        keys = " ".join(f"{i + 1} {SHORT[m].removesuffix('/pkt')}" for i, m in enumerate(SWEEP_MEASURES))
         self.query_one("#sweep-title", Static).update(f"Sweep · {self.preset.name} · {label}")
         self.query_one("#sweep-legend", Static).update(
             f"{self.legend_text()}\n{self._progress()}\nmeasure: m next · {keys} · esc closes")
