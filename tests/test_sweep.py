@@ -146,7 +146,8 @@ def test_bad_input_is_one_line_and_exit_2(args, says):
 
 def test_ctrl_c_is_one_line_exit_130_and_the_workers_stop():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "iovtui", "sweep", "--packets", "200000", "--jobs", "2"],
+    # points of 10 M packets: minutes each, so a command that waited for its workers would not end
+    p = subprocess.Popen([sys.executable, "-m", "iovtui", "sweep", "--packets", "10000000", "--jobs", "2"],
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     # wait until the workers exist (the pool's processes are this one's children)
@@ -157,11 +158,19 @@ def test_ctrl_c_is_one_line_exit_130_and_the_workers_stop():
         time.sleep(0.1)
     time.sleep(0.5)
     os.killpg(p.pid, signal.SIGINT)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("Ctrl-C did not stop the sweep's workers")
+    # the workers are gone when the command ends (not left to finish their points)
+    left = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    if left:
+        os.killpg(p.pid, signal.SIGKILL)
     out, err = p.communicate(timeout=30)
+    assert left == []
     assert p.returncode == 130 and out == ""
     assert err.strip() == "iovtui: interrupted", err
-    left = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
-    assert left == []
 
 
 # -- --svg --------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class SweepScreen(SteadyResize, Screen):
         self.jobs = jobs if jobs is not None else max(1, default_jobs() - 1)
         self.measure = "exits"
         self.rows: list[dict[str, Any]] = []
-        self.total = len(self.techniques) * len(rates)
+        self.total = len(self.techniques) * len(self.rates)
         self.done = 0
         self.operating: float | None = None
         self.error: str | None = None
