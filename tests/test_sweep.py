@@ -245,3 +245,17 @@ def test_no_color_table_has_no_escapes():
                              text=True, env=dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1",
                                                  FORCE_COLOR="1"), timeout=120)
     assert env_out.returncode == 0 and "\x1b[" not in env_out.stdout
+
+
+def test_bench_has_a_sweep_case():
+    import dataclasses
+
+    from iovtui import bench
+
+    st = dataclasses.replace(bench.QUICK, sweep_packets=60, sweep_sequential=True)
+    w = bench.sweep(st)
+    assert w["techniques"] == 3 and w["points"] == 10 and w["meets_aim"] is None
+    assert [r["points"] for r in w["runs"]] == [30] * len(w["runs"]) and w["runs"][-1]["jobs"] == 1
+    assert all(r["packets_total"] == 30 * 60 and r["cpu_s"] > 0 and r["wall_s"] > 0 for r in w["runs"])
+    text = "\n".join(bench._render_sweep(w))
+    assert "3 techniques × 10 loads" in text and "s CPU" in text
