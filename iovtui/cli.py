@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--from", dest="rate_from", default=None, metavar="RATE",
                     help="lowest load of a log-spaced range (with --to and --points)")
     sw.add_argument("--to", dest="rate_to", default=None, metavar="RATE", help="highest load of the range")
-    sw.add_argument("--points", type=_int_range(-10**6, 10**6, "--points"), default=None,
+    sw.add_argument("--points", type=_int_range(2, 50, "--points"), default=None,
                     help="points of the --from/--to range, 2..50 (default 12)")
     sw.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
                     help="packets per point (default: the preset's traffic.count)")

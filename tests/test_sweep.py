@@ -259,3 +259,33 @@ def test_bench_has_a_sweep_case():
     assert all(r["packets_total"] == 30 * 60 and r["cpu_s"] > 0 and r["wall_s"] > 0 for r in w["runs"])
     text = "\n".join(bench._render_sweep(w))
     assert "3 techniques × 10 loads" in text and "s CPU" in text
+
+
+def test_the_progress_bar_goes_to_a_terminal_stderr_and_stdout_stays_json():
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "iovtui", "sweep", *SMALL, "--format", "json", "--jobs", "1"],
+                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                           stderr=slave, timeout=120)
+        os.close(slave)
+        slave = None
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0
+    assert len(json.loads(p.stdout)["points"]) == 9                 # stdout: only the JSON
+    bar = seen.decode()
+    assert "sweep ▕" in bar and "9/9 points" in bar and "1/9 points" in bar
+    assert bar.endswith("\r\x1b[2K")                              # and the bar is cleared at the end
