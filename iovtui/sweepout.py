@@ -154,10 +154,11 @@ class Progress:
 
 
 # -- the SVG chart -----------------------------------------------------------------
-#: one per technique: colour (Okabe–Ito), dash pattern, marker shape
-SVG_LOOK = {"emulation": ("#D55E00", "8,4", "circle"),
-            "virtio": ("#0072B2", "2,3", "square"),
-            "sriov": ("#009E73", "", "triangle")}
+#: one per technique: colour (Okabe–Ito), dash pattern, marker shape and size (the first drawn
+#: largest, so where the curves meet each marker still shows around the next)
+SVG_LOOK = {"emulation": ("#D55E00", "8,4", "circle", 8.0),
+            "virtio": ("#0072B2", "2,3", "square", 5.5),
+            "sriov": ("#009E73", "", "triangle", 4.0)}
 SVG_NS = "http://www.w3.org/2000/svg"
 
 
@@ -174,6 +175,7 @@ def svg_text(rows: Sequence[dict[str, Any]], measure: str, preset: str, operatin
     lo = math.floor(math.log10(min(xs))) if xs else 2
     hi = math.ceil(math.log10(max(xs))) if xs else 6
     style = Style(colors=tuple(SVG_LOOK.get(t, ("#444444",))[0] for t in techs) + ("#666666",),
+                  guide_stroke_color="#cccccc", major_guide_stroke_color="#999999",
                   background="white", plot_background="white", font_family="DejaVu Sans, Arial, sans-serif",
                   title_font_size=18, label_font_size=13, major_label_font_size=13, legend_font_size=14)
     label, _key, _scale = MEASURES[measure]
@@ -189,17 +191,17 @@ def svg_text(rows: Sequence[dict[str, Any]], measure: str, preset: str, operatin
                      legend_at_bottom_columns=4, include_x_axis=True, xrange=(lo, hi), truncate_legend=-1,
                      print_values=False, stroke=True, allow_interruptions=False)
     for t in techs:
-        dash = SVG_LOOK.get(t, ("", "", ""))[1]
-        chart.add(TECH_LABELS.get(t, t), [(math.log10(x), y) for x, y in series[t]],
+        _colour, dash, _shape, size = SVG_LOOK.get(t, ("", "", "circle", 5.0))
+        chart.add(TECH_LABELS.get(t, t), [(math.log10(x), y) for x, y in series[t]], dots_size=size,
                   stroke_style={"width": 2.5, **({"dasharray": dash} if dash else {})})
     if operating_pps:
         top = max([y for pts in series.values() for _, y in pts] or [1.0])
-        chart.add(f"this preset's own load ({rate_label(operating_pps)} pps)",
+        chart.add(f"this preset ({rate_label(operating_pps)} pps)",
                   [(math.log10(operating_pps), 0), (math.log10(operating_pps), top)],
                   show_dots=False, stroke_style={"width": 1.5, "dasharray": "1,4"})
     # the same sweep gives the same file: pygal names the chart with a random uuid
     text = chart.render(is_unicode=True).replace(chart.uuid, "iovtui-sweep")
-    return _shape_markers(text, [SVG_LOOK.get(t, ("", "", "circle"))[2] for t in techs])
+    return _shape_markers(text, [SVG_LOOK.get(t, ("", "", "circle", 5.0))[2] for t in techs])
 
 
 def _shape_markers(svg: str, shapes: list[str]) -> str:
