@@ -10,6 +10,9 @@ The chart is textual-plotext's ``PlotextPlot`` (imported with this screen,
 on first use).  Every technique has its own marker character as well as its
 colour, and a legend line names them, so it reads under NO_COLOR and the
 colour-blind palette (which maps the colours to Okabe–Ito, see ui.palette).
+At the app's smallest size (60×16) the chart keeps its axes, curves and
+legend with fewer ticks; below it the app's too-small cover says what is
+needed, and the chart comes back when the window grows.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import multiprocessing
 import threading
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -50,8 +54,6 @@ SWEEP_KEYS = [
     ("?", "this help"),
     ("q", "quit"),
 ]
-#: below this the chart cannot show its axes and three curves
-CHART_MIN_W, CHART_MIN_H = 40, 10
 
 
 def _start_resource_tracker() -> None:
@@ -78,7 +80,6 @@ class SweepScreen(SteadyResize, Screen):
     SweepScreen { layout: vertical; }
     SweepScreen #sweep-title { height: 1; padding: 0 1; text-style: bold; }
     SweepScreen #sweep-plot { height: 1fr; }
-    SweepScreen #sweep-small { height: 1fr; content-align: center middle; display: none; }
     SweepScreen #sweep-legend { height: auto; padding: 0 1; }
     """
     BINDINGS = [
@@ -114,7 +115,6 @@ class SweepScreen(SteadyResize, Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="sweep-title")
         yield PlotextPlot(id="sweep-plot")
-        yield Static(id="sweep-small")
         yield Static(id="sweep-legend")
         yield Footer()
 
@@ -171,30 +171,22 @@ class SweepScreen(SteadyResize, Screen):
         return (f"computing ▕{'█' * fill}{'░' * (width - fill)}▏ {self.done}/{self.total} points "
                 f"({self.jobs} process{'es' if self.jobs > 1 else ''}, {self.packets:,} packets each)")
 
-    def legend_text(self) -> str:
-        items = [f"{MARKERS[t]} {TECH_LABELS[t]}" for t in self.techniques]
-        if self.operating:
-            items.append(f"┊ this preset ({rate_label(self.operating)} pps)")
-        return "  ".join(items)
-
     def _redraw(self) -> None:
         if not self.is_mounted:
             return
         label = MEASURES[self.measure][0]
         keys = " ".join(f"{i + 1} {SHORT[m].removesuffix('/pkt')}" for i, m in enumerate(SWEEP_MEASURES))
         self.query_one("#sweep-title", Static).update(f"Sweep · {self.preset.name} · {label}")
-        self.query_one("#sweep-legend", Static).update(
-            f"{self.legend_text()}\n{self._progress()}\nmeasure: m next · {keys} · esc closes")
-        plot = self.query_one("#sweep-plot", PlotextPlot)
-        small = self.query_one("#sweep-small", Static)
-        w, h = plot.size.width or self.size.width, plot.size.height or max(0, self.size.height - 5)
-        tiny = w < CHART_MIN_W or h < CHART_MIN_H
-        plot.display = not tiny
-        small.display = tiny
-        if tiny:
-            small.update(f"the chart needs {CHART_MIN_W}×{CHART_MIN_H} cells for its axes and three curves; "
-                         f"it has {w}×{h}: enlarge the window (the points go on arriving)")
-        self._draw(plot)
+        legend = Text()
+        for t in self.techniques:          # each marker in its curve's colour, its name beside it
+            legend.append(MARKERS[t], style="bold #{:02x}{:02x}{:02x}".format(*COLOURS[t]))
+            legend.append(f" {TECH_LABELS[t]}  ")
+        if self.operating:
+            legend.append("┊", style="#{:02x}{:02x}{:02x}".format(*OPERATING))
+            legend.append(f" this preset ({rate_label(self.operating)} pps)")
+        legend.append(f"\n{self._progress()}\nmeasure: m next · {keys} · esc closes")
+        self.query_one("#sweep-legend", Static).update(legend)
+        self._draw(self.query_one("#sweep-plot", PlotextPlot))
 
     def _draw(self, plot: PlotextPlot) -> None:
         plt = plot.plt
