@@ -315,6 +315,10 @@ def run_sweep(preset: Preset, techniques: Iterable[str], rates: Sequence[float],
                     on_point(done, total, results[i])
             if stop is not None and stop():
                 break
+    except cf.process.BrokenProcessPool:
+        _stop_workers(ex)
+        raise SweepError("a worker process died (killed, or out of memory?); try fewer --jobs or "
+                         "fewer --packets") from None
     except BaseException:
         _stop_workers(ex)
         raise
