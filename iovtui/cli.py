@@ -848,9 +848,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     finally:
         bar.close()
-    meta = {"preset": preset.name, "seed": args.seed, "packets": args.packets, "techniques": techs,
-            "rates_pps": [r["rate_pps"] for r in rows[:len(rates)]], "load": sw.how_load_applies(preset),
-            "overrides": list(args.set)}
+    meta = {"preset": preset.name, "seed": args.seed,
+            "packets": args.packets if args.packets is not None else preset.traffic["count"],
+            "techniques": techs, "rates_pps": [int(r) if float(r).is_integer() else r for r in rates],
+            "load": sw.how_load_applies(preset), "overrides": list(args.set)}
     if svg is not None:
         try:
             write_svg(str(svg), svg_text(rows, args.measure, preset.name, sw.preset_pps(preset), args.seed))

@@ -85,8 +85,7 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, meta: dict[str, Any]) -> st
             flat.update({f"drops_{k}": r["drops_by_reason"].get(k, 0) for k in drops})
             w.writerow(flat)
         return buf.getvalue()
-    title = (f"{meta['preset']} · seed {meta['seed']} · "
-             f"{'the preset’s' if meta['packets'] is None else format(meta['packets'], ',')} packets per point")
+    title = f"{meta['preset']} · seed {meta['seed']} · {meta['packets']:,} packets per point"
     if fmt == "markdown":
         out = [f"**sweep: {title}**", "", f"_{meta['load']}_", "",
                "| " + " | ".join(TABLE_HEADS) + " |",

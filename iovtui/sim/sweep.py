@@ -174,7 +174,7 @@ def how_load_applies(preset: Preset) -> str:
     ports = len({v.port for v in preset.vms})
     who = f"{n} VMs round-robin" if n > 1 else "one VM"
     if ports > 1:
-        who += f", each of the {ports} ports its share of the VMs"
+        who += f" on {ports} ports, each port carrying its VMs' share"
     line = f"the rate is the total offered load (traffic.rate, packets/s), shared by {who}"
     if t["pattern"] == "burst":
         line += (f"; bursts of {t['burst_size']} keep their pace, the gap between them is set so the "
