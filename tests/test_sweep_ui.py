@@ -190,6 +190,20 @@ async def test_small_windows():
         assert "offered load (packets/s, log scale)" in txt and all(s in txt for s in LEGEND)
 
 
+async def test_a_ping_pong_preset_says_why_it_has_no_curves():
+    a = create_app(load_preset("pingpong"), "virtio", seed=1, start_paused=True)
+    async with a.run_test(size=(80, 24)) as pilot:
+        await pilot.press("S")
+        scr = a.screen
+        assert await until(pilot, lambda: scr.finished or scr.error)
+        await pilot.pause(0.2)
+        txt = " ".join(screen_text(a).split())
+        assert "✗ preset 'pingpong' is ping-pong traffic" in txt and "open-loop preset" in txt
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert a.screen is a.screen_stack[0]
+
+
 def test_start_up_does_not_load_the_sweep():
     code = ("import sys, iovtui.ui.app, iovtui.cli; "
             "bad = [m for m in ('textual_plotext', 'plotext', 'pygal', 'iovtui.ui.screens.sweep', "
