@@ -135,6 +135,7 @@ def test_a_range_is_log_spaced():
     (("--preset", "no-such-preset"), "available:"),
     (("--rates", "2k", "--from", "1k", "--to", "10k"), "give one"),
     (("--preset", "pingpong"), "open-loop preset"),
+    (("--preset", "bursty-web", "--rates", "10,1k"), "give rates of at least"),
     (("--jobs", "0"), "1..256"),
     (("--measure", "speed"), "invalid choice"),
 ])

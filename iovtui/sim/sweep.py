@@ -158,6 +158,10 @@ def point_preset(preset: Preset, rate: float, technique: str = "virtio") -> tupl
     pace = preset_pps(no_gap, technique) or rate
     bs = preset.traffic["burst_size"]
     gap_us = bs * (1e6 / rate - 1e6 / pace)
+    if gap_us > 1e6:                           # (traffic.burst_gap_us is at most 1 s)
+        low = bs / (1 + bs / pace)
+        raise SweepError(f"rate {rate_label(rate)} pps is below what preset {preset.name!r} can offer: its "
+                         f"bursts of {bs} may be at most 1 s apart; give rates of at least {math.ceil(low):,} pps")
     traffic: dict[str, Any] = {}
     if gap_us < 0.1:
         gap_us = 0.1
