@@ -58,6 +58,8 @@ AIM_DENSE_RSS_RATIO = 2.5    # peak RSS of a 126-VM run ≤ 2.5 × the 1-VM run'
 AIM_DENSE_TIME_RATIO = 1.3   # CPU time of a 126-VM run ≤ 1.3 × the 1-VM run's (same packets)
 AIM_SETUP_RAM_RATIO = 1.2    # set-up with 1 GiB of guest RAM ≤ 1.2 × with 16 MiB
 DENSE_VMS = 126
+AIM_SWEEP_S = 15.0           # wall s of a 3-technique × 10-point sweep of 20,000 packets each
+SWEEP_POINTS = 10
 DENSE_TECHNIQUES = ("emulation", "virtio", "sriov")
 
 
@@ -74,12 +76,15 @@ class Settings:
     cpu_seconds: float     # wall seconds of CPU sampling per state
     memory_packets: tuple[int, int]
     dense_packets: int = 20_000
+    sweep_packets: int = 20_000
+    sweep_sequential: bool = True     # also time the same sweep in one process
 
 
 FULL = Settings(packets=100_000, repeat=3, events=2_000_000, frames=5, cpu_seconds=5.0,
                 memory_packets=(10_000, 100_000), dense_packets=20_000)
 QUICK = Settings(packets=5_000, repeat=1, events=200_000, frames=2, cpu_seconds=1.5,
-                 memory_packets=(1_000, 10_000), dense_packets=5_000)
+                 memory_packets=(1_000, 10_000), dense_packets=5_000, sweep_packets=2_000,
+                 sweep_sequential=False)
 
 
 # -- headless packets per second ---------------------------------------------------
@@ -581,6 +586,53 @@ def machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d")}
 
 
+# -- a load sweep ----------------------------------------------------------------------
+def _sweep_once(packets: int, jobs: int) -> dict[str, Any]:
+    """Wall and CPU time (this process and its workers) of `iovtui sweep
+    --preset steady-stream --from 200 --to 1M --points 10 --packets N --jobs J`."""
+    from .sim.preset import load_preset
+    from .sim.sweep import SWEEP_TECHNIQUES, log_rates, run_sweep
+
+    preset = load_preset("steady-stream")
+    rates = log_rates(200, 1_000_000, SWEEP_POINTS)
+    t0, c0 = time.perf_counter(), os.times()
+    rows = run_sweep(preset, SWEEP_TECHNIQUES, rates, packets, 1, jobs=jobs)
+    t1, c1 = time.perf_counter(), os.times()
+    cpu_s = (c1.user - c0.user + c1.system - c0.system
+             + c1.children_user - c0.children_user + c1.children_system - c0.children_system)
+    return {"jobs": jobs, "wall_s": round(t1 - t0, 2), "cpu_s": round(cpu_s, 2), "points": len(rows),
+            "packets_total": sum(r["offered"] for r in rows)}
+
+
+def sweep(st: "Settings") -> dict[str, Any]:
+    """The sweep `iovtui sweep` runs by default across its processes (one per
+    core), and, in the full bench, the same sweep in one process."""
+    from .sim.sweep import SWEEP_TECHNIQUES, default_jobs
+
+    runs = [_sweep_once(st.sweep_packets, default_jobs())]
+    if st.sweep_sequential and runs[0]["jobs"] > 1:
+        runs.append(_sweep_once(st.sweep_packets, 1))
+    par = runs[0]
+    return {"preset": "steady-stream", "techniques": len(SWEEP_TECHNIQUES), "points": SWEEP_POINTS,
+            "packets": st.sweep_packets, "runs": runs, "aim_wall_s": AIM_SWEEP_S,
+            "meets_aim": par["wall_s"] < AIM_SWEEP_S if st.sweep_packets >= 20_000 else None}
+
+
+def _render_sweep(w: dict[str, Any]) -> list[str]:
+    out = [f"sweep · {w['preset']}, {w['techniques']} techniques × {w['points']} loads (200 pkt/s … 1 M) · "
+           f"{w['packets']:,} packets a point"]
+    for run_ in w["runs"]:
+        who = f"{run_['jobs']} process{'es' if run_['jobs'] > 1 else ''}"
+        out.append(f"  {who:<14} {run_['wall_s']:>7.2f} s wall  {run_['cpu_s']:>7.2f} s CPU"
+                   f"  ({run_['packets_total'] / max(run_['cpu_s'], 1e-9):,.0f} packets per CPU second)")
+    if w["meets_aim"] is None:
+        out.append(f"  aim < {w['aim_wall_s']:g} s wall at 20,000 packets a point (not measured by --quick)")
+    else:
+        out.append(f"  aim < {w['aim_wall_s']:g} s wall · {_mark(w['meets_aim'])} (the machine is shared: "
+                   "the CPU time is the steadier figure)")
+    return out
+
+
 # -- the run ---------------------------------------------------------------------------
 def _progress(msg: str) -> None:
     if sys.stderr.isatty():
@@ -607,6 +659,8 @@ def run(quick: bool = False, progress: Callable[[str], None] = _progress) -> dic
     progress(f"memory: {' and '.join(f'{n:,}' for n in st.memory_packets)} packets …")
     res["memory"] = memory(st.memory_packets)
     res["dense"] = dense(st, progress)
+    progress(f"sweep: 3 techniques × {SWEEP_POINTS} loads × {st.sweep_packets:,} packets …")
+    res["sweep"] = sweep(st)
     progress("")
     return res
 
@@ -669,6 +723,9 @@ def render(r: dict[str, Any]) -> str:
     if "dense" in r:
         out.append("")
         out.extend(_render_dense(r["dense"]))
+    if "sweep" in r:
+        out.append("")
+        out.extend(_render_sweep(r["sweep"]))
     if r["quick"]:
         out.append("")
         out.append("(--quick: small runs, rough figures; run `iovtui bench` for the real ones)")

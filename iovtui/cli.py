@@ -180,6 +180,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "the default; with --virtio-rings: preset), preset (the preset's own [host]), none (no APICv), apicv, apicv+pi "
                         "(APICv + VT-d posted interrupts: changes SR-IOV only); x2APIC stays the preset's")
 
+    sw = sub.add_parser("sweep", help="each technique across offered loads: the curves papers draw",
+                        description="Run each technique on one preset at several offered loads (traffic.rate "
+                                    "in packets/s, the total over every VM), one seeded run per point, in "
+                                    "parallel processes, and print per point: delivered/offered, exits per "
+                                    "packet by reason, interrupts, kicks and copies per packet, host CPU per "
+                                    "packet, p50/p99 latency, drops. A point is exactly 'iovtui run "
+                                    "--set traffic.rate=R' (the JSON's \"set\" says what was set).")
+    sw.add_argument("--preset", default="steady-stream", help="preset name or TOML file (default steady-stream)")
+    sw.add_argument("--techniques", default="emulation,virtio,sriov", metavar="LIST",
+                    help="comma-separated: emulation, virtio, sriov (default all three)")
+    sw.add_argument("--rates", default=None, metavar="LIST",
+                    help="offered loads, comma-separated packets/s: 200,2k,20k,200k,1M (the default)")
+    sw.add_argument("--from", dest="rate_from", default=None, metavar="RATE",
+                    help="lowest load of a log-spaced range (with --to and --points)")
+    sw.add_argument("--to", dest="rate_to", default=None, metavar="RATE", help="highest load of the range")
+    sw.add_argument("--points", type=_int_range(2, 50, "--points"), default=None,
+                    help="points of the --from/--to range, 2..50 (default 12)")
+    sw.add_argument("--packets", type=_int_range(1, 10_000_000, "packets"), default=None,
+                    help="packets per point (default: the preset's traffic.count)")
+    sw.add_argument("--seed", type=_int_range(0, 2**32 - 1, "seed"), default=1, help="random seed (default 1)")
+    sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a preset key for every point, as run --set does")
+    sw.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+    sw.add_argument("--jobs", type=_int_range(1, 256, "--jobs"), default=None,
+                    help="worker processes (default: one per core; 1 runs in this process); "
+                         "the output is the same whatever the number")
+    sw.add_argument("--svg", metavar="FILE.svg", default=None,
+                    help="also write the chart (log-scale load on x, --measure on y) as an SVG picture")
+    sw.add_argument("--measure", choices=("exits", "interrupts", "cpu", "p50", "p99", "throughput"),
+                    default="exits", help="what the --svg chart shows on y (default exits per packet)")
+    sw.add_argument("--force", action="store_true", help="overwrite an existing --svg file")
+
     rp = sub.add_parser("replay", help="reopen the app at the run a --trace file recorded")
     rp.add_argument("file", metavar="FILE.jsonl")
     rp.add_argument("--at", type=_int_range(1, 2**63 - 1, "--at"), default=None, metavar="SEQ",
@@ -862,6 +894,62 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sim import sweep as sw
+    from .sim.preset import PresetError
+
+    try:
+        techs = [t.strip() for t in args.techniques.split(",") if t.strip()]
+        allowed = ", ".join(sw.SWEEP_TECHNIQUES)
+        if not techs:
+            raise CliError(f"--techniques is empty; give some of {allowed}")
+        for t in techs:
+            if t not in sw.SWEEP_TECHNIQUES:
+                raise CliError(f"--techniques: unknown technique \"{t}\"; allowed: {allowed}")
+            _check_technique(t)
+        if len(set(techs)) != len(techs):
+            raise CliError("--techniques names a technique twice; give each once")
+        ranged = args.rate_from is not None or args.rate_to is not None or args.points is not None
+        if args.rates is not None and ranged:
+            raise CliError("--rates and --from/--to/--points are two ways to give the loads; give one")
+        if ranged:
+            if args.rate_from is None or args.rate_to is None:
+                raise CliError("--from and --to go together (e.g. --from 1k --to 10M --points 12)")
+            rates = sw.log_rates(sw.parse_rate_text(args.rate_from), sw.parse_rate_text(args.rate_to),
+                                 12 if args.points is None else args.points)
+        else:
+            rates = sw.parse_rates(args.rates) if args.rates is not None else list(sw.DEFAULT_RATES)
+    except sw.SweepError as e:
+        raise CliError(str(e)) from None
+    if args.svg and Path(args.svg).exists() and not Path(args.svg).is_file():
+        raise CliError(f"--svg {args.svg} is not a regular file (a directory or a device); give a file name")
+    svg = _new_file(args.svg, args.force, "--svg file") if args.svg else None
+    preset = _load(args.preset, args.set)
+    _warn(preset)
+    from .sweepout import Progress, SvgError, render, svg_text, write_svg
+
+    bar = Progress(len(techs) * len(rates))
+    try:
+        rows = sw.run_sweep(preset, techs, rates, args.packets, args.seed, jobs=args.jobs, on_point=bar)
+    except sw.SweepError as e:
+        raise CliError(str(e)) from None
+    except PresetError as e:            # a technique cannot lay out its rings in this guest RAM
+        raise CliError(str(e)) from None
+    finally:
+        bar.close()
+    meta = {"preset": preset.name, "seed": args.seed,
+            "packets": args.packets if args.packets is not None else preset.traffic["count"],
+            "techniques": techs, "rates_pps": [int(r) if float(r).is_integer() else r for r in rates],
+            "load": sw.how_load_applies(preset), "overrides": list(args.set)}
+    if svg is not None:
+        try:
+            write_svg(str(svg), svg_text(rows, args.measure, preset.name, sw.preset_pps(preset), args.seed))
+        except SvgError as e:
+            raise CliError(str(e)) from None
+    sys.stdout.write(render(rows, args.format, meta))
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from .sim.preset import PresetError, _load_file, list_presets
     from .sim.world import check_runnable
@@ -1172,6 +1260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_presets(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         if args.command == "real":
             return cmd_real(args)
         if args.command == "replay":

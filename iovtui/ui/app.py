@@ -98,6 +98,7 @@ class IovApp(App):
         Binding("shift+tab", "focus_prev_pane", "pane", show=False, priority=True),
         Binding("p", "presets", "presets"),
         Binding("c", "compare", "compare"),
+        Binding("S", "sweep", "sweep", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
@@ -114,6 +115,8 @@ class IovApp(App):
         ("+ / -", "faster / slower (×1 = 1 µs of virtual time per wall-clock ms)"),
         ("p", "presets: pick a scenario (restarts with the same seed)"),
         ("c", "compare: the three techniques on the same seeded traffic, live, side by side"),
+        ("S", "sweep: the three techniques' curves across offered load (exits, interrupts, CPU, latency, "
+              "throughput per packet), computed in the background; m switches the measure"),
         ("e", "virtio: event idx on/off"),
         ("v", "virtio: vhost-net on/off"),
         ("o", "virtio: split ⇄ packed virtqueue (virtio 1.1: one descriptor ring, AVAIL/USED bits, wrap "
@@ -769,6 +772,13 @@ class IovApp(App):
             return
         self.push_screen(screen, closed)
 
+    def action_sweep(self) -> None:
+        """The sweep view: this preset's load curves, computed in worker
+        processes while the main run goes on (its screen and textual-plotext
+        load here, on first use)."""
+        from .screens.sweep import SweepScreen
+        self.push_screen(SweepScreen(self.preset, seed=self.seed))
+
     def action_save_capture(self) -> None:
         """The run so far as a pcapng file: the driver's run is re-run
         headless to the same event in a worker thread with a capture
@@ -857,6 +867,10 @@ class IovApp(App):
             yield SystemCommand("Compare: three techniques ⇄ virtio split beside packed", "key o",
                                 screen.action_rings)
             yield SystemCommand("Close the compare view", "key esc", screen.action_close)
+        sweep = sys.modules.get("iovtui.ui.screens.sweep")       # loaded if a sweep view was opened
+        if sweep is not None and isinstance(screen, sweep.SweepScreen):
+            yield SystemCommand("Sweep: next measure", "key m", lambda: screen.action_measure(1))
+            yield SystemCommand("Close the sweep view", "key esc", screen.action_close)
         if screen is self.screen_stack[0]:
             yield from self._main_commands()
         yield from self._look_commands()
@@ -894,6 +908,8 @@ class IovApp(App):
         yield SystemCommand("Hex view of the selected page", "key enter", self.action_hex)
         yield SystemCommand("Presets: pick a scenario", "key p", self.action_presets)
         yield SystemCommand("Compare the three techniques side by side", "key c", self.action_compare)
+        yield SystemCommand("Sweep load…", "key S: the three techniques' curves across offered load on this preset",
+                            self.action_sweep)
         yield SystemCommand("Save capture", "key w: the run so far as a pcapng file (Wireshark), in the current "
                             "directory", self.action_save_capture)
         yield SystemCommand("Compare with a real trace…", "perf kvm stat / trace-cmd / kvm_stat output: "

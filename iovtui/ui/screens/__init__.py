@@ -7,10 +7,11 @@ import than a frame takes to draw.
 
 from importlib import import_module
 
-__all__ = ["CompareScreen", "HelpScreen", "HexScreen", "PresetScreen", "QuestionScreen", "TooSmallScreen", "annotate_page", "hex_text"]
+__all__ = ["CompareScreen", "HelpScreen", "HexScreen", "PresetScreen", "QuestionScreen", "SweepScreen", "TooSmallScreen", "annotate_page", "hex_text"]
 
 _HOME = {"CompareScreen": "compare", "HelpScreen": "help", "HexScreen": "hexview", "annotate_page": "hexview",
-         "hex_text": "hexview", "QuestionScreen": "predict", "PresetScreen": "presets", "TooSmallScreen": "toosmall"}
+         "hex_text": "hexview", "QuestionScreen": "predict", "PresetScreen": "presets", "SweepScreen": "sweep",
+         "TooSmallScreen": "toosmall"}
 
 
 def __getattr__(name: str):
