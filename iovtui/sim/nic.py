@@ -27,7 +27,14 @@ __all__ = ["Nic", "Function", "is_group"]
 
 def is_group(mac: str) -> bool:
     """Broadcast or multicast: the I/G bit (bit 0 of the first octet) is set."""
-    return mac == BROADCAST or bool(int(mac[:2], 16) & 1)
+    g = _GROUP.get(mac)
+    if g is None:
+        g = _GROUP[mac] = mac == BROADCAST or bool(int(mac[:2], 16) & 1)
+    return g
+
+
+#: is_group's answer per MAC seen (a switch decides per frame; a run has few MACs)
+_GROUP: dict[str, bool] = {}
 
 
 @dataclass
