@@ -126,25 +126,29 @@ class Traffic:
 
     def _tick(self) -> None:
         eng = self.sim.engine
+        offer = self._offer
+        targets = self.targets
+        pattern = self.pattern
+        direction = self.direction
+        intervals = self._intervals
         while True:
             size = self.sizes[0] if self.single_size else self.next_size()
-            targets = self.targets
             vm = targets[self._rr % len(targets)]
             self._rr += 1
-            if self.pattern == "pingpong":
-                self._offer("rx" if self.direction != "tx" else "tx", vm, size)
+            if pattern == "pingpong":
+                offer("rx" if direction != "tx" else "tx", vm, size)
                 return  # the next request waits for this one's answer (on_complete)
-            self._offer(self._direction() if self.direction == "both" else self.direction, vm, size)
+            offer(self._direction() if direction == "both" else direction, vm, size)
             if self.done:
                 return
-            gap = self._intervals.get(size)
+            gap = intervals.get(size)
             if gap is None:
-                gap = self._intervals[size] = self.interval_ns(size)
-            if self.pattern == "poisson":
+                gap = intervals[size] = self.interval_ns(size)
+            if pattern == "poisson":
                 # exponential gaps around the configured mean, never faster than the link
                 wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
                 gap = max(wire, eng.rng.expovariate(1.0 / self._mean_interval()))
-            elif self.pattern == "burst":
+            elif pattern == "burst":
                 self._in_burst += 1
                 if self._in_burst >= self.burst_size:
                     self._in_burst = 0

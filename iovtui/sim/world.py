@@ -126,7 +126,32 @@ class Simulation:
     def delivered(self, pkt: Packet, t: int) -> None:
         pkt.t_done = t
         m = self.metrics
-        m.deliver(self.vms[pkt.vm].name, pkt.size, pkt.t0, t, pkt.copies)
+        # (Metrics.deliver and LatencyHistogram.add, inlined: once per frame)
+        m.delivered += 1
+        m.copies_delivered += pkt.copies
+        m.bytes_delivered += pkt.size
+        if t > m.last_deliver_t:
+            m.last_deliver_t = t
+        d = m.delivered_by_vm
+        name = self.vms[pkt.vm].name
+        d[name] = d.get(name, 0) + 1
+        lat = m.latency
+        v = t - pkt.t0
+        if v < 0:
+            v = 0
+        if lat.folded:
+            lat.add(v)
+        else:
+            c = lat.counts
+            c[v] = c.get(v, 0) + 1
+            if len(c) > lat.EXACT_LIMIT:
+                lat.fold()
+            lat.n += 1
+            lat.total += v
+            if v > lat.max:
+                lat.max = v
+            if lat.min < 0 or v < lat.min:
+                lat.min = v
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]

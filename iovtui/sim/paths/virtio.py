@@ -349,6 +349,7 @@ class Virtio(Technique):
         mrg = self.mrg_rxbuf
         copies = self.rx_copies
         name = self.backend_name
+        ncopied = copied_bytes = 0         # added to the metrics when the stretch ends
         while tap and tap[0][0] <= t:
             if not avail:
                 if n:
@@ -387,8 +388,8 @@ class Virtio(Technique):
                     # without MRG_RXBUF the backend skips num_buffers (iov_iter_advance past vnet_hdr_sz)
                     mem.write(gpa, RX_HDR10, name)
                     mem.write(gpa + VIRTIO_NET_HDR_LEN, pkt.frame, name)
-                m.copies += copies
-                m.copy_bytes += nbytes if copies == 1 else nbytes + size
+                ncopied += 1
+                copied_bytes += nbytes if copies == 1 else nbytes + size
                 pkt.copies += copies
                 heads.append((head, nbytes))
                 filled[gpa] = pkt
@@ -407,6 +408,8 @@ class Virtio(Technique):
                             pkt=pkt.id, copies=copies)
             if len(heads) >= batch or run_pkts >= pk_weight or run_bytes >= byte_weight:
                 break
+        m.copies += ncopied * copies
+        m.copy_bytes += copied_bytes
         if n:
             nic.rx_run_pkts, nic.rx_run_bytes = run_pkts, run_bytes
             backend.busy_until = t
