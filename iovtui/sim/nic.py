@@ -153,6 +153,16 @@ class Nic:
             self._log(f"wire → {dst}: unknown unicast, to {'the PF' if len(self.pfs) == 1 else pf.name}'s "
                       f"default pool (the host)")
             return [pf], ""
+        if f.vlan == vlan and f.link_state != "disable":
+            # the common case, owned and reachable (its line made once per MAC and VLAN)
+            line = self._owned_lines.get((dst, vlan))
+            if line is not None:
+                d = self._decisions
+                if d and d[-1][0] == line:      # (_log, inlined)
+                    d[-1] = (line, d[-1][1] + 1)
+                else:
+                    d.append((line, 1))
+                return [f], ""
         if f.vlan != vlan:
             f.dropped += 1
             self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: {f.name} is on port VLAN {f.vlan or '–'}, dropped")

@@ -274,6 +274,16 @@ class SrIov(Technique):
                                   f"the PF's default pool ({outs[0].bdf}, the host's own stack)", 2)
             return
         tr = self.engine.trace
+        if len(outs) == 1 and not pkt.vlan and not tr.on:
+            # (one VF, untagged, untraced: the loop below without its branches)
+            port = self.ports[outs[0].vm]
+            dma = port.dma
+            end = (dma.busy_until if dma.busy_until > now else now) + self.nic_ns   # Resource.reserve
+            dma.busy_until = end
+            dma.busy_ns += self.nic_ns
+            port.rx_dma_pending += 1
+            self.engine.at(end, self._dma_rx, port, pkt)
+            return
         for i, vf in enumerate(outs):
             p = pkt
             if i:   # broadcast/multicast: the switch replicates the frame
