@@ -134,7 +134,10 @@ class Nic:
         """Which functions a frame from the wire (on ``port``'s link) goes
         to.  Returns the functions and, when none, the reason it is dropped."""
         vfs = self.port_vfs[port]
-        if is_group(dst):
+        g = _GROUP.get(dst)
+        if g is None:
+            g = is_group(dst)
+        if g:
             outs = [f for f in vfs if f.vm is not None and f.vlan == vlan and f.link_up]
             self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: broadcast/multicast, replicated to "
                       f"{', '.join(f.name for f in outs) or 'nobody'}")

@@ -11,7 +11,7 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING
 
-from .packet import WIRE_OVERHEAD, Packet, stamp
+from .packet import _ID_CSUM, _SEQ, WIRE_OVERHEAD, Packet, stamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocols import SimulationApi as Simulation  # what the generator may call on the run
@@ -114,7 +114,13 @@ class Traffic:
             tpl = self._rx_tpl.get(key)
             if tpl is None:
                 tpl = self._rx_tpl[key] = sim.frames.template(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size)
-            pkt = Packet(pid, now, vm.index, "rx", stamp(tpl, pid), vm.mac, EXT_MAC, vlan)
+            # (packet.stamp, inlined: once per frame)
+            buf, ip_off, base_csum, mid = tpl
+            frame = bytearray(buf)
+            c = (~base_csum & 0xFFFF) + (pid & 0xFFFF)
+            _ID_CSUM.pack_into(frame, ip_off + 4, pid & 0xFFFF, mid, ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF)
+            _SEQ.pack_into(frame, ip_off + 28, pid)
+            pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vlan)
         else:
             key = (vm.index, size)
             tpl = self._tx_tpl.get(key)
