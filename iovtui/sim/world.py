@@ -139,19 +139,21 @@ class Simulation:
         v = t - pkt.t0
         if v < 0:
             v = 0
+        c = lat.counts
         if lat.folded:
-            lat.add(v)
+            b = v.bit_length() - lat.BUCKET_BITS        # (LatencyHistogram.bucket)
+            b = (v >> b) << b if b > 0 else v
+            c[b] = c.get(b, 0) + 1
         else:
-            c = lat.counts
             c[v] = c.get(v, 0) + 1
             if len(c) > lat.EXACT_LIMIT:
                 lat.fold()
-            lat.n += 1
-            lat.total += v
-            if v > lat.max:
-                lat.max = v
-            if lat.min < 0 or v < lat.min:
-                lat.min = v
+        lat.n += 1
+        lat.total += v
+        if v > lat.max:
+            lat.max = v
+        if lat.min < 0 or v < lat.min:
+            lat.min = v
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]
