@@ -85,9 +85,11 @@ class FrameFactory:
         tpl = self._templates.get(key)
         if tpl is None:
             buf, ip_off, base_csum = self._template(*key)
-            # the IP id and the checksum are patched together, with the 4 bytes
-            # between them (flags/fragment, TTL, protocol) as the template has them
-            tpl = (buf, ip_off, base_csum, bytes(buf[ip_off + 6:ip_off + 10]))
+            # the IP id, the checksum and the sequence number are patched in one go, with
+            # the bytes between them (flags/fragment, TTL, protocol; the addresses and the
+            # UDP header) as the template has them
+            tpl = (buf, ip_off, ~base_csum & 0xFFFF, bytes(buf[ip_off + 6:ip_off + 10]),
+                   bytes(buf[ip_off + 12:ip_off + 28]))
             self._templates[key] = tpl
         return tpl
 
@@ -120,21 +122,21 @@ class FrameFactory:
         return bytearray(l2 + ip + udp + payload), ip_off, csum
 
 
-_ID_CSUM = struct.Struct("!H4sH")
+#: IP id, (flags/fragment, TTL, protocol), header checksum, (addresses, UDP header), sequence number
+_STAMP = struct.Struct("!H4sH16sQ")
 
 
 def stamp(tpl: tuple, seq: int) -> bytearray:
     """Frame ``seq`` of a flow (``FrameFactory.template``): the IP id is the
     sequence number's low 16 bits, the header checksum updated incrementally
-    (RFC 1624: HC' = ~(~HC + ~m + m') with m = 0 in the template), and the
+    (RFC 1624: HC' = ~(~HC + ~m + m') with m = 0 in the template; the template
+    keeps ~HC), and the
     full sequence number in the first 8 payload bytes."""
-    buf, ip_off, base_csum, mid = tpl
+    buf, ip_off, not_csum, mid, mid16 = tpl
     frame = bytearray(buf)
     ident = seq & 0xFFFF
-    s = (~base_csum & 0xFFFF) + ident
-    s = (s & 0xFFFF) + (s >> 16)
-    _ID_CSUM.pack_into(frame, ip_off + 4, ident, mid, ~s & 0xFFFF)
-    _SEQ.pack_into(frame, ip_off + 28, seq)
+    s = not_csum + ident
+    _STAMP.pack_into(frame, ip_off + 4, ident, mid, ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF, mid16, seq)
     return frame
 
 

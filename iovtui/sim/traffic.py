@@ -11,7 +11,7 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING
 
-from .packet import _ID_CSUM, _SEQ, WIRE_OVERHEAD, Packet, stamp
+from .packet import _STAMP, WIRE_OVERHEAD, Packet, stamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocols import SimulationApi as Simulation  # what the generator may call on the run
@@ -115,11 +115,10 @@ class Traffic:
             if tpl is None:
                 tpl = self._rx_tpl[key] = sim.frames.template(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size)
             # (packet.stamp, inlined: once per frame)
-            buf, ip_off, base_csum, mid = tpl
+            buf, ip_off, not_csum, mid, mid16 = tpl
             frame = bytearray(buf)
-            c = (~base_csum & 0xFFFF) + (pid & 0xFFFF)
-            _ID_CSUM.pack_into(frame, ip_off + 4, pid & 0xFFFF, mid, ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF)
-            _SEQ.pack_into(frame, ip_off + 28, pid)
+            c = not_csum + (pid & 0xFFFF)
+            _STAMP.pack_into(frame, ip_off + 4, pid & 0xFFFF, mid, ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF, mid16, pid)
             pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vlan)
         else:
             key = (vm.index, size)
