@@ -315,6 +315,10 @@ class Iommu:
         iotlb = self.iotlb
         key = (did, iova >> 12, 1)
         hit = iotlb.get(key)
+        if hit is not None and hit[1] & need:        # a 4 KiB entry that allows it: the common case
+            iotlb.move_to_end(key)
+            m.iotlb_hits += 1
+            return hit[0] | (iova & 0xFFF), 0, True
         if hit is None and self.superpages:
             key = (did, iova >> 21, 2)
             hit = iotlb.get(key)
