@@ -140,7 +140,12 @@ class Simulation:
         if v < 0:
             v = 0
         c = lat.counts
+        lat.n += 1
         if lat.folded:
+            if v > lat._max:
+                lat._max = v
+            if lat._min < 0 or v < lat._min:
+                lat._min = v
             b = v.bit_length() - lat.BUCKET_BITS        # (LatencyHistogram.bucket)
             b = (v >> b) << b if b > 0 else v
             c[b] = c.get(b, 0) + 1
@@ -148,12 +153,6 @@ class Simulation:
             c[v] = c.get(v, 0) + 1
             if len(c) > lat.EXACT_LIMIT:
                 lat.fold()
-        lat.n += 1
-        lat.total += v
-        if v > lat.max:
-            lat.max = v
-        if lat.min < 0 or v < lat.min:
-            lat.min = v
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]
