@@ -44,6 +44,8 @@ class Simulation:
         self.host = HostProfile.from_preset(preset.host)
         self.vmm = Vmm(self.engine, self.metrics, costs, self.host)
         self.vms: list[Vm] = []
+        #: each VM's name by index (the delivery counts are by name)
+        self._vm_names = [cfg.name for cfg in preset.vms]
         for i, cfg in enumerate(preset.vms):
             mem = GuestMemory(cfg.name, cfg.ram, HPA_BASE + i * HPA_STRIDE)
             vm = Vm(i, cfg.name, cfg.mac, cfg.vlan, cfg.ip, mem)
@@ -133,7 +135,7 @@ class Simulation:
         if t > m.last_deliver_t:
             m.last_deliver_t = t
         d = m.delivered_by_vm
-        name = self.vms[pkt.vm].name
+        name = self._vm_names[pkt.vm]
         d[name] = d.get(name, 0) + 1
         lat = m.latency
         v = t - pkt.t0
