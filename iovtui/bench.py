@@ -4,7 +4,8 @@ Five sections, each printed next to its aim:
 
 - **headless** — packets/s of the model per technique variant on the
   line-rate preset (1514-byte frames at line rate), tracing off, exactly as
-  `iovtui run` runs it; best of R runs.
+  `iovtui run` runs it; packets over the run's process CPU time (the
+  machine may be shared), best of R runs.
 - **engine** — events/s of `sim.engine.Engine` against a bare `heapq` loop
   doing the same schedule/pop work (64 chains of events, each scheduling the
   next), so the engine's own overhead is visible.
@@ -50,6 +51,7 @@ from typing import Any, Callable, Iterator
 
 #: the aims the project set itself
 AIM_PPS = 150_000            # virtio, 1500-byte packets
+AIM_SRIOV_PPS = 100_000      # SR-IOV, 1500-byte packets
 AIM_FIRST_FRAME_RATIO = 1.3  # × a bare Textual app
 AIM_CPU_PAUSED = 1.0         # % of a core
 AIM_CPU_RUNNING = 30.0       # % of a core at ×1
@@ -109,16 +111,16 @@ VARIANT_NAMES = {"emulation": "emulation (e1000)", "virtio": "virtio (vhost off)
 
 
 def measure_headless(preset, technique: str, packets: int, repeat: int) -> tuple[float, dict]:
-    """Best packets/s over ``repeat`` runs, and the last run's summary."""
+    """Best packets/s (over process CPU time) of ``repeat`` runs, and the last run's summary."""
     from .sim.world import Simulation
 
     best = 0.0
     summary: dict = {}
     for _ in range(repeat):
         sim = Simulation(preset, technique, seed=1, packets=packets)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         sim.run()
-        dt = time.perf_counter() - t0
+        dt = max(time.process_time() - t0, 1e-9)
         best = max(best, sim.metrics.offered / dt)
         summary = sim.summary()
     return best, summary
@@ -132,9 +134,10 @@ def headless(packets: int, repeat: int) -> dict[str, Any]:
                      "packets_per_s": round(pps, 1),
                      "delivered": s["packets"]["delivered"], "exits_per_packet": s["exits"]["per_packet"]})
     virtio = [r["packets_per_s"] for r in rows if r["technique"] == "virtio"]
+    sriov = [r["packets_per_s"] for r in rows if r["technique"] == "sriov"]
     return {"preset": "line-rate", "packet_bytes": 1514, "packets": packets, "repeat": repeat,
-            "results": rows, "aim_virtio_packets_per_s": AIM_PPS,
-            "meets_aim": bool(virtio) and max(virtio) >= AIM_PPS}
+            "results": rows, "aim_virtio_packets_per_s": AIM_PPS, "aim_sriov_packets_per_s": AIM_SRIOV_PPS,
+            "meets_aim": bool(virtio) and max(virtio) >= AIM_PPS and bool(sriov) and max(sriov) >= AIM_SRIOV_PPS}
 
 
 # -- engine against a bare heap ------------------------------------------------------
@@ -681,7 +684,10 @@ def render(r: dict[str, Any]) -> str:
         out.append(f"  {row['name']:<20} {row['packets_per_s']:>11,.0f} {row['delivered']:>11,}"
                    f" {row['exits_per_packet']:>10.3f}")
     best = max((x["packets_per_s"] for x in h["results"] if x["technique"] == "virtio"), default=0)
-    out.append(f"  aim ≥ {h['aim_virtio_packets_per_s']:,} pkt/s on virtio (best {best:,.0f}) · {_mark(h['meets_aim'])}")
+    best_sriov = max((x["packets_per_s"] for x in h["results"] if x["technique"] == "sriov"), default=0)
+    out.append(f"  aim ≥ {h['aim_virtio_packets_per_s']:,} pkt/s on virtio (best {best:,.0f}), "
+               f"≥ {h.get('aim_sriov_packets_per_s', AIM_SRIOV_PPS):,} on SR-IOV (best {best_sriov:,.0f}) · "
+               f"CPU time · {_mark(h['meets_aim'])}")
     out.append("")
     e = r["engine"]
     out.append(f"engine · {e['events']:,} events in {_CHAINS} chains, each scheduling the next · best of {e['repeat']}")

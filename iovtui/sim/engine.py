@@ -27,6 +27,8 @@ from .trace import Trace
 
 __all__ = ["Engine", "Resource"]
 
+_heappush = heapq.heappush   # (bound once: ``at`` runs a few times per packet)
+
 
 class Engine:
     """The clock, the event heap and the run's random number generator."""
@@ -51,13 +53,13 @@ class Engine:
         """Run ``action(*args)`` at virtual time ``t`` (ns, never in the past)."""
         if t < self.now:
             t = self.now
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, action, args))
+        seq = self._seq = self._seq + 1
+        _heappush(self._heap, (t, seq, action, args))
 
     def after(self, delay: int, action: Callable[..., Any], *args: Any) -> None:
         """Run ``action(*args)`` ``delay`` ns from now."""
-        self._seq += 1
-        heapq.heappush(self._heap, (self.now + (delay if delay > 0 else 0), self._seq, action, args))
+        seq = self._seq = self._seq + 1
+        _heappush(self._heap, (self.now + (delay if delay > 0 else 0), seq, action, args))
 
     def reserve_seq(self) -> int:
         """A place in the FIFO order of events, as ``at`` would give one now,
@@ -148,11 +150,19 @@ class Engine:
             horizon = until if until is not None else 1 << 62
             self.horizon = horizon
             try:
-                while heap and not self.halted and heap[0][0] <= horizon:
-                    t, _seq, action, args = pop(heap)
-                    self.now = t
-                    action(*args)
-                    n += 1
+                if until is None:
+                    # (no horizon to test: every event is before 1 << 62)
+                    while heap and not self.halted:
+                        t, _seq, action, args = pop(heap)
+                        self.now = t
+                        action(*args)
+                        n += 1
+                else:
+                    while heap and not self.halted and heap[0][0] <= horizon:
+                        t, _seq, action, args = pop(heap)
+                        self.now = t
+                        action(*args)
+                        n += 1
             finally:
                 self.horizon = -1
             self.events_run += n

@@ -127,6 +127,8 @@ class HostTables:
     def __init__(self, base: int = TABLE_HPA_BASE) -> None:
         self.pages: _Pages = _Pages()
         self.next = base
+        #: counts the writes to the tables (a cached walk is good while it stays the same)
+        self.gen = 0
 
     def alloc_linear(self, first: int) -> int:
         """A last-level table whose 512 entries map consecutive 4 KiB pages
@@ -155,9 +157,11 @@ class HostTables:
         return fmt.unpack_from(page, hpa & (PAGE - 1))
 
     def write_q(self, hpa: int, v: int) -> None:
+        self.gen += 1
         _Q.pack_into(self.pages[hpa & ~(PAGE - 1)], hpa & (PAGE - 1), v)
 
     def write_qq(self, hpa: int, lo: int, hi: int) -> None:
+        self.gen += 1
         _QQ.pack_into(self.pages[hpa & ~(PAGE - 1)], hpa & (PAGE - 1), lo, hi)
 
 
@@ -188,6 +192,11 @@ class Iommu:
         #: IOTLB flushes the host's driver issued (page-selective), and write-buffer flushes
         self.iotlb_flushes = 0
         self.write_buffer_flushes = 0
+        #: the outcome of a page walk that succeeded, (table, page, access) -> (last entry, level,
+        #: reads), while the tables are as they were (HostTables.gen): a miss walks the same
+        #: entries and costs the same reads, the model just does not read them again
+        self._walks: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+        self._walks_gen = -1
 
     # -- programming (what the host's intel-iommu driver does) -------------------
     def domain(self, did: int, name: str) -> Domain:
@@ -306,6 +315,10 @@ class Iommu:
         iotlb = self.iotlb
         key = (did, iova >> 12, 1)
         hit = iotlb.get(key)
+        if hit is not None and hit[1] & need:        # a 4 KiB entry that allows it: the common case
+            iotlb.move_to_end(key)
+            m.iotlb_hits += 1
+            return hit[0] | (iova & 0xFFF), 0, True
         if hit is None and self.superpages:
             key = (did, iova >> 21, 2)
             hit = iotlb.get(key)
@@ -331,17 +344,30 @@ class Iommu:
                     raise DmaFault(rid, iova, write, 0x02)
                 ctx = self.context_cache[rid] = ((chi >> 8) & 0xFFFF, clo & ~0xFFF)
             did, table = ctx
-            v = 0
-            level = 4
-            for idx in walk_indices(iova):       # the page walk: 4 reads (3 to a superpage)
-                (v,) = self.mem.read(table + 8 * idx)
-                cost += self.walk_read_ns
-                if not v & need:
-                    raise DmaFault(rid, iova, write, 0x05 if write else 0x06)
+            if self.mem.gen != self._walks_gen:
+                self._walks.clear()
+                self._walks_gen = self.mem.gen
+            wkey = (table, iova >> 12, need)
+            walk = self._walks.get(wkey)
+            if walk is not None:
+                v, level, reads = walk
+                cost += reads * self.walk_read_ns
                 table = v & _ADDR
-                if level == 2 and v & PTE_PS:
-                    break
-                level -= 1
+            else:
+                v = 0
+                level = 4
+                reads = 0
+                for idx in walk_indices(iova):       # the page walk: 4 reads (3 to a superpage)
+                    (v,) = self.mem.read(table + 8 * idx)
+                    cost += self.walk_read_ns
+                    reads += 1
+                    if not v & need:
+                        raise DmaFault(rid, iova, write, 0x05 if write else 0x06)
+                    table = v & _ADDR
+                    if level == 2 and v & PTE_PS:
+                        break
+                    level -= 1
+                self._walks[wkey] = (v, level, reads)
         except DmaFault as f:
             m.iommu_faults += 1
             self.faults.append(f.line())

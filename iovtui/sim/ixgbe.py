@@ -58,6 +58,7 @@ ADVTXD_MACLEN_SHIFT = 9
 ADVTXD_CC = 0x00000080      # Check Context: always set when the Tx switch is on (VFs)
 
 _QQ = struct.Struct("<QQ")
+_Q = struct.Struct("<Q")
 _RXWB = struct.Struct("<HHIIHH")    # pkt_info, hdr_info, rss, status_error, length, vlan
 _TXD = struct.Struct("<QII")        # buffer_addr, cmd_type_len, olinfo_status
 _CTX = struct.Struct("<IIII")       # vlan_macip_lens, seqnum_seed, type_tucmd_mlhl, mss_l4len_idx
@@ -91,10 +92,10 @@ class AdvRxRing(_AdvRing):
         hdr_addr = 0 in the next descriptor (which clears its old status_error)."""
         i = self.next_to_use
         ram = self.mem.ram
-        struct.pack_into("<Q", ram, self.base + DESC_LEN * i, buf_gpa)
+        _Q.pack_into(ram, self.base + DESC_LEN * i, buf_gpa)
         self.tokens[i] = token
         j = (i + 1) % self.size
-        struct.pack_into("<Q", ram, self.base + DESC_LEN * j + 8, 0)
+        _Q.pack_into(ram, self.base + DESC_LEN * j + 8, 0)
         self.next_to_use = j
         self.last_touched = i
         return i
@@ -124,7 +125,7 @@ class AdvRxRing(_AdvRing):
         if self.head == self.tail:
             return None
         i = self.head
-        addr = struct.unpack_from("<Q", self.mem.ram, self.base + DESC_LEN * i)[0]
+        addr = _Q.unpack_from(self.mem.ram, self.base + DESC_LEN * i)[0]
         return i, addr, 0
 
     def hw_done_rx(self, i: int, length: int, pkt_info: int = RXDADV_PKTTYPE_IPV4 | RXDADV_PKTTYPE_UDP) -> None:

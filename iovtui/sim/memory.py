@@ -158,6 +158,20 @@ class GuestMemory:
         self.bytes_written += n
         self.write_log.append((self.write_serial, gpa, n, who))
 
+    def write2(self, gpa: int, head: bytes, data: bytes | bytearray, who: str) -> None:
+        """``head`` then ``data`` at ``gpa``: one write (a header and its frame,
+        one log entry), without joining the two into a new buffer first."""
+        h = len(head)
+        end = gpa + h + len(data)
+        ram = self.ram
+        ram[gpa:gpa + h] = head
+        ram[gpa + h:end] = data
+        if end > self.high_water:
+            self.high_water = end
+        self.write_serial += 1
+        self.bytes_written += end - gpa
+        self.write_log.append((self.write_serial, gpa, end - gpa, who))
+
     def u16(self, gpa: int) -> int:
         return _U16.unpack_from(self.ram, gpa)[0]
 

@@ -23,7 +23,7 @@ class LatencyHistogram:
     its bucket's middle clamped to [min, max] (folded), and the summary says
     which."""
 
-    __slots__ = ("counts", "n", "total", "max", "min", "folded")
+    __slots__ = ("counts", "n", "folded", "_min", "_max")
 
     EXACT_LIMIT = 8192
     BUCKET_BITS = 8
@@ -31,28 +31,40 @@ class LatencyHistogram:
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         self.n = 0
-        self.total = 0
-        self.max = 0
-        self.min = -1
         self.folded = False
+        # the extremes, tracked from the fold on (until then the counts' keys are the values)
+        self._min = -1
+        self._max = 0
 
     def add(self, v: int) -> None:
         if v < 0:
             v = 0
         c = self.counts
+        self.n += 1
         if self.folded:
+            if v > self._max:
+                self._max = v
+            if self._min < 0 or v < self._min:
+                self._min = v
             v2 = self.bucket(v)
             c[v2] = c.get(v2, 0) + 1
         else:
             c[v] = c.get(v, 0) + 1
             if len(c) > self.EXACT_LIMIT:
                 self.fold()
-        self.n += 1
-        self.total += v
-        if v > self.max:
-            self.max = v
-        if self.min < 0 or v < self.min:
-            self.min = v
+
+    @property
+    def max(self) -> int:
+        if self.folded:
+            return self._max
+        return max(self.counts) if self.counts else 0
+
+    @property
+    def min(self) -> int:
+        """The smallest value added (-1 before any)."""
+        if self.folded:
+            return self._min
+        return min(self.counts) if self.counts else -1
 
     @classmethod
     def bucket(cls, v: int) -> int:
@@ -61,6 +73,9 @@ class LatencyHistogram:
         return (v >> s) << s if s > 0 else v
 
     def fold(self) -> None:
+        if not self.folded and self.counts:
+            # the exact extremes, before the values go into buckets
+            self._min, self._max = min(self.counts), max(self.counts)
         out: dict[int, int] = {}
         for v, k in self.counts.items():
             b = self.bucket(v)
@@ -72,6 +87,7 @@ class LatencyHistogram:
         """Nearest-rank percentile (never outside [min, max])."""
         if not self.n:
             return 0
+        lo, hi = self.min, self.max
         rank = max(1, -(-int(p * self.n) // 100))   # ceil(p/100 · n)
         seen = 0
         for v in sorted(self.counts):
@@ -80,8 +96,8 @@ class LatencyHistogram:
                 if self.folded:
                     s = v.bit_length() - self.BUCKET_BITS
                     v += (1 << (s - 1)) if s > 0 else 0
-                return min(max(v, self.min), self.max)
-        return self.max
+                return min(max(v, lo), hi)
+        return hi
 
     @property
     def precision(self) -> str:

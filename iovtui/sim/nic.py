@@ -27,7 +27,14 @@ __all__ = ["Nic", "Function", "is_group"]
 
 def is_group(mac: str) -> bool:
     """Broadcast or multicast: the I/G bit (bit 0 of the first octet) is set."""
-    return mac == BROADCAST or bool(int(mac[:2], 16) & 1)
+    g = _GROUP.get(mac)
+    if g is None:
+        g = _GROUP[mac] = mac == BROADCAST or bool(int(mac[:2], 16) & 1)
+    return g
+
+
+#: is_group's answer per MAC seen (a switch decides per frame; a run has few MACs)
+_GROUP: dict[str, bool] = {}
 
 
 @dataclass
@@ -127,7 +134,10 @@ class Nic:
         """Which functions a frame from the wire (on ``port``'s link) goes
         to.  Returns the functions and, when none, the reason it is dropped."""
         vfs = self.port_vfs[port]
-        if is_group(dst):
+        g = _GROUP.get(dst)
+        if g is None:
+            g = is_group(dst)
+        if g:
             outs = [f for f in vfs if f.vm is not None and f.vlan == vlan and f.link_up]
             self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: broadcast/multicast, replicated to "
                       f"{', '.join(f.name for f in outs) or 'nobody'}")
@@ -146,6 +156,16 @@ class Nic:
             self._log(f"wire → {dst}: unknown unicast, to {'the PF' if len(self.pfs) == 1 else pf.name}'s "
                       f"default pool (the host)")
             return [pf], ""
+        if f.vlan == vlan and f.link_state != "disable":
+            # the common case, owned and reachable (its line made once per MAC and VLAN)
+            line = self._owned_lines.get((dst, vlan))
+            if line is not None:
+                d = self._decisions
+                if d and d[-1][0] == line:      # (_log, inlined)
+                    d[-1] = (line, d[-1][1] + 1)
+                else:
+                    d.append((line, 1))
+                return [f], ""
         if f.vlan != vlan:
             f.dropped += 1
             self._log(f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: {f.name} is on port VLAN {f.vlan or '–'}, dropped")

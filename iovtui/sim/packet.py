@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "Packet", "FrameFactory", "mac_bytes", "mac_str", "parse_frame", "ipv4_checksum",
+    "Packet", "FrameFactory", "stamp", "mac_bytes", "mac_str", "parse_frame", "ipv4_checksum",
     "ETH_P_IP", "ETH_P_8021Q", "MIN_FRAME", "MAX_FRAME", "WIRE_OVERHEAD", "BROADCAST",
     "strip_vlan", "insert_vlan",
 ]
@@ -76,26 +76,26 @@ class FrameFactory:
     def __init__(self) -> None:
         self._templates: dict[tuple, tuple[bytearray, int, int]] = {}
 
-    def build(self, dst: str, src: str, vlan: int, src_ip: str, dst_ip: str,
-              size: int, seq: int, sport: int = 40000, dport: int = 5201) -> bytearray:
+    def template(self, dst: str, src: str, vlan: int, src_ip: str, dst_ip: str,
+                 size: int, sport: int = 40000, dport: int = 5201) -> tuple:
+        """The flow's template: ``stamp(template, seq)`` builds its frame ``seq``
+        (a generator keeps it per stream, so each frame costs one copy and two
+        patches, not a lookup of eight fields)."""
         key = (dst, src, vlan, src_ip, dst_ip, size, sport, dport)
         tpl = self._templates.get(key)
         if tpl is None:
-            tpl = self._template(*key)
+            buf, ip_off, base_csum = self._template(*key)
+            # the IP id, the checksum and the sequence number are patched in one go, with
+            # the bytes between them (flags/fragment, TTL, protocol; the addresses and the
+            # UDP header) as the template has them
+            tpl = (buf, ip_off, ~base_csum & 0xFFFF, bytes(buf[ip_off + 6:ip_off + 10]),
+                   bytes(buf[ip_off + 12:ip_off + 28]))
             self._templates[key] = tpl
-        buf, ip_off, base_csum = tpl
-        frame = bytearray(buf)
-        ident = seq & 0xFFFF
-        # incremental checksum: HC' = ~(~HC + ~m + m') with m = 0 in the template
-        s = (~base_csum & 0xFFFF) + ident
-        s = (s & 0xFFFF) + (s >> 16)
-        frame[ip_off + 4] = ident >> 8
-        frame[ip_off + 5] = ident & 0xFF
-        c = ~s & 0xFFFF
-        frame[ip_off + 10] = c >> 8
-        frame[ip_off + 11] = c & 0xFF
-        _SEQ.pack_into(frame, ip_off + 28, seq)
-        return frame
+        return tpl
+
+    def build(self, dst: str, src: str, vlan: int, src_ip: str, dst_ip: str,
+              size: int, seq: int, sport: int = 40000, dport: int = 5201) -> bytearray:
+        return stamp(self.template(dst, src, vlan, src_ip, dst_ip, size, sport, dport), seq)
 
     @staticmethod
     def _template(dst: str, src: str, vlan: int, src_ip: str, dst_ip: str,
@@ -120,6 +120,24 @@ class FrameFactory:
         for i in range(8, len(payload)):
             payload[i] = fill[i % len(fill)]
         return bytearray(l2 + ip + udp + payload), ip_off, csum
+
+
+#: IP id, (flags/fragment, TTL, protocol), header checksum, (addresses, UDP header), sequence number
+_STAMP = struct.Struct("!H4sH16sQ")
+
+
+def stamp(tpl: tuple, seq: int) -> bytearray:
+    """Frame ``seq`` of a flow (``FrameFactory.template``): the IP id is the
+    sequence number's low 16 bits, the header checksum updated incrementally
+    (RFC 1624: HC' = ~(~HC + ~m + m') with m = 0 in the template; the template
+    keeps ~HC), and the
+    full sequence number in the first 8 payload bytes."""
+    buf, ip_off, not_csum, mid, mid16 = tpl
+    frame = bytearray(buf)
+    ident = seq & 0xFFFF
+    s = not_csum + ident
+    _STAMP.pack_into(frame, ip_off + 4, ident, mid, ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF, mid16, seq)
+    return frame
 
 
 def parse_frame(b: bytes) -> dict:

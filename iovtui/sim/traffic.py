@@ -11,7 +11,7 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING
 
-from .packet import WIRE_OVERHEAD, Packet
+from .packet import _STAMP, WIRE_OVERHEAD, Packet, stamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocols import SimulationApi as Simulation  # what the generator may call on the run
@@ -50,6 +50,9 @@ class Traffic:
         self.single_size = len(self.sizes) == 1
         self.foreign_vlan = sim.preset.faults["foreign_vlan"]
         self._intervals: dict[int, float] = {}
+        #: each flow's frame template (FrameFactory.template), per (VM, VLAN, size) / (VM, size)
+        self._rx_tpl: dict[tuple, tuple] = {}
+        self._tx_tpl: dict[tuple, tuple] = {}
         #: two NIC ports are two links: each port's targets get a stream of their own,
         #: paced by that link alone (see _port_tick); one port keeps the single stream
         ports = sorted({sim.vm_port[v.index] for v in self.targets})
@@ -107,38 +110,63 @@ class Traffic:
             vlan = vm.vlan
             if self.foreign_vlan and sim.engine.rng.random() < self.foreign_vlan:
                 vlan = vm.vlan % 4094 + 1   # tagged for a VLAN this VM is not in
-            frame = sim.frames.build(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size, pid)
+            key = (vm.index, vlan, size)
+            tpl = self._rx_tpl.get(key)
+            if tpl is None:
+                tpl = self._rx_tpl[key] = sim.frames.template(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size)
+            # (packet.stamp, inlined: once per frame)
+            buf, ip_off, not_csum, mid, mid16 = tpl
+            frame = bytearray(buf)
+            c = not_csum + (pid & 0xFFFF)
+            _STAMP.pack_into(frame, ip_off + 4, pid & 0xFFFF, mid, ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF, mid16, pid)
             pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vlan)
         else:
-            frame = sim.frames.build(EXT_MAC, vm.mac, vm.vlan, vm.ip, EXT_IP, size, pid, 5201, 40000)
-            pkt = Packet(pid, now, vm.index, "tx", frame, EXT_MAC, vm.mac, vm.vlan)
+            key = (vm.index, size)
+            tpl = self._tx_tpl.get(key)
+            if tpl is None:
+                tpl = self._tx_tpl[key] = sim.frames.template(EXT_MAC, vm.mac, vm.vlan, vm.ip, EXT_IP, size,
+                                                              5201, 40000)
+            pkt = Packet(pid, now, vm.index, "tx", stamp(tpl, pid), EXT_MAC, vm.mac, vm.vlan)
         sim.offer(pkt)
 
     def _tick(self) -> None:
-        size = self.sizes[0] if self.single_size else self.next_size()
+        eng = self.sim.engine
+        offer = self._offer
         targets = self.targets
-        vm = targets[self._rr % len(targets)]
-        self._rr += 1
-        if self.pattern == "pingpong":
-            self._offer("rx" if self.direction != "tx" else "tx", vm, size)
-            return  # the next request waits for this one's answer (on_complete)
-        self._offer(self._direction() if self.direction == "both" else self.direction, vm, size)
-        if self.done:
+        pattern = self.pattern
+        direction = self.direction
+        intervals = self._intervals
+        while True:
+            size = self.sizes[0] if self.single_size else self.next_size()
+            vm = targets[self._rr % len(targets)]
+            self._rr += 1
+            if pattern == "pingpong":
+                offer("rx" if direction != "tx" else "tx", vm, size)
+                return  # the next request waits for this one's answer (on_complete)
+            offer(self._direction() if direction == "both" else direction, vm, size)
+            if self.done:
+                return
+            gap = intervals.get(size)
+            if gap is None:
+                gap = intervals[size] = self.interval_ns(size)
+            if pattern == "poisson":
+                # exponential gaps around the configured mean, never faster than the link
+                wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
+                gap = max(wire, eng.rng.expovariate(1.0 / self._mean_interval()))
+            elif pattern == "burst":
+                self._in_burst += 1
+                if self._in_burst >= self.burst_size:
+                    self._in_burst = 0
+                    gap += self.burst_gap_ns
+            self._t += gap
+            # the next frame, in place when nothing else is due before it (Engine.go_on)
+            t = int(self._t)
+            if t < eng.now:
+                t = eng.now             # (as Engine.at: never in the past)
+            if eng.go_on(t):
+                continue
+            eng.at(t, self._tick)
             return
-        gap = self._intervals.get(size)
-        if gap is None:
-            gap = self._intervals[size] = self.interval_ns(size)
-        if self.pattern == "poisson":
-            # exponential gaps around the configured mean, never faster than the link
-            wire = (size + WIRE_OVERHEAD) * 8 / self.line_bps * 1e9
-            gap = max(wire, self.sim.engine.rng.expovariate(1.0 / self._mean_interval()))
-        elif self.pattern == "burst":
-            self._in_burst += 1
-            if self._in_burst >= self.burst_size:
-                self._in_burst = 0
-                gap += self.burst_gap_ns
-        self._t += gap
-        self.sim.engine.at(int(self._t), self._tick)
 
     def _port_tick(self, st: "_Stream") -> None:
         """One port's stream (two ports): round-robin over that port's target

@@ -74,6 +74,12 @@ class Virtqueue:
         mem.regions.append(Region(self.used, 6 + 8 * num, "used", f"{name} used ring"))
         self.used_event_addr = self.avail + 4 + 2 * num
         self.avail_event_addr = self.used + 4 + 8 * num
+        # (addresses the per-buffer operations use, worked out once)
+        self._avail_idx_addr = self.avail + 2
+        self._avail_ring = self.avail + 4
+        self._used_idx_addr = self.used + 2
+        self._used_ring = self.used + 4
+        self._mask = num - 1
         ram = mem.ram
         start_idx &= 0xFFFF
         # -- driver (guest) shadows: virtio_ring.c's vring_virtqueue ---------
@@ -116,10 +122,10 @@ class Virtqueue:
         self.num_free -= 1
         self.tokens[head] = token
         idx = self.avail_idx_shadow
-        _U16.pack_into(ram, self.avail + 4 + 2 * (idx % self.num), head)
+        _U16.pack_into(ram, self._avail_ring + 2 * (idx & self._mask), head)
         idx = (idx + 1) & 0xFFFF
         self.avail_idx_shadow = idx
-        _U16.pack_into(ram, self.avail + 2, idx)   # publish (after a write barrier)
+        _U16.pack_into(ram, self._avail_idx_addr, idx)   # publish (after a write barrier)
         self.num_added += 1
         self.last_touched = head
         return head
@@ -140,19 +146,20 @@ class Virtqueue:
     def get_buf(self) -> tuple[object, int, int] | None:
         """``virtqueue_get_buf``: ``(token, len, desc id)`` of the next used buffer."""
         ram = self.mem.ram
-        if self.last_used_idx == _U16.unpack_from(ram, self.used + 2)[0]:
+        last = self.last_used_idx
+        if last == _U16.unpack_from(ram, self._used_idx_addr)[0]:
             return None
-        slot = self.last_used_idx % self.num
-        head, length = _USED_ELEM.unpack_from(ram, self.used + 4 + 8 * slot)
-        token = self.tokens[head]
-        self.tokens[head] = None
+        head, length = _USED_ELEM.unpack_from(ram, self._used_ring + 8 * (last & self._mask))
+        tokens = self.tokens
+        token = tokens[head]
+        tokens[head] = None
         # return the descriptor to the free list
         _U16.pack_into(ram, self.desc + DESC_SIZE * head + 14, self.free_head)
         self.free_head = head
         self.num_free += 1
-        self.last_used_idx = (self.last_used_idx + 1) & 0xFFFF
+        last = self.last_used_idx = (last + 1) & 0xFFFF
         if self.event_idx and not (self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT):
-            _U16.pack_into(ram, self.used_event_addr, self.last_used_idx)
+            _U16.pack_into(ram, self.used_event_addr, last)
         self.last_touched = head
         return token, length, head
 
@@ -208,16 +215,17 @@ class Virtqueue:
     # device side (QEMU's virtio-net or vhost-net)
     # ======================================================================
     def avail_pending(self) -> int:
-        return (_U16.unpack_from(self.mem.ram, self.avail + 2)[0] - self.last_avail_idx) & 0xFFFF
+        return (_U16.unpack_from(self.mem.ram, self._avail_idx_addr)[0] - self.last_avail_idx) & 0xFFFF
 
     def pop(self) -> tuple[int, int, int, int] | None:
         """``virtqueue_pop``: ``(head, addr, len, flags)`` of the next available
         buffer (one descriptor; chains are followed for the total length)."""
         ram = self.mem.ram
-        if _U16.unpack_from(ram, self.avail + 2)[0] == self.last_avail_idx:
+        last = self.last_avail_idx
+        if _U16.unpack_from(ram, self._avail_idx_addr)[0] == last:
             return None
-        head = _U16.unpack_from(ram, self.avail + 4 + 2 * (self.last_avail_idx % self.num))[0]
-        self.last_avail_idx = (self.last_avail_idx + 1) & 0xFFFF
+        head = _U16.unpack_from(ram, self._avail_ring + 2 * (last & self._mask))[0]
+        self.last_avail_idx = (last + 1) & 0xFFFF
         addr, length, flags, nxt = _DESC.unpack_from(ram, self.desc + DESC_SIZE * head)
         hops = 0
         while flags & VRING_DESC_F_NEXT and hops < self.num:
@@ -241,14 +249,15 @@ class Virtqueue:
         past ``signalled_used`` meanwhile (a wrap), that value is stale and the
         next ``should_notify`` signals unconditionally (``__vhost_add_used_n``)."""
         ram = self.mem.ram
-        num = self.num
-        base = self.used + 4
+        mask = self._mask
+        base = self._used_ring
+        pack = _USED_ELEM.pack_into
         old = idx = self.used_idx
         for head, written in heads:
-            _USED_ELEM.pack_into(ram, base + 8 * (idx % num), head, written)
+            pack(ram, base + 8 * (idx & mask), head, written)
             idx = (idx + 1) & 0xFFFF
         self.used_idx = idx
-        _U16.pack_into(ram, self.used + 2, idx)
+        _U16.pack_into(ram, self._used_idx_addr, idx)
         if ((idx - self.signalled_used) & 0xFFFF) < ((idx - old) & 0xFFFF):
             self.signalled_used_valid = False
         if heads:

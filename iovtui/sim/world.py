@@ -44,6 +44,8 @@ class Simulation:
         self.host = HostProfile.from_preset(preset.host)
         self.vmm = Vmm(self.engine, self.metrics, costs, self.host)
         self.vms: list[Vm] = []
+        #: each VM's name by index (the delivery counts are by name)
+        self._vm_names = [cfg.name for cfg in preset.vms]
         for i, cfg in enumerate(preset.vms):
             mem = GuestMemory(cfg.name, cfg.ram, HPA_BASE + i * HPA_STRIDE)
             vm = Vm(i, cfg.name, cfg.mac, cfg.vlan, cfg.ip, mem)
@@ -78,7 +80,10 @@ class Simulation:
     # -- called by the traffic generator --------------------------------------
     def offer(self, pkt: Packet) -> None:
         now = self.engine.now
-        self.metrics.offer(now)
+        m = self.metrics
+        m.offered += 1                    # (Metrics.offer, inlined: once per frame)
+        if m.first_offer_t < 0:
+            m.first_offer_t = now
         if pkt.direction == "rx":
             # the generator ticks when a frame's last bit reaches the port; it
             # never offers faster than the link (see Traffic.interval_ns)
@@ -123,7 +128,33 @@ class Simulation:
     def delivered(self, pkt: Packet, t: int) -> None:
         pkt.t_done = t
         m = self.metrics
-        m.deliver(self.vms[pkt.vm].name, pkt.size, pkt.t0, t, pkt.copies)
+        # (Metrics.deliver and LatencyHistogram.add, inlined: once per frame)
+        m.delivered += 1
+        m.copies_delivered += pkt.copies
+        m.bytes_delivered += pkt.size
+        if t > m.last_deliver_t:
+            m.last_deliver_t = t
+        d = m.delivered_by_vm
+        name = self._vm_names[pkt.vm]
+        d[name] = d.get(name, 0) + 1
+        lat = m.latency
+        v = t - pkt.t0
+        if v < 0:
+            v = 0
+        c = lat.counts
+        lat.n += 1
+        if lat.folded:
+            if v > lat._max:
+                lat._max = v
+            if lat._min < 0 or v < lat._min:
+                lat._min = v
+            b = v.bit_length() - lat.BUCKET_BITS        # (LatencyHistogram.bucket)
+            b = (v >> b) << b if b > 0 else v
+            c[b] = c.get(b, 0) + 1
+        else:
+            c[v] = c.get(v, 0) + 1
+            if len(c) > lat.EXACT_LIMIT:
+                lat.fold()
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]

@@ -274,6 +274,16 @@ class SrIov(Technique):
                                   f"the PF's default pool ({outs[0].bdf}, the host's own stack)", 2)
             return
         tr = self.engine.trace
+        if len(outs) == 1 and not pkt.vlan and not tr.on:
+            # (one VF, untagged, untraced: the loop below without its branches)
+            port = self.ports[outs[0].vm]
+            dma = port.dma
+            end = (dma.busy_until if dma.busy_until > now else now) + self.nic_ns   # Resource.reserve
+            dma.busy_until = end
+            dma.busy_ns += self.nic_ns
+            port.rx_dma_pending += 1
+            self.engine.at(end, self._dma_rx, port, pkt)
+            return
         for i, vf in enumerate(outs):
             p = pkt
             if i:   # broadcast/multicast: the switch replicates the frame
@@ -296,6 +306,33 @@ class SrIov(Technique):
         port.rx_dma_pending -= 1
         vm, vf, rx = port.vm, port.vf, port.rx
         tr = self.engine.trace
+        if not tr.on:
+            # untraced, the IOMMU is asked directly (_dma only adds the trace lines)
+            got = rx.hw_fetch()
+            if got is not None:
+                slot, gpa, _len = got
+                desc = rx.base + 16 * slot
+                translate = self.iommu.translate
+                cost = translate(vf.rid, desc, False)[1]      # descriptor fetch (read format)
+                try:
+                    hpa, c, _hit = translate(vf.rid, gpa, True)
+                except DmaFault:
+                    hpa = None
+                if hpa is not None:
+                    cost += c
+                    mem = vm.mem
+                    base = mem.hpa_base
+                    if not base <= hpa < base + mem.size:
+                        raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
+                    mem.write(hpa - base, pkt.frame, port.dma_who)
+                    translate(vf.rid, desc, True)                 # descriptor write-back
+                    rx.hw_done_rx(slot, pkt.size)
+                    port.rx_filled[slot] = pkt
+                    vf.rx += 1
+                    self._cause(port, port.dma.reserve(now, cost) + self.pcie_ns)
+                    return
+                self._dma_rx_blocked(port, pkt, slot, gpa, desc, cost)
+                return
         got = rx.hw_fetch()
         if got is None:
             vf.dropped += 1
@@ -319,20 +356,7 @@ class SrIov(Technique):
                 hpa, c, _hit = translate(vf.rid, gpa, True)
             cost += c
         except DmaFault:
-            # a posted PCIe write: the VF is told nothing, the buffer keeps its old bytes,
-            # and the descriptor (whose page is mapped) still gets its write-back with DD
-            vf.dropped += 1
-            self.sim.dropped(pkt, "IOMMU blocked the DMA write (DMAR fault)", 4)
-            self._dma(port, desc, True, "")
-            rx.hw_done_rx(slot, pkt.size)
-            port.rx_filled[slot] = None
-            done = port.dma.reserve(now, cost) + self.pcie_ns
-            if tr.on:
-                tr.emit(now, "dma", vm.name, 5,
-                        f"{vf.name} writes back RX descriptor {slot}: DD|EOP, length {pkt.size:,} — the frame's "
-                        f"write was a posted write the IOMMU dropped, so the VF saw no error and GPA 0x{gpa:x} "
-                        f"keeps its old bytes", pkt=pkt.id, gpa=gpa, desc=slot, blocked=True)
-            self._cause(port, done)
+            self._dma_rx_blocked(port, pkt, slot, gpa, desc, cost)
             return
         mem = vm.mem
         if not mem.hpa_base <= hpa < mem.hpa_base + mem.size:
@@ -351,6 +375,26 @@ class SrIov(Technique):
                     f"{vf.name} writes frame #{pkt.id} ({pkt.size:,} B) to HPA 0x{hpa:x} and writes back "
                     f"descriptor {slot}: status_error DD|EOP, length {pkt.size:,} — zero copies",
                     pkt=pkt.id, hpa=hpa, gpa=gpa, desc=slot)
+        self._cause(port, done)
+
+    def _dma_rx_blocked(self, port: VfPort, pkt: Packet, slot: int, gpa: int, desc: int, cost: int) -> None:
+        """The IOMMU blocked the frame's DMA write: a posted PCIe write, so the VF
+        is told nothing, the buffer keeps its old bytes, and the descriptor (whose
+        page is mapped) still gets its write-back with DD."""
+        now = self.engine.now
+        vm, vf, rx = port.vm, port.vf, port.rx
+        tr = self.engine.trace
+        vf.dropped += 1
+        self.sim.dropped(pkt, "IOMMU blocked the DMA write (DMAR fault)", 4)
+        self._dma(port, desc, True, "")
+        rx.hw_done_rx(slot, pkt.size)
+        port.rx_filled[slot] = None
+        done = port.dma.reserve(now, cost) + self.pcie_ns
+        if tr.on:
+            tr.emit(now, "dma", vm.name, 5,
+                    f"{vf.name} writes back RX descriptor {slot}: DD|EOP, length {pkt.size:,} — the frame's "
+                    f"write was a posted write the IOMMU dropped, so the VF saw no error and GPA 0x{gpa:x} "
+                    f"keeps its old bytes", pkt=pkt.id, gpa=gpa, desc=slot, blocked=True)
         self._cause(port, done)
 
     def _stale_read(self, port: VfPort, slot: int, gpa: int, length: int, now: int) -> int:
