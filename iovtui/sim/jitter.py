@@ -25,42 +25,44 @@ import random
 
 from .engine import Resource
 
-__all__ = ["make_jitter", "JitteredResource"]
+__all__ = ["Jitter", "JitteredResource"]
 
 _BITS = 12
 _N = 1 << _BITS
 
 
-def make_jitter(rng: random.Random, spread: float):
-    """``jit(ns)``: ``ns`` of work as the host spends it this time (a closure:
-    called per packet, it must be cheap).  ``jit.table`` / ``jit.bits`` are the
-    quantiles and the draw, for :class:`JitteredResource`."""
-    table = tuple(1.0 - spread + spread * -math.log(1.0 - (k + 0.5) / _N) for k in range(_N))
-    bits = rng.getrandbits
+class Jitter:
+    """The run's cost jitter: ``draw(ns)`` is ``ns`` of work as the host spends
+    it this time.  It holds the generator itself, not a closure or its bound
+    ``getrandbits`` (which ``copy.deepcopy`` would not copy), so that a deep
+    copy of the run (the driver's checkpoints) draws from the copy's."""
 
-    def jit(ns: int) -> int:
-        return int(ns * table[bits(_BITS)]) if ns > 0 else ns
+    __slots__ = ("spread", "table", "rng")
 
-    jit.table = table
-    jit.bits = bits
-    jit.spread = spread
-    return jit
+    def __init__(self, rng: random.Random, spread: float) -> None:
+        self.spread = spread
+        #: the shifted exponential's quantiles at the middle of each of _N equal slices
+        self.table = tuple(1.0 - spread + spread * -math.log(1.0 - (k + 0.5) / _N) for k in range(_N))
+        self.rng = rng
+
+    def draw(self, ns: int) -> int:
+        return int(ns * self.table[self.rng.getrandbits(_BITS)]) if ns > 0 else ns
 
 
 class JitteredResource(Resource):
     """A :class:`Resource` (vCPU, host thread) whose every reservation is
     jittered: what queues behind it sees the real, varying time."""
 
-    __slots__ = ("_table", "_bits")
+    __slots__ = ("_table", "_rng")
 
-    def __init__(self, name: str, jit) -> None:
+    def __init__(self, name: str, jitter: Jitter) -> None:
         super().__init__(name)
-        self._table = jit.table
-        self._bits = jit.bits
+        self._table = jitter.table
+        self._rng = jitter.rng
 
     def reserve(self, now: int, duration: int) -> int:
         if duration > 0:
-            duration = int(duration * self._table[self._bits(_BITS)])
+            duration = int(duration * self._table[self._rng.getrandbits(_BITS)])
         start = self.busy_until if self.busy_until > now else now
         end = start + duration
         self.busy_until = end

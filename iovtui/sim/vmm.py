@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .engine import Engine, Resource
-from .jitter import JitteredResource, make_jitter
+from .jitter import Jitter, JitteredResource
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metrics import Metrics
@@ -171,12 +171,13 @@ class Vmm:
         self.exit_kernel_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"])
         self.exit_user_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"] + c["exit_user_ns"])
         self._copy_cache: dict[int, int] = {}
-        #: None (``costs.jitter = 0``: every cost exact) or ``jit(ns)`` (sim.jitter.make_jitter)
-        self.jitter = make_jitter(engine.rng, c["jitter"]) if c.get("jitter", 0) > 0 else None
+        #: None (``costs.jitter = 0``: every cost exact) or ``jit(ns)`` (sim.jitter.Jitter.draw)
+        self._jitter = Jitter(engine.rng, c["jitter"]) if c.get("jitter", 0) > 0 else None
+        self.jitter = self._jitter.draw if self._jitter is not None else None
 
     def resource(self, name: str) -> Resource:
         """A software actor (vCPU, host thread): jittered unless ``costs.jitter = 0``."""
-        return Resource(name) if self.jitter is None else JitteredResource(name, self.jitter)
+        return Resource(name) if self._jitter is None else JitteredResource(name, self._jitter)
 
     def spread(self, ns: int) -> int:
         """``ns`` of software time as the host spends it this time (a delay that is
