@@ -169,8 +169,6 @@ class Technique:
         from then on, in its own ``__do_softirq`` runs with the same limits,
         until a poll finishes under its weight (``napi_complete_done``)."""
         runs = port.sirq_runs + 1
-        if runs == 1:
-            port.sirq_start = t
         deferred = runs >= MAX_SOFTIRQ_RESTART or t - port.sirq_start >= MAX_SOFTIRQ_TIME_NS
         tr = self.engine.trace
         if tr.on:
@@ -191,6 +189,7 @@ class Technique:
                         queue="rx", napi="ksoftirqd", softirq_run=runs, ksoftirqd=True)
         if deferred:
             port.ksoftirqd = True
+            port.sirq_start = t              # ksoftirqd's own __do_softirq run starts now
             runs = 0
         port.sirq_runs = runs
 
@@ -207,6 +206,7 @@ class Technique:
                         f"weight: napi_complete_done; NET_RX no longer pending, ksoftirqd/0 sleeps",
                         queue="rx", napi="complete", ksoftirqd=False, weight=work)
         port.sirq_runs = 0
+        port.sirq_start = t                  # virtnet_poll may schedule itself again at once
 
     # -- NAPI over a descriptor ring (e1000 legacy, SR-IOV VF 82599 advanced) -----------
     #: refill (and write the tail) once this many buffers wait (E1000_RX_BUFFER_WRITE,

@@ -364,6 +364,7 @@ class Emulation(Technique):
             return                                   # IRQ_NONE
         if not nic.napi:
             nic.napi = True                          # napi_schedule_prep
+            nic.sirq_start = t                       # the NET_RX softirq starts on the ISR's exit
             nic.total_rx_packets = nic.total_rx_bytes = 0
             nic.total_tx_packets = nic.total_tx_bytes = 0
             self.engine.at(t, self.legacy_napi, nic, 0, 0)

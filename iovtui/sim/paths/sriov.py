@@ -433,6 +433,7 @@ class SrIov(Technique):
         t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
         if not port.napi:
             port.napi = True
+            port.sirq_start = t                      # the NET_RX softirq starts on the ISR's exit
             if self.engine.go_on(t):
                 self.legacy_napi(port, 0, 0)
             else:

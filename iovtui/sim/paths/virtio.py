@@ -483,6 +483,7 @@ class Virtio(Technique):
             if q.interrupt() and not nic.napi_active:
                 q.disable_cb()             # virtqueue_napi_schedule
                 nic.napi_active = sched = True
+                nic.sirq_start = end               # the NET_RX softirq starts on the handler's exit
         else:
             q = nic.txq
             if q.interrupt():
