@@ -172,6 +172,8 @@ def test_a_guest_that_cannot_keep_up_polls_by_weight_then_in_ksoftirqd(variant):
     poll, rate, costs = GUEST_BOUND[variant]
     d, events = _traced(variant, rate, 3_000, costs=costs)
     msgs = [e.msg for e in events]
+    ts = [e.t for e in events]
+    assert ts == sorted(ts)                    # emitted at the clock: time never goes back
     repolls = [m for m in msgs if "used its whole weight (64 frames; netdev_budget 300 → 236 left)" in m]
     assert repolls and all(poll in m for m in repolls)
     assert any("wakeup_softirqd: ksoftirqd/0 takes over NET_RX" in m for m in msgs)

@@ -174,7 +174,7 @@ class Technique:
         if tr.on:
             vm = port.vm
             where = "ksoftirqd/0" if port.ksoftirqd else "the softirq"
-            tr.emit(t, "note", vm.name, 6,
+            tr.emit(self.engine.now, "note", vm.name, 6,
                     f"{vm.name}: {self.NAPI_POLL} used its whole weight ({work} frames; netdev_budget "
                     f"{NETDEV_BUDGET} → {NETDEV_BUDGET - work} left): NAPI stays scheduled, interrupts stay off; "
                     f"net_rx_action raises NET_RX again ({where}, run {runs} of {MAX_SOFTIRQ_RESTART})",
@@ -185,7 +185,7 @@ class Technique:
                 what = ("ksoftirqd/0 goes on with a new __do_softirq run (cond_resched: nothing else is "
                         "runnable)" if port.ksoftirqd else
                         "wakeup_softirqd: ksoftirqd/0 takes over NET_RX and polls from now on")
-                tr.emit(t, "note", vm.name, 6, f"{vm.name}: __do_softirq has run NET_RX for {why}: {what}",
+                tr.emit(self.engine.now, "note", vm.name, 6, f"{vm.name}: __do_softirq has run NET_RX for {why}: {what}",
                         queue="rx", napi="ksoftirqd", softirq_run=runs, ksoftirqd=True)
         if deferred:
             port.ksoftirqd = True
@@ -201,7 +201,7 @@ class Technique:
             tr = self.engine.trace
             if tr.on:
                 vm = port.vm
-                tr.emit(t, "note", vm.name, 6,
+                tr.emit(self.engine.now, "note", vm.name, 6,
                         f"{vm.name}: {self.NAPI_POLL} took {work} frame{'s' if work != 1 else ''}, under its "
                         f"weight: napi_complete_done; NET_RX no longer pending, ksoftirqd/0 sleeps",
                         queue="rx", napi="complete", ksoftirqd=False, weight=work)
