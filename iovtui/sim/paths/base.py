@@ -115,8 +115,7 @@ class Technique:
         if len(tap) >= queue_len:
             if self.rx_ring_starved(port):
                 # the backend stopped at the ring (no buffer the guest posted): the ring is the bottleneck
-                self.sim.dropped(pkt, "tap queue full: the guest's RX ring has no free buffer "
-                                      "(the guest is not keeping up)", 2)
+                self.sim.dropped(pkt, "tap queue full: the guest's RX ring has no free buffer", 2)
             else:
                 self.sim.dropped(pkt, "tap queue full (the backend is not keeping up)", 2)
             return None
