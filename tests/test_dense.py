@@ -191,9 +191,10 @@ MAIN_DUMP_SHA256 = {
 
 @pytest.mark.parametrize("tech", TECHNIQUES)
 def test_a_ram_dump_is_byte_identical_to_mains(tmp_path, tech):
+    """Pins main's exact bytes, so the costs are exact (costs.jitter = 0, as main had them)."""
     d = tmp_path / "dump"
     run_cli("run", "--preset", "multi-tenant", "--technique", tech, "--seed", "3", "--packets", "600",
-            "--dump-ram", str(d), check_rc=0)
+            "--set", "costs.jitter=0", "--dump-ram", str(d), check_rc=0)
     got = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in d.iterdir()}
     assert got == MAIN_DUMP_SHA256[tech]
 

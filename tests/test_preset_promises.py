@@ -114,9 +114,10 @@ INTERRUPT_EXITS = {"APIC_ACCESS", "MSR_WRITE", "APIC_WRITE", "EXTERNAL_INTERRUPT
 
 def posted_interrupts():
     # APICv + VT-d PI: the VF's MSI-X is posted and its EOI virtualized — no
-    # interrupt exit, no EOI exit, no host interrupt (a HLT at most)
+    # interrupt exit, no EOI exit, no host interrupt (a HLT at most: with costs.jitter the guest,
+    # which just keeps up at line rate, runs out of work and halts after about 1 % of the frames)
     _s, d = run("posted-interrupts", "sriov")
-    assert set(d["exits"]["by_reason"]) <= {"HLT"} and d["exits"]["per_packet"] < 0.01
+    assert set(d["exits"]["by_reason"]) <= {"HLT"} and d["exits"]["per_packet"] < 0.05
     assert d["interrupts"]["posted"] > 0 and d["interrupts"]["injected"] == 0 and d["interrupts"]["host"] == 0
     # the same VF on the lecture's machine (a: no APICv): every interrupt is a host interrupt, an exit and an EOI exit
     _s, off = run("posted-interrupts", "sriov", host=NO_APICV)

@@ -304,6 +304,16 @@ _FAULTS = {
 
 _COSTS = {k: F(_float(0, 1e9), float(v)) for k, v in DEFAULT_COSTS.items()}
 
+
+def _jitter(v):
+    try:
+        return _float(0, 1)(v)
+    except ValueError:
+        raise ValueError("a number 0..1 (the spread of every cost, e.g. 0.1 = 10 %; 0 = exact costs)") from None
+
+
+_COSTS["jitter"] = F(_jitter, DEFAULT_COSTS["jitter"])
+
 SCHEMA: dict[str, Any] = {
     "name": F(_str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a name of letters, digits, '-', '_' or '.'"), required=True),
     "description": F(_str(), required=True),

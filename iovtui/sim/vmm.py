@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .engine import Engine, Resource
+from .jitter import Jitter, JitteredResource
 
 if TYPE_CHECKING:  # pragma: no cover
     from .metrics import Metrics
@@ -59,6 +60,9 @@ DEFAULT_COSTS: dict[str, float] = {
     "iotlb_walk_read_ns": 100,    # one memory read of an IOMMU page walk (4 per IOTLB miss)
     "host_irq_ns": 1000,          # an assigned device's MSI-X on the host: vfio_msihandler → irqfd → KVM
     "peer_turnaround_ns": 5000,   # the outside host turning a received frame into its next one (pingpong)
+    # not a duration: the spread of every cost above that a vCPU or host thread spends, as a
+    # coefficient of variation (sim/jitter.py: a shifted exponential, mean = the cost); 0 = exact
+    "jitter": 0.1,
 }
 
 COST_HELP: dict[str, str] = {
@@ -83,6 +87,7 @@ COST_HELP: dict[str, str] = {
     "iotlb_walk_read_ns": "one read of an IOMMU page walk",
     "host_irq_ns": "host interrupt of an assigned VF (no VT-d PI)",
     "peer_turnaround_ns": "outside host's reply turnaround (pingpong)",
+    "jitter": "spread of every software cost (0.1 = 10 % standard deviation; 0 = exact)",
 }
 
 
@@ -166,6 +171,19 @@ class Vmm:
         self.exit_kernel_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"])
         self.exit_user_cost = int(c["exit_hw_ns"] + c["exit_kernel_ns"] + c["exit_user_ns"])
         self._copy_cache: dict[int, int] = {}
+        #: None (``costs.jitter = 0``: every cost exact) or ``jit(ns)`` (sim.jitter.Jitter.draw)
+        self._jitter = Jitter(engine.rng, c["jitter"]) if c.get("jitter", 0) > 0 else None
+        self.jitter = self._jitter.draw if self._jitter is not None else None
+
+    def resource(self, name: str) -> Resource:
+        """A software actor (vCPU, host thread): jittered unless ``costs.jitter = 0``."""
+        return Resource(name) if self._jitter is None else JitteredResource(name, self._jitter)
+
+    def spread(self, ns: int) -> int:
+        """``ns`` of software time as the host spends it this time (a delay that is
+        not a reservation: a thread's wake-up, a host interrupt)."""
+        j = self.jitter
+        return ns if j is None else j(ns)
 
     def exit_cost(self, user: bool) -> int:
         return self.exit_user_cost if user else self.exit_kernel_cost
@@ -181,8 +199,11 @@ class Vmm:
         """
         now = self.engine.now if at is None else at
         cost = (self.exit_user_cost if user else self.exit_kernel_cost) + extra_ns
-        end = vm.vcpu.reserve(now, cost)
-        start = end - cost          # the vCPU takes the exit when it gets to it (after earlier work)
+        vcpu = vm.vcpu
+        # the vCPU takes the exit when it gets to it (after earlier work)
+        start = vcpu.busy_until if vcpu.busy_until > now else now
+        end = vcpu.reserve(now, cost)
+        cost = end - start          # what it cost this time (costs.jitter)
         vm.exit_start = start
         vm.exit_end = end
         m = self.metrics
@@ -215,14 +236,15 @@ class Vmm:
         now = self.engine.now if at is None else at
         vcpu = vm.vcpu
         idle_from = vcpu.busy_until
-        cost = self.exit_kernel_cost
+        start = idle_from if idle_from > now else now
+        end = vcpu.reserve(now, self.exit_kernel_cost)
+        cost = end - start
         m = self.metrics
         m.exits_total += 1
         m.exit_ns += cost
         m.halts += 1
         by = m.exits_by_reason
         by["HLT"] = by.get("HLT", 0) + 1
-        end = vcpu.reserve(now, cost)
         vm.exit_start, vm.exit_end = idle_from, end
         tr = self.engine.trace
         if tr.on:
@@ -273,7 +295,7 @@ class Vmm:
             else:
                 # the host takes the interrupt first and forwards it through irqfd
                 m.irq_host += 1
-                now += int(self.costs["host_irq_ns"])
+                now += self.spread(int(self.costs["host_irq_ns"]))
                 how = "the MSI-X lands on the host (vfio_msihandler → irqfd); "
         inject = int(self.costs["irq_inject_ns"])
         if self.halted(vm, now):

@@ -50,6 +50,8 @@ class Simulation:
             mem = GuestMemory(cfg.name, cfg.ram, HPA_BASE + i * HPA_STRIDE)
             vm = Vm(i, cfg.name, cfg.mac, cfg.vlan, cfg.ip, mem)
             vm.extra["cfg"] = cfg
+            if self.vmm.jitter is not None:
+                vm.vcpu = self.vmm.resource(vm.vcpu.name)     # costs.jitter
             self.vms.append(vm)
         self.frames = FrameFactory()
         self.packets_target = packets if packets is not None else preset.traffic["count"]

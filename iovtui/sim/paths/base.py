@@ -13,12 +13,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
-__all__ = ["Technique", "UnknownTechnique", "QDISC_LEN", "BUF_STRIDE", "buffer_pools"]
+__all__ = ["Technique", "UnknownTechnique", "QDISC_LEN", "BUF_STRIDE", "buffer_pools", "NETDEV_BUDGET",
+           "MAX_SOFTIRQ_RESTART", "MAX_SOFTIRQ_TIME_NS"]
 
 #: the guest interface's txqueuelen
 QDISC_LEN = 1000
 #: guest buffers are 2 KiB apart (two per 4 KiB page)
 BUF_STRIDE = 2048
+
+# The guest's receive softirq (Linux 6.1 net/core/dev.c, kernel/softirq.c)
+#: net.core.netdev_budget: frames one net_rx_action may take over all the NAPIs on its list
+NETDEV_BUDGET = 300
+#: net.core.netdev_budget_usecs: 2,000 µs, two jiffies at HZ = 1000
+NETDEV_BUDGET_USECS = 2000
+#: kernel/softirq.c: __do_softirq runs the pending softirqs again at most this many times …
+MAX_SOFTIRQ_RESTART = 10
+#: … and for at most 2 ms (MAX_SOFTIRQ_TIME), then hands them to ksoftirqd (wakeup_softirqd)
+MAX_SOFTIRQ_TIME_NS = 2_000_000
 
 
 def buffer_pools(mem, n: int) -> tuple[deque, deque]:
@@ -102,9 +113,17 @@ class Technique:
             strip_vlan(pkt)
         tap = tap_of(port)
         if len(tap) >= queue_len:
-            self.sim.dropped(pkt, "tap queue full (the backend is not keeping up)", 2)
+            if self.rx_ring_starved(port):
+                # the backend stopped at the ring (no buffer the guest posted): the ring is the bottleneck
+                self.sim.dropped(pkt, "tap queue full: the guest's RX ring has no free buffer", 2)
+            else:
+                self.sim.dropped(pkt, "tap queue full (the backend is not keeping up)", 2)
             return None
         return port
+
+    def rx_ring_starved(self, port: Any) -> bool:
+        """Is the backend stopped because the guest's RX ring has no buffer?"""
+        return False
 
     def queue_for_xmit(self, port: Any, pkt: "Packet", ring_full: bool) -> None:
         """dev_queue_xmit: through the guest's qdisc while the driver's TX ring
@@ -129,6 +148,64 @@ class Technique:
         end = vm.vcpu.reserve(now, int(self.costs["guest_tx_ns"]))
         port.tx_to_xmit += 1
         self.engine.at(end, self._xmit, port, pkt)
+
+    # -- the guest's NET_RX softirq: net_rx_action, __do_softirq, ksoftirqd ----------------
+    #: the guest driver's NAPI poll function (narration)
+    NAPI_POLL = "the NAPI poll"
+
+    def napi_repoll(self, port: Any, work: int, t: int) -> None:
+        """``napi_poll`` (net/core/dev.c) saw the poll use its whole weight
+        (``work`` = the weight, 64): NAPI stays scheduled, its interrupt
+        stays off, and the poll runs again; nothing here costs vCPU time.
+
+        ``net_rx_action`` moves it to its repoll list; being the only NAPI on
+        this CPU's list (one RX queue per vCPU), the list is empty, so
+        net_rx_action ends with ``netdev_budget`` (300) − ``work`` left and
+        raises NET_RX again (the budget and its 2 jiffies, netdev_budget_usecs,
+        bind only when several NAPIs share the CPU).  ``__do_softirq`` runs it
+        again at once, up to MAX_SOFTIRQ_RESTART (10) runs within
+        MAX_SOFTIRQ_TIME (2 ms); then ``wakeup_softirqd``: ksoftirqd/0 polls
+        from then on, in its own ``__do_softirq`` runs with the same limits,
+        until a poll finishes under its weight (``napi_complete_done``)."""
+        runs = port.sirq_runs + 1
+        deferred = runs >= MAX_SOFTIRQ_RESTART or t - port.sirq_start >= MAX_SOFTIRQ_TIME_NS
+        tr = self.engine.trace
+        if tr.on:
+            vm = port.vm
+            where = "ksoftirqd/0" if port.ksoftirqd else "the softirq"
+            tr.emit(self.engine.now, "note", vm.name, 6,
+                    f"{vm.name}: {self.NAPI_POLL} used its whole weight ({work} frames; netdev_budget "
+                    f"{NETDEV_BUDGET} → {NETDEV_BUDGET - work} left): NAPI stays scheduled, interrupts stay off; "
+                    f"net_rx_action raises NET_RX again ({where}, run {runs} of {MAX_SOFTIRQ_RESTART})",
+                    queue="rx", napi="repoll", softirq_run=runs, ksoftirqd=port.ksoftirqd, weight=work)
+            if deferred:
+                why = (f"{MAX_SOFTIRQ_RESTART} runs (MAX_SOFTIRQ_RESTART)" if runs >= MAX_SOFTIRQ_RESTART
+                       else f"{(t - port.sirq_start) / 1000:,.0f} µs (MAX_SOFTIRQ_TIME = 2 ms)")
+                what = ("ksoftirqd/0 goes on with a new __do_softirq run (cond_resched: nothing else is "
+                        "runnable)" if port.ksoftirqd else
+                        "wakeup_softirqd: ksoftirqd/0 takes over NET_RX and polls from now on")
+                tr.emit(self.engine.now, "note", vm.name, 6, f"{vm.name}: __do_softirq has run NET_RX for {why}: {what}",
+                        queue="rx", napi="ksoftirqd", softirq_run=runs, ksoftirqd=True)
+        if deferred:
+            port.ksoftirqd = True
+            port.sirq_start = t              # ksoftirqd's own __do_softirq run starts now
+            runs = 0
+        port.sirq_runs = runs
+
+    def napi_done(self, port: Any, work: int, t: int) -> None:
+        """The poll finished under its weight: ``napi_complete_done``; the
+        driver re-enables its interrupt next.  A ksoftirqd that ran it sleeps."""
+        if port.ksoftirqd:
+            port.ksoftirqd = False
+            tr = self.engine.trace
+            if tr.on:
+                vm = port.vm
+                tr.emit(self.engine.now, "note", vm.name, 6,
+                        f"{vm.name}: {self.NAPI_POLL} took {work} frame{'s' if work != 1 else ''}, under its "
+                        f"weight: napi_complete_done; NET_RX no longer pending, ksoftirqd/0 sleeps",
+                        queue="rx", napi="complete", ksoftirqd=False, weight=work)
+        port.sirq_runs = 0
+        port.sirq_start = t                  # virtnet_poll may schedule itself again at once
 
     # -- NAPI over a descriptor ring (e1000 legacy, SR-IOV VF 82599 advanced) -----------
     #: refill (and write the tail) once this many buffers wait (E1000_RX_BUFFER_WRITE,
@@ -210,7 +287,8 @@ class Technique:
                     return
             t = self._refill(port, now) if cleaned and refill_at_end else now
             if done >= budget:
-                # the budget is spent: the poll runs again (napi_poll's repoll)
+                # the weight is spent: the poll runs again (napi_poll's repoll)
+                self.napi_repoll(port, done, t)
                 if eng.go_on(t):
                     now = t
                     done = cleaned = 0
@@ -218,6 +296,7 @@ class Technique:
                 eng.at(t, self.legacy_napi, port, 0, 0)
                 return
             port.napi = False
+            self.napi_done(port, done, t)
             self._napi_complete(port, t)
             return
 

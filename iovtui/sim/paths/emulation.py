@@ -72,6 +72,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Emulation"]
 
 TAP_QUEUE_LEN = 1000
+#: net/tap.c tap_send: packets read per main-loop callback
+TAP_SEND_BURST = 50
 #: KVM_COALESCED_MMIO_MAX: entries in KVM's coalesced ring (one 4 KiB page);
 #: a write that finds it full goes out to userspace as an ordinary MMIO exit
 COALESCED_RING_MAX = (4096 - 16) // 24
@@ -131,10 +133,11 @@ class E1000Nic:
         self.rx = E1000Ring(mem, "rx", n, "e1000 RX descriptor ring")
         self.tx = E1000Ring(mem, "tx", n, "e1000 TX descriptor ring", csum_offload=tech.tx_csum_offload)
         self.rx_pool, self.tx_pool = buffer_pools(mem, n)
-        self.model = Resource(f"qemu-e1000:{vm.name}")
+        self.model = tech.vmm.resource(f"qemu-e1000:{vm.name}")
         self.tap: deque[tuple[int, Packet]] = deque()
         self.rx_scheduled = False
         self.rx_waiting = False                 # RDH == RDT: QEMU stops reading the tap
+        self.rx_burst = 0                       # frames this tap_send call has read
         self.rx_filled: dict[int, Packet] = {}  # slot -> frame written, not yet cleaned
         self.rx_len: dict[int, int] = {}        # buffer GPA -> length the driver sees (for the ITR totals)
         self.rx_reading: Packet | None = None
@@ -152,6 +155,10 @@ class E1000Nic:
         self.total_rx_packets = self.total_rx_bytes = 0
         self.total_tx_packets = self.total_tx_bytes = 0
         self.napi = False
+        # the NET_RX softirq running its NAPI (Technique.napi_repoll)
+        self.sirq_runs = 0
+        self.sirq_start = 0
+        self.ksoftirqd = False
         self.qdisc: deque[Packet] = deque()
         self.tx_to_xmit = 0
         self.tx_sent: dict[int, Packet] = {}    # slot -> frame in the TX ring
@@ -159,6 +166,7 @@ class E1000Nic:
 
 class Emulation(Technique):
     name = "emulation"
+    NAPI_POLL = "e1000_clean"
     stages = ("guest posts buffer, RDT write", "host bridge → tap", "QEMU reads RX descriptor",
               "copy into guest buffer", "ICR → INTx → inject", "ISR exits, guest reads frame")
     #: transmit, numbered alike (5 and 6, the interrupt and its handler, as on receive)
@@ -184,8 +192,8 @@ class Emulation(Technique):
         self.wakeup_ns = int(c["wakeup_ns"])
         self.host_stack_ns = int(c["host_stack_ns"])
         self.budget = self.preset.virtio["napi_budget"]
-        self.host_rx = Resource("host rx softirq")
-        self.host_tx = Resource("host tx")
+        self.host_rx = self.vmm.resource("host rx softirq")
+        self.host_tx = self.vmm.resource("host tx")
         self.nics: list[E1000Nic] = []
         self.by_mac: dict[str, E1000Nic] = {}
 
@@ -281,7 +289,8 @@ class Emulation(Technique):
                 if nic.tap and not nic.rx_scheduled:
                     nic.rx_scheduled = True
                     now = self.engine.now
-                    self.engine.at(max(now, t) + self._rx_cost(nic.tap[0][1]), self._model_rx, nic)
+                    cost = self._rx_cost(nic.tap[0][1])
+                    self.engine.at(max(now, t) + cost, self._model_rx, nic, cost)
         elif reg == "ITR":
             regs.regs[off] = v & 0xFFFF                          # set_16bit
         elif reg == "TDT":
@@ -355,6 +364,7 @@ class Emulation(Technique):
             return                                   # IRQ_NONE
         if not nic.napi:
             nic.napi = True                          # napi_schedule_prep
+            nic.sirq_start = t                       # the NET_RX softirq starts on the ISR's exit
             nic.total_rx_packets = nic.total_rx_bytes = 0
             nic.total_tx_packets = nic.total_tx_bytes = 0
             self.engine.at(t, self.legacy_napi, nic, 0, 0)
@@ -450,9 +460,12 @@ class Emulation(Technique):
                         f"({nic.itr:,} interrupts/s)", queue="rx")
 
     # -- receive -----------------------------------------------------------------------
+    def rx_ring_starved(self, nic: E1000Nic) -> bool:
+        return nic.rx_waiting or not nic.rx.hw_owned()   # RDH == RDT: e1000_can_receive is false
+
     def _rx_cost(self, pkt: Packet) -> int:
-        # the device model's own work plus its two copies
-        return self.model_ns + 2 * self.vmm.copy_cost(pkt.size)
+        # the device model's own work plus its two copies (jittered: costs.jitter)
+        return self.vmm.spread(self.model_ns + 2 * self.vmm.copy_cost(pkt.size))
 
     def receive_from_wire(self, pkt: Packet) -> None:
         now = self.engine.now
@@ -469,10 +482,18 @@ class Emulation(Technique):
                     dst=pkt.dst, vlan=nic.vm.vlan)
         if not nic.rx_scheduled and not nic.rx_waiting:
             nic.rx_scheduled = True
-            self.engine.at(ready + self.wakeup_ns + self._rx_cost(pkt), self._model_rx, nic)
+            # the tap fd turns readable: QEMU's main loop wakes from ppoll and calls tap_send
+            nic.rx_burst = 0
+            cost = self._rx_cost(pkt)
+            self.engine.at(ready + self.vmm.spread(self.wakeup_ns) + cost, self._model_rx, nic, cost)
 
-    def _model_rx(self, nic: E1000Nic) -> None:
-        """QEMU's e1000_receive_iov for one frame."""
+    def _model_rx(self, nic: E1000Nic, cost: int) -> None:
+        """QEMU's e1000_receive_iov for one frame, in net/tap.c ``tap_send``'s
+        read loop: QEMU's main loop reads the tap for as long as it has frames
+        and e1000_can_receive says a descriptor is free, up to 50 per
+        callback (then back through the main loop, which finds the fd still
+        readable and calls tap_send again at once).  ``cost`` is what the
+        device model spent on it (jittered, ``costs.jitter``)."""
         now = self.engine.now
         vm = nic.vm
         tr = self.engine.trace
@@ -489,7 +510,7 @@ class Emulation(Technique):
             return
         _ready, pkt = nic.tap.popleft()
         slot, gpa, _len = got
-        nic.model.busy_ns += self._rx_cost(pkt)
+        nic.model.busy_ns += cost
         m = self.metrics
         # copy 1: the tap's frame into QEMU's buffer; copy 2: into guest RAM (pci_dma_write)
         m.copies += 2
@@ -517,9 +538,19 @@ class Emulation(Technique):
                     f"RDH → {rx.head}; ICR |= 0x{cause:02x}", queue="rx", desc=slot, gpa=gpa,
                     bytes=pkt.size, pkt=pkt.id)
         self._set_interrupt_cause(nic, nic.regs.icr | cause, now)     # set_ics
+        nic.rx_burst += 1
         if nic.tap:
+            if nic.rx_burst >= TAP_SEND_BURST:
+                nic.rx_burst = 0
+                if tr.on:
+                    tr.emit(now, "note", vm.name, 3,
+                            f"QEMU's tap_send has read {TAP_SEND_BURST} packets for {vm.name}: back to the "
+                            f"main loop, which finds the tap still readable", queue="rx")
             ready, nxt = nic.tap[0]
-            self.engine.at(max(now, ready) + self._rx_cost(nxt), self._model_rx, nic)
+            if ready > now:
+                nic.rx_burst = 0                 # the loop found the tap empty: a new tap_send
+            cost = self._rx_cost(nxt)
+            self.engine.at(max(now, ready) + cost, self._model_rx, nic, cost)
         else:
             nic.rx_scheduled = False
 

@@ -98,6 +98,10 @@ class VfPort:
         self.irq_armed_at = 0        # the EITR interval counter expires here
         self.itr_timer = False
         self.napi = False
+        # the NET_RX softirq running its NAPI (Technique.napi_repoll)
+        self.sirq_runs = 0
+        self.sirq_start = 0
+        self.ksoftirqd = False
         self.rogue_posted = 0
         # ixgbevf's q_vector: the itr value VTEITR holds, and the rx / tx ring containers
         self.itr = tech.itr_start
@@ -110,6 +114,7 @@ class VfPort:
 
 class SrIov(Technique):
     name = "sriov"
+    NAPI_POLL = "ixgbevf_poll"
     stages = ("guest posts buffer GPA", "NIC switch picks VF", "VF DMA write to GPA",
               "IOMMU GPA → HPA", "NIC writes frame, DD", "guest reads frame")
     #: transmit, numbered alike (4: the IOMMU translates the VF's read; 5: the MSI-X)
@@ -472,6 +477,7 @@ class SrIov(Technique):
         t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
         if not port.napi:
             port.napi = True
+            port.sirq_start = t                      # the NET_RX softirq starts on the ISR's exit
             if self.engine.go_on(t):
                 self.legacy_napi(port, 0, 0)
             else:

@@ -131,7 +131,7 @@ class VirtioNic:
         self.min_buf_len = mergeable_min_buf_len(n)
         self.avg_pkt_len = 0                       # rq->mrg_avg_pkt_len (EWMA internal)
         # host side: vhost's one worker thread per device, or QEMU's main loop
-        self.backend = Resource(f"{'vhost' if opts['vhost'] else 'qemu'}:{vm.name}")
+        self.backend = tech.vmm.resource(f"{'vhost' if opts['vhost'] else 'qemu'}:{vm.name}")
         self.tap: deque[tuple[int, Packet]] = deque()
         self.rx_running = False
         self.rx_waiting_kick = False
@@ -141,6 +141,10 @@ class VirtioNic:
         self.rx_filled: dict[int, Packet] = {}     # buffer GPA -> frame the device wrote there
         self.rx_reading: Packet | None = None      # the frame the guest stack is reading now
         self.napi_active = False
+        # the NET_RX softirq running its NAPI (Technique.napi_repoll)
+        self.sirq_runs = 0
+        self.sirq_start = 0
+        self.ksoftirqd = False
         # transmit
         self.qdisc: deque[Packet] = deque()
         self.tx_stopped = False
@@ -161,6 +165,7 @@ class VirtioNic:
 
 class Virtio(Technique):
     name = "virtio"
+    NAPI_POLL = "virtnet_poll"
     stages = ("guest posts RX buffer", "host bridge → tap", "backend pops avail",
               "copy into guest buffer", "irqfd → inject", "guest reads frame")
     #: transmit, numbered alike (stage 4 publishes used entries and 5 signals, as on receive)
@@ -188,8 +193,8 @@ class Virtio(Technique):
         self.kick_reason = "EPT_MISCONFIG" if o["notify"] == "mmio" else "IO_INSTRUCTION"
         self.kick_user = not o["ioeventfd"]
         self.budget = o["napi_budget"]
-        self.host_rx = Resource("host rx softirq")
-        self.host_tx = Resource("host tx")
+        self.host_rx = self.vmm.resource("host rx softirq")
+        self.host_tx = self.vmm.resource("host tx")
         self.nics: list[VirtioNic] = []
         self.by_mac: dict[str, VirtioNic] = {}
         self.wakeup_ns = int(c["wakeup_ns"])
@@ -276,10 +281,7 @@ class Virtio(Technique):
         eng = self.engine
         now = eng.now
         tr = eng.trace
-        host_rx = self.host_rx           # (Resource.reserve, inlined: once per frame)
-        ready = (host_rx.busy_until if host_rx.busy_until > now else now) + self.host_stack_ns
-        host_rx.busy_until = ready
-        host_rx.busy_ns += self.host_stack_ns
+        ready = self.host_rx.reserve(now, self.host_stack_ns)   # jittered with costs.jitter
         nic = self.by_mac.get(pkt.dst)
         if nic is None or pkt.vlan or nic.vm.vlan or len(nic.tap) >= TAP_QUEUE_LEN:
             # the bridge's checks in full (a drop, a VLAN to check and strip)
@@ -296,7 +298,11 @@ class Virtio(Technique):
         if not nic.rx_running and not nic.rx_waiting_kick:
             # the tap's data_ready wakes the backend (vhost_poll_wakeup / QEMU's fd handler)
             nic.rx_running = True
-            eng.at(ready + self.wakeup_ns, self._rx_start, nic)
+            eng.at(ready + self.vmm.spread(self.wakeup_ns), self._rx_start, nic)
+
+    def rx_ring_starved(self, nic: VirtioNic) -> bool:
+        # the backend waits for the guest's kick, or is about to: no buffer left on avail
+        return nic.rx_waiting_kick or not nic.rxq.avail_pending()
 
     def _rx_cost(self, size: int) -> int:
         cost = self._rx_costs.get(size)
@@ -373,7 +379,7 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("RX", nic.rx_run_pkts, nic.rx_run_bytes),
                         queue="rx", requeue=True)
-            return now + self.requeue_ns, True
+            return now + self.vmm.spread(self.requeue_ns), True
         tap = nic.tap
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
@@ -381,7 +387,7 @@ class Virtio(Technique):
             # nothing ready in the socket (as at the end of a run below, without the loop's set-up)
             self._signal_used(nic, q, heads, "rx")
             if tap:
-                return tap[0][0] + self.wakeup_ns, True
+                return tap[0][0] + self.vmm.spread(self.wakeup_ns), True
             nic.rx_running = False
             return None
         avail = q.avail_pending()
@@ -398,6 +404,7 @@ class Virtio(Technique):
         copies = self.rx_copies
         name = self.backend_name
         ncopied = copied_bytes = 0         # added to the metrics when the stretch ends
+        jit = self.vmm.jitter                  # costs.jitter: None = exact
         while tap and tap[0][0] <= t:
             if not avail:
                 if n:
@@ -421,7 +428,9 @@ class Virtio(Technique):
             size = pkt.size
             nbytes = VIRTIO_NET_HDR_LEN + size
             cost = costs.get(size)
-            t += cost if cost is not None else self._rx_cost(size)
+            if cost is None:
+                cost = self._rx_cost(size)
+            t += cost if jit is None else jit(cost)
             n += 1
             run_pkts += 1
             run_bytes += nbytes
@@ -466,7 +475,7 @@ class Virtio(Technique):
         # out: vhost_net_signal_used.  The tap's next frame wakes the worker.
         self._signal_used(nic, q, heads, "rx")
         if tap:
-            return tap[0][0] + self.wakeup_ns, True
+            return tap[0][0] + self.vmm.spread(self.wakeup_ns), True
         nic.rx_running = False
         return None
 
@@ -527,6 +536,7 @@ class Virtio(Technique):
             if q.interrupt() and not nic.napi_active:
                 q.disable_cb()             # virtqueue_napi_schedule
                 nic.napi_active = sched = True
+                nic.sirq_start = end               # the NET_RX softirq starts on the handler's exit
         else:
             q = nic.txq
             if q.interrupt():
@@ -603,12 +613,16 @@ class Virtio(Technique):
             # the poll ends: refill, then complete or keep polling
             t = self._refill(nic, now)
             if done < self.budget:
-                # virtqueue_napi_complete
+                # virtqueue_napi_complete: napi_complete_done, then virtqueue_poll
+                self.napi_done(nic, done, t)
                 q.enable_cb_prepare()
                 if not q.more_used():
                     nic.napi_active = False
                     return
-                q.disable_cb()
+                q.disable_cb()             # more came meanwhile: virtqueue_napi_schedule
+            else:
+                # the whole weight: NAPI stays scheduled (napi_poll's repoll)
+                self.napi_repoll(nic, done, t)
             # the poll runs again from the start (done = 0)
             if eng.go_on(t):
                 now = t
@@ -669,10 +683,10 @@ class Virtio(Technique):
                 nic.rx_waiting_kick = False
                 if nic.tap:
                     nic.rx_running = True
-                    self.engine.at(end + self.wakeup_ns, self._rx_start, nic)
+                    self.engine.at(end + self.vmm.spread(self.wakeup_ns), self._rx_start, nic)
         elif not nic.tx_running:
             nic.tx_running = True
-            self.engine.at(end + self.wakeup_ns, self._tx_start, nic)
+            self.engine.at(end + self.vmm.spread(self.wakeup_ns), self._tx_start, nic)
         return end
 
     # -- transmit: the guest side ----------------------------------------------------
@@ -805,7 +819,7 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(now, "note", nic.vm.name, 3, self._weight_msg("TX", nic.tx_run_pkts, nic.tx_run_bytes),
                         queue="tx", requeue=True)
-            return now + self.requeue_ns, True
+            return now + self.vmm.spread(self.requeue_ns), True
         backend = nic.backend
         t0 = t = backend.busy_until if backend.busy_until > now else now
         avail = q.avail_pending()
@@ -815,6 +829,7 @@ class Virtio(Technique):
         m = self.metrics
         copy_cost = self.vmm.copy_cost
         name = self.backend_name
+        jit = self.vmm.jitter                  # costs.jitter: None = exact
         while True:
             if len(heads) >= self.tx_batch:
                 if n:
@@ -835,7 +850,8 @@ class Virtio(Technique):
             avail -= 1
             pkt = nic.tx_sent.pop(gpa)
             frame = mem.read(gpa + VIRTIO_NET_HDR_LEN, length - VIRTIO_NET_HDR_LEN)
-            t += self.pkt_ns + copy_cost(length)
+            cost = self.pkt_ns + copy_cost(length)
+            t += cost if jit is None else jit(cost)
             m.copy(length - VIRTIO_NET_HDR_LEN)
             pkt.copies += 1
             if frame != pkt.frame:

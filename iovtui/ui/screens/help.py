@@ -23,8 +23,14 @@ SIMPLIFIED = (
     "interrupts, the same for every VM, with the guest's APIC in xAPIC or x2APIC mode. Halt-polling's "
     "time and the TSC-deadline MSR_WRITE a NOHZ guest makes going idle are not modelled; an assigned "
     "VF's host interrupt (no VT-d PI) is taken on another CPU than the vCPU's.",
-    "Every cost is exact: no jitter, so a steady stream gives the same figures every frame (real hosts "
-    "vary, which batches interrupts at moderate load); the e1000 driver's 2-second watchdog is left out.",
+    "Each software cost (vCPU, host threads) varies around its table value by costs.jitter (default 0.1: "
+    "a shifted exponential with the cost as its mean and a 10 % spread; 0 makes every cost exact); the wire "
+    "and the VF's DMA engine do not vary. Real hosts vary more (scheduling, C-states), which batches "
+    "interrupts at lower loads than here. The e1000 driver's 2-second watchdog is left out.",
+    "NAPI runs as in Linux: a poll takes up to its weight (64) and stays scheduled when it used all of it; "
+    "__do_softirq runs NET_RX at most 10 times or 2 ms, then ksoftirqd/0 polls. Simplified: ksoftirqd gets "
+    "the vCPU at once and its switch costs nothing (no other task competes for it), and with one RX queue "
+    "per vCPU netdev_budget (300) never binds.",
     "Costs are order-of-magnitude defaults from the literature (any preset's [costs] overrides them); "
     "exits, copies and interrupts per packet come from the mechanics, not from those numbers.",
     "One engine action can do several things at one virtual instant; n narrates them one by one "
