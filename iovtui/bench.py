@@ -315,7 +315,8 @@ class _Tmux:
         os.close(fd)
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (("TERM", "xterm-256color"),
                                                            ("COLORTERM", "truecolor")))
-        inner = f"date +%s%N > {shlex.quote(self.stamp)}; exec env {env} {shlex.join(argv)}"
+        # COLUMNS / LINES (pytest-xdist's workers set them) would override the pane's size in Textual
+        inner = f"date +%s%N > {shlex.quote(self.stamp)}; exec env -u COLUMNS -u LINES {env} {shlex.join(argv)}"
         self._tmux("new-session", "-d", "-x", str(TERM_W), "-y", str(TERM_H), "-s", "b", "-c", os.getcwd(),
                    f"sh -c {shlex.quote(inner)}")
 
