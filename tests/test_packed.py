@@ -329,6 +329,8 @@ def test_bad_ring_values(tmp_path):
               "packed")
     _one_line(run_cli("run", "--set", "virtio.ring=packed", "--set", "virtio.queue_size=1025"),
               "virtio.queue_size = 1025", "256..1024")
+    _one_line(run_cli("run", "--set", "virtio.ring=packed", "--set", "virtio.queue_size=32769"),
+              "virtio.queue_size = 32769", "256..32768")
     run_cli("run", "--set", "virtio.ring=packed", "--set", "virtio.queue_size=300", "--packets", "50",
             check_rc=0)
 

@@ -54,12 +54,12 @@ def _int(lo: int, hi: int, pow2: bool = False, mult: int = 1):
 
 
 def _queue_size(v):
-    """virtio.queue_size: 256..1024; the power of two the split ring needs is checked with virtio.ring."""
+    """virtio.queue_size: 256..32768; what each ring takes is checked with virtio.ring."""
     try:
-        return _int(256, 1024)(v)
+        return _int(256, 32768)(v)
     except ValueError:
-        raise ValueError('an integer 256..1024, a power of two with virtio.ring = "split" '
-                         '(any size with virtio.ring = "packed")') from None
+        raise ValueError('a power of two 256..1024 with virtio.ring = "split" (QEMU\'s virtio-net limits), '
+                         'any integer 256..32768 with virtio.ring = "packed"') from None
 
 
 def _float(lo: float, hi: float):
@@ -231,8 +231,8 @@ _NIC = {
 }
 
 _VIRTIO = {
-    # QEMU's virtio-net rx_queue_size / tx_queue_size: 256..1024 (VIRTQUEUE_MAX_SIZE); a power of
-    # two for the split ring (checked with virtio.ring below), any size for the packed ring
+    # the split ring: QEMU's virtio-net rx_queue_size / tx_queue_size, a power of two 256..1024;
+    # the packed ring: any size up to 32768 (virtio 1.1 section 2.7; checked with virtio.ring below)
     "queue_size": F(_queue_size, 256),
     # the virtqueue format: the split ring (virtio 1.0) or the packed ring (virtio 1.1, VIRTIO_F_RING_PACKED)
     "ring": F(_choice("split", "packed"), "split"),
@@ -440,10 +440,11 @@ def preset_from_dict(data: dict[str, Any], source: str = "<preset>") -> Preset:
         sections[sec] = _check_table(src, sec, data.get(sec, {}), SCHEMA[sec])
     warnings = _host_from_old_keys(src, data, sections)
     vq = sections["virtio"]
-    if vq["ring"] == "split" and vq["queue_size"] & (vq["queue_size"] - 1):
-        raise PresetError(f"{src}: virtio.queue_size = {vq['queue_size']} is not allowed with virtio.ring = "
-                          f"\"split\"; expected a power of two 256..1024 (the split ring's index wraps "
-                          f"mod 2^16; virtio.ring = \"packed\" takes any size 256..1024)")
+    qs = vq["queue_size"]
+    if vq["ring"] == "split" and (qs & (qs - 1) or qs > 1024):
+        raise PresetError(f"{src}: virtio.queue_size = {qs} is not allowed with virtio.ring = "
+                          f"\"split\"; expected a power of two 256..1024 (QEMU's virtio-net limits; the split "
+                          f"ring's index wraps mod 2^16; virtio.ring = \"packed\" takes any size 256..32768)")
     old = sections["sriov"].pop("iotlb_entries")
     if old is not None:
         # the old key still works: [iommu] iotlb_entries, if the file names both, wins
