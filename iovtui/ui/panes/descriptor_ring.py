@@ -86,7 +86,7 @@ class RingPane(TitledPane):
         r = self.ring()
         if r is None:
             return [Strip.blank(w)] * h
-        out = flow([f"{r.vm} {r.name}", r.kind, f"{r.size} entries"] + [f"{k} {v}" for k, v in r.marks],
+        out = flow([f"{r.vm} {r.name}", r.kind, f"{r.size:,} entries"] + [f"{k} {v}" for k, v in r.marks],
                    w, Style(color="#d7d7af"))
         out += flow(r.note.split(" · "), w, Style(color="grey62"))     # breaks between its parts
         widths = self._widths(r)
