@@ -317,3 +317,30 @@ class Virtqueue:
         """A descriptor belongs to the device from add_buf until get_buf."""
         return "device" if self.tokens[i] is not None else "driver"
 
+    # -- narration in this ring's own terms (the virtio path's trace text) ---------------
+    def row(self, head: int) -> int:
+        return head
+
+    def avail_text(self) -> str:
+        return f"avail.idx = {self.avail_idx_shadow}"
+
+    def event_text(self) -> str:
+        return f"used_event = {self.used_event()}"
+
+    def empty_text(self) -> str:
+        return f"avail.idx = last_avail_idx = {self.last_avail_idx}"
+
+    def pop_text(self, head: int) -> str:
+        return f"pops avail[{(self.last_avail_idx - 1) & 0xFFFF}] → desc {head}"
+
+    def take_text(self, head: int) -> str:
+        return f"takes used[{(self.last_used_idx - 1) & 0xFFFF}] → desc {head}"
+
+    def used_text(self) -> str:
+        return f"used.idx → {self.used_idx}"
+
+    def no_kick_text(self) -> str:
+        return f"avail_event = {self.avail_event()} not crossed" if self.event_idx else "device set NO_NOTIFY"
+
+    def no_irq_text(self) -> str:
+        return f"used_event = {self.used_event()} not crossed" if self.event_idx else "driver set NO_INTERRUPT"

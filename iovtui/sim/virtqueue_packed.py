@@ -582,3 +582,38 @@ class PackedVirtqueue:
                                f"(AVAIL={av} USED={us}{' WRITE' if fl & VRING_DESC_F_WRITE else ''}: "
                                f"{self.owner(i, pending)})"))
         return out
+
+    # -- narration in this ring's own terms (the virtio path's trace text) ---------------
+    def row(self, head: int) -> int:
+        return self.id_slot[head]
+
+    def avail_text(self) -> str:
+        return f"the driver's next slot {self.next_avail_idx}, avail wrap counter {self.avail_wrap_counter}"
+
+    def event_text(self) -> str:
+        return f"driver event {self.describe_event('driver')}"
+
+    def empty_text(self) -> str:
+        return (f"slot {self.last_avail_idx} is not available: its AVAIL bit is not the device's wrap counter "
+                f"{self.last_avail_wrap_counter}, or AVAIL = USED")
+
+    def pop_text(self, head: int) -> str:
+        slot = (self.last_avail_idx - 1) % self.num
+        w = self.last_avail_wrap_counter if self.last_avail_idx else self.last_avail_wrap_counter ^ 1
+        return f"reads slot {slot} (AVAIL = {w} = its wrap counter, USED = {1 - w}: available) → id {head}"
+
+    def take_text(self, head: int) -> str:
+        slot = (self.last_used - 1) % self.num
+        w = self.used_wrap_counter if self.last_used else self.used_wrap_counter ^ 1
+        return f"takes slot {slot} (AVAIL = USED = {w}, its used wrap counter: used) → id {head}"
+
+    def used_text(self) -> str:
+        return f"the device's next used slot → {self.used_idx} (used wrap counter {self.dev_used_wrap_counter})"
+
+    def no_kick_text(self) -> str:
+        return f"device event {self.describe_event('device')}" + (
+            " not reached" if self.device_event_raw()[1] == 2 else " (no kicks)")
+
+    def no_irq_text(self) -> str:
+        return f"driver event {self.describe_event('driver')}" + (
+            " not reached" if self.driver_event_raw()[1] == 2 else " (no interrupts)")

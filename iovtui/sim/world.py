@@ -130,33 +130,7 @@ class Simulation:
     def delivered(self, pkt: Packet, t: int) -> None:
         pkt.t_done = t
         m = self.metrics
-        # (Metrics.deliver and LatencyHistogram.add, inlined: once per frame)
-        m.delivered += 1
-        m.copies_delivered += pkt.copies
-        m.bytes_delivered += pkt.size
-        if t > m.last_deliver_t:
-            m.last_deliver_t = t
-        d = m.delivered_by_vm
-        name = self._vm_names[pkt.vm]
-        d[name] = d.get(name, 0) + 1
-        lat = m.latency
-        v = t - pkt.t0
-        if v < 0:
-            v = 0
-        c = lat.counts
-        lat.n += 1
-        if lat.folded:
-            if v > lat._max:
-                lat._max = v
-            if lat._min < 0 or v < lat._min:
-                lat._min = v
-            b = v.bit_length() - lat.BUCKET_BITS        # (LatencyHistogram.bucket)
-            b = (v >> b) << b if b > 0 else v
-            c[b] = c.get(b, 0) + 1
-        else:
-            c[v] = c.get(v, 0) + 1
-            if len(c) > lat.EXACT_LIMIT:
-                lat.fold()
+        m.deliver(self._vm_names[pkt.vm], pkt.size, pkt.t0, t, pkt.copies)
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]

@@ -44,7 +44,6 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..engine import Resource
 from ..packet import Packet
 from ..views import QueueInfo, RingView
 from ..virtqueue import (VIRTIO_NET_HDR_LEN, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT,
@@ -262,7 +261,7 @@ class Virtio(Technique):
             if tr.on:
                 tr.emit(0, "ring", vm.name, 1,
                         f"{vm.name}'s driver posts {nic.rxq.num - nic.rxq.num_free} RX buffers of "
-                        f"{buf_len:,} B ({self._buf_kind()}, WRITE descriptors) · {_avail_text(nic.rxq)}",
+                        f"{buf_len:,} B ({self._buf_kind()}, WRITE descriptors) · {nic.rxq.avail_text()}",
                         queue="rx", avail_idx=nic.rxq.avail_idx(), buf_len=buf_len)
             if nic.rxq.kick_prepare():
                 self._kick(nic, "RX", 0)
@@ -419,7 +418,7 @@ class Virtio(Technique):
                 nic.rx_waiting_kick = True
                 if tr.on:
                     tr.emit(now, "ring", vm.name, 3,
-                            f"{name}: {vm.name}'s RX ring has no buffers ({_empty_text(q)}); re-enables kicks "
+                            f"{name}: {vm.name}'s RX ring has no buffers ({q.empty_text()}); re-enables kicks "
                             f"and waits", queue="rx")
                 return None
             pkt = tap.popleft()[1]
@@ -452,15 +451,15 @@ class Virtio(Technique):
                 filled[gpa] = pkt
                 if tr.on:
                     tr.emit(now, "ring", vm.name, 3,
-                            f"{name} {_pop_text(q, head)} (GPA 0x{gpa:x}, {buflen:,} B, WRITE)",
-                            queue="rx", desc=_row(q, head), gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
+                            f"{name} {q.pop_text(head)} (GPA 0x{gpa:x}, {buflen:,} B, WRITE)",
+                            queue="rx", desc=q.row(head), gpa=gpa, qemu_event="virtqueue_pop", pkt=pkt.id)
                     if self.vhost:
                         how = (f"vhost copies frame #{pkt.id} ({size:,} B) with its 12 B virtio_net_hdr "
                                f"from the tap's socket into GPA 0x{gpa:x} (recvmsg: 1 copy)")
                     else:
                         how = (f"QEMU read()s frame #{pkt.id} ({size:,} B) from the tap into its own buffer "
                                f"(copy 1), then iov_from_buf copies header + frame into GPA 0x{gpa:x} (copy 2)")
-                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=_row(q, head), gpa=gpa, bytes=nbytes,
+                    tr.emit(now, "copy", vm.name, 4, how, queue="rx", desc=q.row(head), gpa=gpa, bytes=nbytes,
                             pkt=pkt.id, copies=copies)
             if len(heads) >= batch or run_pkts >= pk_weight or run_bytes >= byte_weight:
                 break
@@ -500,7 +499,7 @@ class Virtio(Technique):
         if tr.on:
             what = f"{n} used entries" if n != 1 else "1 used entry"
             tr.emit(self.engine.now, "ring", nic.vm.name, 4,
-                    f"{self.backend_name} publishes {what} on {nic.vm.name}'s {which} ring · {_used_text(q)}",
+                    f"{self.backend_name} publishes {what} on {nic.vm.name}'s {which} ring · {q.used_text()}",
                     queue=which, used_idx=q.used_idx, published=n, qemu_event="virtqueue_flush")
         self._notify(nic, q, which)
 
@@ -511,7 +510,7 @@ class Virtio(Technique):
         if not q.should_notify():
             m.notify_suppressed += 1
             if tr.on:
-                why = _no_irq_text(q)
+                why = q.no_irq_text()
                 tr.emit(self.engine.now, "irq", vm.name, 5,
                         f"{self.backend_name}: no interrupt for {which} — {why}", queue=which, notified=False)
             return
@@ -600,9 +599,9 @@ class Virtio(Technique):
                         tr = eng.trace
                         if tr.on:
                             tr.emit(now, "ring", vm.name, 6,
-                                    f"{vm.name}'s NAPI poll {_take_text(q, head)} "
+                                    f"{vm.name}'s NAPI poll {q.take_text(head)} "
                                     f"({length:,} B) and reads frame #{pkt.id} at GPA 0x{gpa + VIRTIO_NET_HDR_LEN:x}",
-                                    queue="rx", desc=_row(q, head), gpa=gpa, pkt=pkt.id)
+                                    queue="rx", desc=q.row(head), gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first
                     if eng.go_on(end):
@@ -651,14 +650,14 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(now, "ring", vm.name, 1,
                     f"{vm.name}'s driver refills {added} RX buffer{'s' if added != 1 else ''} of {buf_len:,} B "
-                    f"({self._buf_kind()}) · {_avail_text(q)}",
+                    f"({self._buf_kind()}) · {q.avail_text()}",
                     queue="rx", added=added, buf_len=buf_len)
         if q.kick_prepare():
             t = self._kick(nic, "RX", t)
         else:
             self.metrics.kicks_suppressed += 1
             if tr.on:
-                why = _no_kick_text(q)
+                why = q.no_kick_text()
                 tr.emit(now, "kick", vm.name, 1, f"{vm.name} does not kick: {why}", queue="rx", kicked=False)
         return t
 
@@ -726,7 +725,7 @@ class Virtio(Technique):
         if tr.on:
             tr.emit(now, "ring", vm.name, 1,
                     f"{vm.name}'s driver puts frame #{pkt.id} at GPA 0x{gpa:x} on the TX ring · "
-                    f"{_avail_text(q)} · {_event_text(q)}",
+                    f"{q.avail_text()} · {q.event_text()}",
                     queue="tx", gpa=gpa, pkt=pkt.id, avail_idx=q.avail_idx_shadow,
                     used_event=q.used_event(), last_used=q.last_used_idx)
         if q.num_free < TX_STOP_FREE:
@@ -740,7 +739,7 @@ class Virtio(Technique):
         else:
             self.metrics.kicks_suppressed += 1
             if tr.on:
-                why = _no_kick_text(q)
+                why = q.no_kick_text()
                 tr.emit(now, "kick", vm.name, 2, f"{vm.name} does not kick: {why}", queue="tx", kicked=False)
         self._qdisc_run(nic)
 
@@ -862,7 +861,7 @@ class Virtio(Technique):
                         f"{name} pops desc {head} and copies frame #{pkt.id} ({pkt.size:,} B) from GPA "
                         f"0x{gpa + VIRTIO_NET_HDR_LEN:x} to the tap ("
                         f"{'sendmsg' if self.vhost else 'writev'}: 1 copy)",
-                        queue="tx", desc=_row(q, head), gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
+                        queue="tx", desc=q.row(head), gpa=gpa, pkt=pkt.id, qemu_event="virtqueue_pop", copies=1)
             self.sim.transmit(pkt, self.host_tx.reserve(t, self.host_stack_ns))
             n += 1
             nic.tx_run_pkts += 1
@@ -916,70 +915,6 @@ class Virtio(Technique):
 
 def _tap_of(nic: VirtioNic) -> deque:
     return nic.tap
-
-
-# -- narration in each ring's own terms (the split ring's text unchanged) -------------
-def _row(q, head: int) -> int:
-    """The ring row a buffer is on (the follow mark): the split ring's head
-    descriptor, the packed ring's slot (its id is the driver's own)."""
-    if isinstance(q, PackedVirtqueue):
-        return q.id_slot[head]
-    return head
-
-
-def _avail_text(q) -> str:
-    if isinstance(q, PackedVirtqueue):
-        return f"the driver's next slot {q.next_avail_idx}, avail wrap counter {q.avail_wrap_counter}"
-    return f"avail.idx = {q.avail_idx_shadow}"
-
-
-def _event_text(q) -> str:
-    if isinstance(q, PackedVirtqueue):
-        return f"driver event {q.describe_event('driver')}"
-    return f"used_event = {q.used_event()}"
-
-
-def _empty_text(q) -> str:
-    if isinstance(q, PackedVirtqueue):
-        return (f"slot {q.last_avail_idx} is not available: its AVAIL bit is not the device's wrap counter "
-                f"{q.last_avail_wrap_counter}, or AVAIL = USED")
-    return f"avail.idx = last_avail_idx = {q.last_avail_idx}"
-
-
-def _pop_text(q, head: int) -> str:
-    if isinstance(q, PackedVirtqueue):
-        slot = (q.last_avail_idx - 1) % q.num
-        w = q.last_avail_wrap_counter if q.last_avail_idx else q.last_avail_wrap_counter ^ 1
-        return f"reads slot {slot} (AVAIL = {w} = its wrap counter, USED = {1 - w}: available) → id {head}"
-    return f"pops avail[{(q.last_avail_idx - 1) & 0xFFFF}] → desc {head}"
-
-
-def _take_text(q, head: int) -> str:
-    if isinstance(q, PackedVirtqueue):
-        slot = (q.last_used - 1) % q.num
-        w = q.used_wrap_counter if q.last_used else q.used_wrap_counter ^ 1
-        return f"takes slot {slot} (AVAIL = USED = {w}, its used wrap counter: used) → id {head}"
-    return f"takes used[{(q.last_used_idx - 1) & 0xFFFF}] → desc {head}"
-
-
-def _used_text(q) -> str:
-    if isinstance(q, PackedVirtqueue):
-        return f"the device's next used slot → {q.used_idx} (used wrap counter {q.dev_used_wrap_counter})"
-    return f"used.idx → {q.used_idx}"
-
-
-def _no_kick_text(q) -> str:
-    if isinstance(q, PackedVirtqueue):
-        return f"device event {q.describe_event('device')}" + (
-            " not reached" if q.device_event_raw()[1] == 2 else " (no kicks)")
-    return f"avail_event = {q.avail_event()} not crossed" if q.event_idx else "device set NO_NOTIFY"
-
-
-def _no_irq_text(q) -> str:
-    if isinstance(q, PackedVirtqueue):
-        return f"driver event {q.describe_event('driver')}" + (
-            " not reached" if q.driver_event_raw()[1] == 2 else " (no interrupts)")
-    return f"used_event = {q.used_event()} not crossed" if q.event_idx else "driver set NO_INTERRUPT"
 
 
 def _flags(f: int) -> str:
