@@ -154,6 +154,10 @@ class VirtioNic:
         self.tx_sent: dict[int, Packet] = {}       # buffer GPA -> frame made available
         self.tx_to_xmit = 0                        # packets between guest_send and xmit
         self.tx_napi_active = False
+        #: queues whose interrupt handler has started and not yet written EOI
+        #: (the vector is in the ISR), and those raised again meanwhile (IRR)
+        self.in_service: set[str] = set()
+        self.irr_again: set[str] = set()
 
     def rx_buf_len(self) -> int:
         """The length of the next RX buffer the driver posts."""
@@ -523,11 +527,27 @@ class Virtio(Technique):
         start = self.vmm.deliver_irq(vm, which, f"virtio-net {which}", stage=5)
         if start is not None:
             self.engine.at(start, self._guest_irq, nic, which)
+        elif which in nic.in_service:
+            # the handler is running (ISR): the new edge sets the IRR bit again and
+            # is delivered once the handler writes EOI (apic_update_ppr → KVM_REQ_EVENT)
+            nic.irr_again.add(which)
+
+    def _deliver_after_eoi(self, nic: VirtioNic, which: str, end: int) -> None:
+        """The vector raised while its handler ran: KVM injects it on the EOI
+        exit's VM entry (with APICv the virtual EOI delivers it, no exit)."""
+        nic.irr_again.discard(which)
+        vm = nic.vm
+        at = vm.exit_start if vm.exit_end == end and vm.exit_start < end else end
+        start = self.vmm.deliver_irq(vm, which, f"virtio-net {which} (raised again while in service)",
+                                     stage=5, at=at)
+        if start is not None:
+            self.engine.at(start, self._guest_irq, nic, which)
 
     # -- the guest's interrupt handlers ---------------------------------------------
     def _guest_irq(self, nic: VirtioNic, which: str) -> None:
         """``vring_interrupt`` → ``skb_recv_done`` / ``skb_xmit_done``: schedule NAPI."""
         vm = nic.vm
+        nic.in_service.add(which)
         end = vm.vcpu.reserve(self.engine.now, self.guest_irq_ns)
         sched = False
         if which == "rx":
@@ -550,6 +570,9 @@ class Virtio(Technique):
     def _guest_eoi(self, nic: VirtioNic, which: str, sched: bool) -> None:
         """The handler returns (EOI); the NAPI poll it scheduled runs next."""
         end = self.vmm.ack_irq(nic.vm, which, stage=5)
+        nic.in_service.discard(which)
+        if which in nic.irr_again:
+            self._deliver_after_eoi(nic, which, end)
         if sched:
             poll = self._napi_rx if which == "rx" else self._napi_tx
             if self.engine.go_on(end):
