@@ -964,13 +964,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         last = _last_seq(args.file)
         if args.at > last:
             raise CliError(f"{args.file}: --at {args.at}: the trace's events are numbered 1..{last}")
-    from .ui.app import create_app, remember_terminal
+    from .ui.app import create_app, freeze_imports, remember_terminal
 
     _check_terminal_size()
     _warn(run["preset"])
     remember_terminal()
     from .sim.preset import PresetError
 
+    freeze_imports()
     try:
         app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
                          packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
@@ -996,7 +997,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     elif args.real_packets is not None:
         raise CliError("--real-packets needs --real FILE (the recording it counts the packets of)")
     try:
-        from .ui.app import create_app, remember_terminal
+        from .ui.app import create_app, freeze_imports, remember_terminal
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("iovtui.ui"):
             raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
@@ -1005,6 +1006,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     remember_terminal()
     from .sim.preset import PresetError
 
+    freeze_imports()
     try:
         app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
                          palette=args.palette, presenter=args.presenter, predict=args.predict,

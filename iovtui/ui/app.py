@@ -30,6 +30,7 @@ from ..sim.vmm import HOST_PROFILES
 from ..sim.world import Simulation
 from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
                     StatsBar, header_text)
+from .footer import KeysFooter
 from .palette import PALETTES, TEXTUAL_THEME, THEMES, Look
 from .screens.toosmall import TooSmallScreen   # the other screens load on first use
 
@@ -195,17 +196,29 @@ class IovApp(App):
     # -- layout --------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
         from .screens.base import MainScreen
-        return MainScreen(id="_default")
+        # the breakpoint classes for the size known now, before the first
+        # style pass (the first Resize sets them again: a style pass over every
+        # widget less when they already match)
+        w, h = self.size
+        classes = {c: False for _, c in self.HORIZONTAL_BREAKPOINTS + self.VERTICAL_BREAKPOINTS}
+        for size, points in ((w, self.HORIZONTAL_BREAKPOINTS), (h, self.VERTICAL_BREAKPOINTS)):
+            for point, c in sorted(points, reverse=True):
+                if size >= point:
+                    classes[c] = True
+                    break
+        return MainScreen(id="_default", classes=" ".join(c for c, on in classes.items() if on))
 
     def compose(self) -> ComposeResult:
         self.w_header = HeaderBar(id="header")
         self.w_path = PathStrip(id="path")
         self.w_tabs = Static("", id="tabs")
-        self.w_ram = GuestRamPane(id="ram", classes="pane")
-        self.w_ring = RingPane(id="ring", classes="pane")
-        self.w_exits = ExitLogPane(id="exits", classes="pane")
-        self.w_iommu = IommuPane(id="iommu", classes="pane")
-        self.w_nic = NicPane(id="nic", classes="pane")
+        # the active pane's classes (_mark_active) from the start: no style pass at mount
+        act = self.active_pane
+        top, side = act in ("ram", "ring"), act in ("iommu", "nic")
+        self.w_ram, self.w_ring, self.w_exits, self.w_iommu, self.w_nic = (
+            cls(id=pid, classes="pane active" if pid == act else "pane")
+            for cls, pid in ((GuestRamPane, "ram"), (RingPane, "ring"), (ExitLogPane, "exits"),
+                             (IommuPane, "iommu"), (NicPane, "nic")))
         self.w_stats = StatsBar(id="stats")
         self.w_follow = FollowBar(id="follow")
         self.w_narration = Narration(id="narration")
@@ -215,18 +228,18 @@ class IovApp(App):
         yield self.w_path
         yield self.w_tabs
         with Vertical(id="main"):
-            with Horizontal(id="top", classes="row") as self.w_top:
+            with Horizontal(id="top", classes="row active" if top else "row") as self.w_top:
                 yield self.w_ram
                 yield self.w_ring
-            with Horizontal(id="bottom", classes="row") as self.w_bottom:
+            with Horizontal(id="bottom", classes="row" if top else "row active") as self.w_bottom:
                 yield self.w_exits
-                with Vertical(id="side") as self.w_side:
+                with Vertical(id="side", classes="active" if side else "") as self.w_side:
                     yield self.w_iommu
                     yield self.w_nic
         yield self.w_stats
         yield self.w_follow
         yield self.w_narration
-        self.w_footer = Footer()
+        self.w_footer = KeysFooter()
         # its keys in the first frame (Textual's Footer composes them only at
         # the first bindings signal, one refresh later; it recomposes then anyway)
         self.w_footer.set_reactive(Footer._bindings_ready, True)
@@ -895,6 +908,19 @@ def remember_terminal() -> None:
         _TERMIOS[:] = [termios.tcgetattr(sys.stdin.fileno())]
     except Exception:           # no terminal (a browser session), or no termios
         pass
+
+
+def freeze_imports() -> None:
+    """Before the app starts (the CLI calls this): what the imports made
+    (modules, classes, functions, tables: about 45,000 objects, none of them
+    ever garbage) leaves the collector's generations (``gc.freeze``), so no
+    collection walks them again.  The one full collection that fell inside
+    the first frame took 13-15 ms of it, and while running every full
+    collection walked them too.  Only for a process that runs one app: what
+    is frozen is never collected."""
+    import gc
+
+    gc.freeze()
 
 
 def restore_terminal() -> None:
