@@ -41,7 +41,9 @@ class Bar(Widget):
         if not w or not self.is_mounted:
             return
         self._width = w
-        n = max(1, len(self.render().wrap(self.app.console, w)))
+        t = self.render()
+        # (a line that fits is one line: no wrap to count them, at every frame)
+        n = 1 if t.cell_len <= w and "\n" not in t.plain else max(1, len(t.wrap(self.app.console, w)))
         if n > self._lines:
             self._lines = n
             if self.size.height == n:
