@@ -824,11 +824,15 @@ def _worker_first_frame(which: str) -> None:
     import asyncio
 
     if which == "iovtui":
+        import gc
+
         from iovtui.sim.preset import load_preset
-        from iovtui.ui.app import create_app, freeze_imports
 
         preset = load_preset("steady-stream")
-        freeze_imports()                      # as the CLI does before the app starts
+        gc.disable()                          # as `iovtui` (cli.cmd_app) starts the app
+        from iovtui.ui.app import create_app, freeze_imports
+
+        freeze_imports()
 
         def make():
             return create_app(preset, "virtio")

@@ -996,17 +996,23 @@ def cmd_app(args: argparse.Namespace) -> int:
             raise CliError(str(e)) from None
     elif args.real_packets is not None:
         raise CliError("--real-packets needs --real FILE (the recording it counts the packets of)")
+    import gc
+
+    gc.disable()            # (until freeze_imports: what the app's imports make is never garbage)
     try:
-        from .ui.app import create_app, freeze_imports, remember_terminal
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("iovtui.ui"):
-            raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
-        raise
-    _check_terminal_size()
-    remember_terminal()
+        try:
+            from .ui.app import create_app, freeze_imports, remember_terminal
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("iovtui.ui"):
+                raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
+            raise
+        _check_terminal_size()
+        remember_terminal()
+        freeze_imports()
+    finally:
+        gc.enable()
     from .sim.preset import PresetError
 
-    freeze_imports()
     try:
         app = create_app(preset=preset, technique=tech, seed=args.seed, speed=args.speed, theme=args.theme,
                          palette=args.palette, presenter=args.presenter, predict=args.predict,
