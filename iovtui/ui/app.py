@@ -243,6 +243,7 @@ class IovApp(App):
         # its keys in the first frame (Textual's Footer composes them only at
         # the first bindings signal, one refresh later; it recomposes then anyway)
         self.w_footer.set_reactive(Footer._bindings_ready, True)
+        self._fit_footer(self.size.width)   # (for the size known now: no recompose at the first Resize)
         yield self.w_footer
         self.w_too_small = Static("", id="too-small")
         yield self.w_too_small
@@ -271,7 +272,10 @@ class IovApp(App):
         self._timer = self.set_interval(1 / MAX_FPS, self._apply_latest)
         self._mark_active()
         self.w_ram.focus()
-        self.driver.publish()
+        if self.start_paused:
+            self.driver.publish()
+        else:
+            self.driver.resume()         # the first frame says "running" (it was "paused" for a frame)
         self._apply_latest()             # the first frame is on screen at once
         # the run starts once that frame is drawn: no slice of the model before it
         self.call_after_refresh(self._start_run)
@@ -279,9 +283,7 @@ class IovApp(App):
     def _start_run(self) -> None:
         if self._unmounted:
             return
-        if not self.start_paused:
-            self.driver.resume()
-        self.driver.start()
+        self.driver.start()              # (resumed in on_mount unless it starts paused)
         if self.real is not None:        # `iovtui --real FILE`: open on the compare view, which shows it
             self.call_after_refresh(self.action_compare)
 
@@ -338,24 +340,31 @@ class IovApp(App):
             # Textual has resized the screens (pushed during the resize,
             # neither it nor the modal is drawn again until the next key)
             self.set_timer(0.1, self._cover_too_small)
-        # at 80 columns every footer key fits only without the palette hint and
-        # the host key (both are in ? help and the palette; the key always works)
-        wide = width >= 100
-        # below 80 columns (down to the 60 minimum) the speed keys, presets and
-        # compare leave the footer too, so that what stays is never cut
-        roomy = width >= 80
-        if footer.show_command_palette != wide or self._footer_roomy != roomy:
-            footer.show_command_palette = wide
-            self._footer_roomy = roomy
-            self._show_in_footer("a", wide)
-            for key in ("plus", "equals_sign", "minus", "p", "c"):
-                self._show_in_footer(key, roomy)
+        if self._fit_footer(width):
             footer.refresh(recompose=True)
         if self._applied is not None:       # the path strip breaks between stages for the new width
             self.w_path.text = PathStrip.build(self._applied, width)
             self.w_stats.text = StatsBar.build(self._applied, width)
 
     _footer_roomy = True
+
+    def _fit_footer(self, width: int) -> bool:
+        """The footer's keys for ``width`` columns; True if that changed them."""
+        footer = self.w_footer
+        # at 80 columns every footer key fits only without the palette hint and
+        # the host key (both are in ? help and the palette; the key always works)
+        wide = width >= 100
+        # below 80 columns (down to the 60 minimum) the speed keys, presets and
+        # compare leave the footer too, so that what stays is never cut
+        roomy = width >= 80
+        if footer.show_command_palette == wide and self._footer_roomy == roomy:
+            return False
+        footer.set_reactive(Footer.show_command_palette, wide)
+        self._footer_roomy = roomy
+        self._show_in_footer("a", wide)
+        for key in ("plus", "equals_sign", "minus", "p", "c"):
+            self._show_in_footer(key, roomy)
+        return True
 
     def _show_in_footer(self, key: str, show: bool) -> None:
         """Show or hide one key's binding in the footer (Bindings are frozen:

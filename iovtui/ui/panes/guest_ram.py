@@ -26,6 +26,9 @@ class GuestRamPane(TitledPane):
         super().__init__(**kw)
         self.vm_index = 0
         self.border_title = "Guest RAM"
+        #: drawn rows with no page just written, followed or under the cursor,
+        #: by (regions, first page, pages per row, end, width)
+        self._plain_rows: dict[tuple, Strip] = {}
 
     def _layout(self):
         f = self.frame
@@ -173,15 +176,6 @@ class GuestRamPane(TitledPane):
                 self._plain_rows[key] = strip
             return strip
         return Strip.blank(w)
-
-    @property
-    def _plain_rows(self) -> dict:
-        """Rows with no page just written, followed or under the cursor, by
-        (regions, first page, pages per row, end, width)."""
-        d = self.__dict__.get("_plain_row_cache")
-        if d is None:
-            d = self.__dict__["_plain_row_cache"] = {}
-        return d
 
 
 _ADDR = Style(color="grey50")
