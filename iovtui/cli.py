@@ -1141,13 +1141,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         last = _last_seq(args.file)
         if args.at > last:
             raise CliError(f"{args.file}: --at {args.at}: the trace's events are numbered 1..{last}")
-    from .ui.app import create_app, remember_terminal
+    from .ui.app import create_app, freeze_imports, remember_terminal
 
     _check_terminal_size()
     _warn(run["preset"])
     remember_terminal()
     from .sim.preset import PresetError
 
+    freeze_imports()
     try:
         app = create_app(run["preset"], run["technique"], seed=run["seed"], speed=args.speed,
                          packets=run["packets"], start_paused=True, theme=args.theme, palette=args.palette,
@@ -1172,14 +1173,21 @@ def cmd_app(args: argparse.Namespace) -> int:
             raise CliError(str(e)) from None
     elif args.real_packets is not None:
         raise CliError("--real-packets needs --real FILE (the recording it counts the packets of)")
+    import gc
+
+    gc.disable()            # (until freeze_imports: what the app's imports make is never garbage)
     try:
-        from .ui.app import create_app, remember_terminal
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("iovtui.ui"):
-            raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
-        raise
-    _check_terminal_size()
-    remember_terminal()
+        try:
+            from .ui.app import create_app, freeze_imports, remember_terminal
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("iovtui.ui"):
+                raise CliError("the terminal app is not built yet; use 'iovtui run'") from None
+            raise
+        _check_terminal_size()
+        remember_terminal()
+        freeze_imports()
+    finally:
+        gc.enable()
     from .sim.preset import PresetError
 
     try:

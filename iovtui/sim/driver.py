@@ -10,14 +10,16 @@ import asyncio
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .follow import Follower, FollowView
 from .memory import Region
-from .quiz import Question, Quiz, Reveal
 from .trace import RingSink, Trace, TraceEvent
 from .views import RingView, TableView
 from .world import Simulation
+
+if TYPE_CHECKING:                  # (sim.quiz loads with predict mode's first question: not at start-up)
+    from .quiz import Question, Quiz, Reveal
 
 __all__ = ["Driver", "rerun", "Frame", "MemoryView", "SPEEDS", "DEFAULT_SPEED_INDEX", "speed_label"]
 
@@ -118,7 +120,7 @@ class Driver:
         self.view_vm: int | None = None
         self.follower = Follower()
         self.predict = False
-        self.quiz = Quiz()
+        self._quiz: Quiz | None = None
         self.question: Question | None = None
         self.reveal: Reveal | None = None
         self._new(make_sim)
@@ -178,6 +180,15 @@ class Driver:
         return on
 
     # -- predict-then-reveal -------------------------------------------------------------
+    @property
+    def quiz(self) -> Quiz:
+        """The predict mode's questions and score, made when first needed
+        (its own seeded generator: the same questions whenever that is)."""
+        if self._quiz is None:
+            from .quiz import Quiz
+            self._quiz = Quiz()
+        return self._quiz
+
     def set_predict(self, on: bool | None = None) -> bool:
         self.predict = (not self.predict) if on is None else on
         if not self.predict:
@@ -460,7 +471,7 @@ class Driver:
             predict=self.predict,
             question=self.question,
             reveal=self.reveal,
-            score=self.quiz.score,
+            score=self._quiz.score if self._quiz is not None else (0, 0),
             step_pos=((self._action_events - held, self._action_events)
                       if self._action_events > 1 and not self.running else (0, 0)),
             setup_seq=self.setup_seq,

@@ -86,28 +86,28 @@ def _choice(*choices: str):
     return check
 
 
+# (the patterns are compiled on first use, by re's own cache: loading this
+# module for the app's start-up does not pay for patterns a preset may not use)
 def _str(pattern: str = r".+", what: str = "a non-empty string"):
-    rx = re.compile(pattern)
-
     def check(v):
-        if not isinstance(v, str) or not rx.fullmatch(v):
+        if not isinstance(v, str) or not re.fullmatch(pattern, v):
             raise ValueError(what)
         return v
     return check
 
 
-_MAC_RX = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_MAC_RX = r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}"
 
 
 def _mac(v):
-    if not isinstance(v, str) or not _MAC_RX.fullmatch(v):
+    if not isinstance(v, str) or not re.fullmatch(_MAC_RX, v):
         raise ValueError('a MAC address like "52:54:00:12:34:56"')
     if int(v[:2], 16) & 1:
         raise ValueError("a unicast MAC address (first octet even)")
     return v.lower()
 
 
-_SIZE_RX = re.compile(r"\s*(\d+)\s*(KiB|MiB|GiB|K|M|G)?\s*", re.I)
+_SIZE_RX = r"\s*(\d+)\s*(KiB|MiB|GiB|K|M|G)?\s*"
 _SIZE_UNIT = {None: 1, "k": 1024, "kib": 1024, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
 
 
@@ -117,7 +117,7 @@ def _ram(v):
         raise ValueError(allowed)
     if isinstance(v, int):
         n = v
-    elif isinstance(v, str) and (m := _SIZE_RX.fullmatch(v)):
+    elif isinstance(v, str) and (m := re.fullmatch(_SIZE_RX, v, re.I)):
         n = int(m.group(1)) * _SIZE_UNIT[(m.group(2) or "").lower() or None]
     else:
         raise ValueError(allowed)
@@ -146,7 +146,7 @@ def _sizes(v):
     return out
 
 
-_RATE_RX = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(pps|kpps|mpps|bps|kb/s|mb/s|gb/s|kbps|mbps|gbps)\s*", re.I)
+_RATE_RX = r"\s*([0-9]*\.?[0-9]+)\s*(pps|kpps|mpps|bps|kb/s|mb/s|gb/s|kbps|mbps|gbps)\s*"
 _RATE_MULT = {"pps": ("pps", 1), "kpps": ("pps", 1e3), "mpps": ("pps", 1e6),
               "bps": ("bps", 1), "kb/s": ("bps", 1e3), "kbps": ("bps", 1e3),
               "mb/s": ("bps", 1e6), "mbps": ("bps", 1e6), "gb/s": ("bps", 1e9), "gbps": ("bps", 1e9)}
@@ -161,7 +161,7 @@ def parse_rate(v) -> tuple[str, float]:
         if not 1 <= v <= 100e6:
             raise ValueError("packets per second 1..100000000, " + allowed)
         return ("pps", float(v))
-    if isinstance(v, str) and (m := _RATE_RX.fullmatch(v)):
+    if isinstance(v, str) and (m := re.fullmatch(_RATE_RX, v, re.I)):
         kind, mult = _RATE_MULT[m.group(2).lower()]
         val = float(m.group(1)) * mult
         if val <= 0 or (kind == "pps" and val > 100e6) or (kind == "bps" and val > 400e9):

@@ -30,6 +30,7 @@ from ..sim.vmm import HOST_PROFILES
 from ..sim.world import Simulation
 from .panes import (ExitLogPane, FollowBar, GuestRamPane, HeaderBar, IommuPane, Narration, NicPane, PathStrip, RingPane,
                     StatsBar, header_text)
+from .footer import KeysFooter
 from .palette import PALETTES, TEXTUAL_THEME, THEMES, Look
 from .screens.toosmall import TooSmallScreen   # the other screens load on first use
 
@@ -201,17 +202,29 @@ class IovApp(App):
     # -- layout --------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
         from .screens.base import MainScreen
-        return MainScreen(id="_default")
+        # the breakpoint classes for the size known now, before the first
+        # style pass (the first Resize sets them again: a style pass over every
+        # widget less when they already match)
+        w, h = self.size
+        classes = {c: False for _, c in self.HORIZONTAL_BREAKPOINTS + self.VERTICAL_BREAKPOINTS}
+        for size, points in ((w, self.HORIZONTAL_BREAKPOINTS), (h, self.VERTICAL_BREAKPOINTS)):
+            for point, c in sorted(points, reverse=True):
+                if size >= point:
+                    classes[c] = True
+                    break
+        return MainScreen(id="_default", classes=" ".join(c for c, on in classes.items() if on))
 
     def compose(self) -> ComposeResult:
         self.w_header = HeaderBar(id="header")
         self.w_path = PathStrip(id="path")
         self.w_tabs = Static("", id="tabs")
-        self.w_ram = GuestRamPane(id="ram", classes="pane")
-        self.w_ring = RingPane(id="ring", classes="pane")
-        self.w_exits = ExitLogPane(id="exits", classes="pane")
-        self.w_iommu = IommuPane(id="iommu", classes="pane")
-        self.w_nic = NicPane(id="nic", classes="pane")
+        # the active pane's classes (_mark_active) from the start: no style pass at mount
+        act = self.active_pane
+        top, side = act in ("ram", "ring"), act in ("iommu", "nic")
+        self.w_ram, self.w_ring, self.w_exits, self.w_iommu, self.w_nic = (
+            cls(id=pid, classes="pane active" if pid == act else "pane")
+            for cls, pid in ((GuestRamPane, "ram"), (RingPane, "ring"), (ExitLogPane, "exits"),
+                             (IommuPane, "iommu"), (NicPane, "nic")))
         self.w_stats = StatsBar(id="stats")
         self.w_follow = FollowBar(id="follow")
         self.w_narration = Narration(id="narration")
@@ -221,21 +234,22 @@ class IovApp(App):
         yield self.w_path
         yield self.w_tabs
         with Vertical(id="main"):
-            with Horizontal(id="top", classes="row") as self.w_top:
+            with Horizontal(id="top", classes="row active" if top else "row") as self.w_top:
                 yield self.w_ram
                 yield self.w_ring
-            with Horizontal(id="bottom", classes="row") as self.w_bottom:
+            with Horizontal(id="bottom", classes="row" if top else "row active") as self.w_bottom:
                 yield self.w_exits
-                with Vertical(id="side") as self.w_side:
+                with Vertical(id="side", classes="active" if side else "") as self.w_side:
                     yield self.w_iommu
                     yield self.w_nic
         yield self.w_stats
         yield self.w_follow
         yield self.w_narration
-        self.w_footer = Footer()
+        self.w_footer = KeysFooter()
         # its keys in the first frame (Textual's Footer composes them only at
         # the first bindings signal, one refresh later; it recomposes then anyway)
         self.w_footer.set_reactive(Footer._bindings_ready, True)
+        self._fit_footer(self.size.width)   # (for the size known now: no recompose at the first Resize)
         yield self.w_footer
         self.w_too_small = Static("", id="too-small")
         yield self.w_too_small
@@ -264,7 +278,10 @@ class IovApp(App):
         self._timer = self.set_interval(1 / MAX_FPS, self._apply_latest)
         self._mark_active()
         self.w_ram.focus()
-        self.driver.publish()
+        if self.start_paused:
+            self.driver.publish()
+        else:
+            self.driver.resume()         # the first frame says "running" (it was "paused" for a frame)
         self._apply_latest()             # the first frame is on screen at once
         # the run starts once that frame is drawn: no slice of the model before it
         self.call_after_refresh(self._start_run)
@@ -272,9 +289,7 @@ class IovApp(App):
     def _start_run(self) -> None:
         if self._unmounted:
             return
-        if not self.start_paused:
-            self.driver.resume()
-        self.driver.start()
+        self.driver.start()              # (resumed in on_mount unless it starts paused)
         if self.real is not None:        # `iovtui --real FILE`: open on the compare view, which shows it
             self.call_after_refresh(self.action_compare)
 
@@ -331,24 +346,31 @@ class IovApp(App):
             # Textual has resized the screens (pushed during the resize,
             # neither it nor the modal is drawn again until the next key)
             self.set_timer(0.1, self._cover_too_small)
-        # at 80 columns every footer key fits only without the palette hint and
-        # the host key (both are in ? help and the palette; the key always works)
-        wide = width >= 100
-        # below 80 columns (down to the 60 minimum) the speed keys, presets and
-        # compare leave the footer too, so that what stays is never cut
-        roomy = width >= 80
-        if footer.show_command_palette != wide or self._footer_roomy != roomy:
-            footer.show_command_palette = wide
-            self._footer_roomy = roomy
-            self._show_in_footer("a", wide)
-            for key in ("plus", "equals_sign", "minus", "p", "c"):
-                self._show_in_footer(key, roomy)
+        if self._fit_footer(width):
             footer.refresh(recompose=True)
         if self._applied is not None:       # the path strip breaks between stages for the new width
             self.w_path.text = PathStrip.build(self._applied, width)
             self.w_stats.text = StatsBar.build(self._applied, width)
 
     _footer_roomy = True
+
+    def _fit_footer(self, width: int) -> bool:
+        """The footer's keys for ``width`` columns; True if that changed them."""
+        footer = self.w_footer
+        # at 80 columns every footer key fits only without the palette hint and
+        # the host key (both are in ? help and the palette; the key always works)
+        wide = width >= 100
+        # below 80 columns (down to the 60 minimum) the speed keys, presets and
+        # compare leave the footer too, so that what stays is never cut
+        roomy = width >= 80
+        if footer.show_command_palette == wide and self._footer_roomy == roomy:
+            return False
+        footer.set_reactive(Footer.show_command_palette, wide)
+        self._footer_roomy = roomy
+        self._show_in_footer("a", wide)
+        for key in ("plus", "equals_sign", "minus", "p", "c"):
+            self._show_in_footer(key, roomy)
+        return True
 
     def _show_in_footer(self, key: str, show: bool) -> None:
         """Show or hide one key's binding in the footer (Bindings are frozen:
@@ -933,6 +955,22 @@ def remember_terminal() -> None:
         _TERMIOS[:] = [termios.tcgetattr(sys.stdin.fileno())]
     except Exception:           # no terminal (a browser session), or no termios
         pass
+
+
+def freeze_imports() -> None:
+    """Before the app starts (the CLI calls this, having turned collection
+    off while the app's modules load): what the imports made (modules,
+    classes, functions, tables: about 45,000 objects, none of them ever
+    garbage) leaves the collector's generations (``gc.freeze``), so no
+    collection walks them again, and collection is on again.  The one full
+    collection that fell inside the first frame took 13-15 ms of it, the
+    young-generation ones while the modules loaded 5-6 ms, and while running
+    every full collection walked them too.  Only for a process that runs one
+    app: what is frozen is never collected."""
+    import gc
+
+    gc.freeze()
+    gc.enable()              # (the CLI turns collection off while the app's modules load)
 
 
 def restore_terminal() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Iterable
 
 from rich.segment import Segment
@@ -28,7 +29,11 @@ class ExitLogPane(TitledPane):
 
     def __init__(self, maxlen: int = 500, **kw) -> None:
         super().__init__(**kw)
-        self.lines: deque[Text] = deque(maxlen=maxlen)
+        #: the newest ``maxlen`` exits, (event, in the set-up) each; a line's
+        #: Text is made when it is drawn (``lines``): in a busy run most exits
+        #: scroll past between two frames and are never on screen
+        self._exits: deque[tuple[TraceEvent, bool]] = deque(maxlen=maxlen)
+        self._texts: dict[tuple[int, bool], Text] = {}   # the lines drawn last, by (seq, set-up)
         self.seqs: deque[int] = deque(maxlen=maxlen)     # the trace seq of each line's exit
         self._followed: frozenset = frozenset()
         self.border_title = "VMM exit log"
@@ -79,24 +84,12 @@ class ExitLogPane(TitledPane):
         """Add the exits among ``events`` (every event published since the
         last frame drawn: frames the app skipped still bring their exits)."""
         setup_seq = self.frame.setup_seq if self.frame is not None else 0
+        exits, seqs = self._exits, self.seqs
         for ev in events:
             if ev.kind != "exit":
                 continue
-            d = ev.data
-            where = d.get("where", "")
-            user = where == "userspace"
-            # stamped when it is recorded (never after the clock: in time order
-            # across VMs); the set-up's exits are shown but not counted
-            t = Text.assemble(
-                (f"{_fmt_t(ev.t):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
-                (f"{d.get('reason', '')} {d.get('number', '')}", "bold #ffaf5f" if user else "bold #87d787"),
-                (f" {'⇧ user' if user else '⌂ kvm'}", "#ffaf5f" if user else "#87d787"),
-                (f" {d.get('cost_ns', 0) / 1000:,.2f} µs", "grey62"),
-                (f" · {d.get('cause', '')}", ""),
-                (" · set-up, not counted" if ev.seq <= setup_seq else "", "italic grey62"),
-            )
-            self.lines.append(t)
-            self.seqs.append(ev.seq)
+            exits.append((ev, ev.seq <= setup_seq))
+            seqs.append(ev.seq)
             self.serial += 1
         if self.serial != self._seen:
             self._seen = self.serial
@@ -105,8 +98,36 @@ class ExitLogPane(TitledPane):
 
     _seen = 0
 
+    @staticmethod
+    def _line(ev: TraceEvent, setup: bool) -> Text:
+        d = ev.data
+        where = d.get("where", "")
+        user = where == "userspace"
+        # stamped when it is recorded (never after the clock: in time order
+        # across VMs); the set-up's exits are shown but not counted
+        return Text.assemble(
+            (f"{_fmt_t(ev.t):>11} ", "grey62"), (f"{ev.vm} ", "#87afd7"),
+            (f"{d.get('reason', '')} {d.get('number', '')}", "bold #ffaf5f" if user else "bold #87d787"),
+            (f" {'⇧ user' if user else '⌂ kvm'}", "#ffaf5f" if user else "#87d787"),
+            (f" {d.get('cost_ns', 0) / 1000:,.2f} µs", "grey62"),
+            (f" · {d.get('cause', '')}", ""),
+            (" · set-up, not counted" if setup else "", "italic grey62"),
+        )
+
+    def _text(self, ev: TraceEvent, setup: bool, made: dict) -> Text:
+        key = (ev.seq, setup)
+        t = self._texts.get(key) or self._line(ev, setup)
+        made[key] = t
+        return t
+
+    @property
+    def lines(self) -> "_Lines":
+        """The log's lines, oldest first (one per exit kept, at most ``maxlen``)."""
+        return _Lines(self._exits, self._line)
+
     def clear_log(self) -> None:
-        self.lines.clear()
+        self._exits.clear()
+        self._texts = {}
         self.seqs.clear()
         self.serial += 1
         self._key = None
@@ -155,16 +176,18 @@ class ExitLogPane(TitledPane):
                 out.append(Strip([Segment(f" + {n:,} set-up exit{'s' if n != 1 else ''} not counted",
                                           Style(color="grey50", italic=True))]).crop_extend(0, w, None))
             return out
-        if not self.lines:
+        if not self._exits:
             return [Strip([Segment(" no exits yet", Style(color="grey50", italic=True))]).crop_extend(0, w, None)]
         # newest at the bottom; an exit too wide for one line continues on a
         # second, indented line (its cause), so nothing is cut off
         console = self.app.console
         out: list[Strip] = []
         followed = self._followed
-        for t, seq in zip(reversed(self.lines), reversed(self.seqs)):
+        made: dict = {}                  # the Texts of the lines drawn now (kept for the next build)
+        for (ev, setup), seq in zip(reversed(self._exits), reversed(self.seqs)):
             if len(out) >= h:
                 break
+            t = self._text(ev, setup, made)
             if seq in followed:        # an exit on the followed packet's way: marked and tinted
                 t = Text.assemble((FOLLOW_GLYPH, FOLLOW), t[1:])
                 t.stylize("on #3a2a4a")
@@ -181,6 +204,23 @@ class ExitLogPane(TitledPane):
                 out.append(Strip(list((Text("     ") + part).render(console))).crop_extend(0, w, None))
             head.truncate(w, overflow="ellipsis")
             out.append(Strip(list(head.render(console))).crop_extend(0, w, None))
+        self._texts = made
         out.reverse()
         return out[-h:]
 
+
+class _Lines(Sequence):
+    """The exit log's lines as a read-only sequence of Texts, each made when
+    it is read (``maxlen`` as the deque of exits behind it has it)."""
+
+    def __init__(self, exits: deque, line) -> None:
+        self._exits, self._make = exits, line
+        self.maxlen = exits.maxlen
+
+    def __len__(self) -> int:
+        return len(self._exits)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._make(*x) for x in list(self._exits)[i]]
+        return self._make(*self._exits[i])

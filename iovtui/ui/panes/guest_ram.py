@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from rich.segment import Segment
 from rich.style import Style
 from textual.reactive import reactive
@@ -24,6 +26,9 @@ class GuestRamPane(TitledPane):
         super().__init__(**kw)
         self.vm_index = 0
         self.border_title = "Guest RAM"
+        #: drawn rows with no page just written, followed or under the cursor,
+        #: by (regions, first page, pages per row, end, width)
+        self._plain_rows: dict[tuple, Strip] = {}
 
     def _layout(self):
         f = self.frame
@@ -144,33 +149,52 @@ class GuestRamPane(TitledPane):
     def _row(self, y, mv, start, end, per, rows, fresh_pages, w, followed=None) -> Strip:
         if 1 <= y <= rows:
             base = start + (y - 1) * per * PAGE
-            segs = [Segment(f" {base:08x} ", Style(color="grey50"))]
-            roles = _roles(mv.regions)
-            sel = self.selected_gpa()
-            for i in range(per):
+            cells = _cells(mv.regions, base, per, end)
+            sel = self.selected_gpa() if self.has_focus else None
+            first, last = base // PAGE, base // PAGE + len(cells)
+            plain = (not (fresh_pages and any(first <= p < last for p in fresh_pages))
+                     and not (followed is not None and base <= followed < base + len(cells) * PAGE)
+                     and not (sel is not None and base <= sel < base + len(cells) * PAGE))
+            key = (mv.regions, base, per, end, w)
+            if plain and key in self._plain_rows:        # (most rows, most frames: nothing on them changed)
+                return self._plain_rows[key]
+            segs = [Segment(f" {base:08x} ", _ADDR)]
+            for i, (glyph, style) in enumerate(cells):
                 gpa = base + i * PAGE
-                if gpa >= end:
-                    break
-                role = roles(gpa)
-                glyph, color, _ = ROLE_STYLE.get(role, ROLE_STYLE["free"])
-                style = Style.parse(color)
                 if gpa // PAGE in fresh_pages:
                     style = FRESH
                     glyph = glyph if glyph.isalpha() else FRESH_GLYPH
                 if gpa == followed:
                     style, glyph = FOLLOW, FOLLOW_GLYPH
-                if gpa == sel and self.has_focus:
+                if gpa == sel:
                     style = style + CURSOR
                 segs.append(Segment(glyph, style))
-            return Strip(segs).crop_extend(0, w, None)
+            strip = Strip(segs).crop_extend(0, w, None)
+            if plain:
+                if len(self._plain_rows) > 512:
+                    self._plain_rows.clear()
+                self._plain_rows[key] = strip
+            return strip
         return Strip.blank(w)
 
 
-def _roles(regions):
-    def role(gpa: int) -> str:
+_ADDR = Style(color="grey50")
+
+
+@lru_cache(maxsize=256)
+def _cells(regions, base: int, per: int, end: int) -> tuple:
+    """(glyph, style) of each page of the row that starts at ``base``: the
+    newest region holding the page decides its role."""
+    out = []
+    for i in range(per):
+        gpa = base + i * PAGE
+        if gpa >= end:
+            break
+        role = "free"
         for r in reversed(regions):
             if r.start <= gpa < r.end:
-                return r.role
-        return "free"
-    return role
-
+                role = r.role
+                break
+        glyph, color, _ = ROLE_STYLE.get(role, ROLE_STYLE["free"])
+        out.append((glyph, Style.parse(color)))
+    return tuple(out)

@@ -16,7 +16,7 @@ from .common import FOLLOW, FOLLOW_GLYPH, TitledPane, flow
 
 __all__ = ["TablePane", "IommuPane", "pack_columns", "row_vm", "summary_items", "COLUMN_PRIORITY"]
 
-_PCT = re.compile(r"(\d) %")
+_PCT = r"(\d) %"          # (compiled on first use, by re's cache)
 
 
 #: which columns stay when the pane is too narrow for all of them: the lowest
@@ -33,7 +33,7 @@ _GREY = Style(color="grey62")
 
 def _text(line: str) -> Text:
     # a number and its per cent sign are one word: a wrap never splits "83.1 %"
-    line = _PCT.sub(r"\1%", line)
+    line = re.sub(_PCT, r"\1%", line)
     return Text(line, style="#d7af87" if line.startswith("DMAR") else "grey70", overflow="fold")
 
 

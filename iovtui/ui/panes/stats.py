@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
+from textual.css.scalar import Scalar
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -40,10 +41,17 @@ class Bar(Widget):
         if not w or not self.is_mounted:
             return
         self._width = w
-        n = max(1, len(self.render().wrap(self.app.console, w)))
+        t = self.render()
+        # (a line that fits is one line: no wrap to count them, at every frame)
+        n = 1 if t.cell_len <= w and "\n" not in t.plain else max(1, len(t.wrap(self.app.console, w)))
         if n > self._lines:
             self._lines = n
-            self.styles.height = n
+            if self.size.height == n:
+                # (auto already gives it n lines, the first time above all:
+                # fix the height there without another layout pass over the screen)
+                self.styles.set_rule("height", Scalar.from_number(n))
+            else:
+                self.styles.height = n
 
 
 class HeaderBar(Bar):
@@ -99,7 +107,7 @@ class PathStrip(Bar):
 
 
 #: " ⑤ 3,609.4 µs  [1/3] ": the stage mark, the time and the [k/n] before the message
-_NARRATION_HEAD = re.compile(r"^ \S [\d,.]+ \S+  (\[\d+/\d+\] )?")
+_NARRATION_HEAD = r"^ \S [\d,.]+ \S+  (\[\d+/\d+\] )?"   # (compiled on first use, by re's cache)
 
 
 class Narration(Bar):
@@ -109,7 +117,7 @@ class Narration(Bar):
     def render(self) -> Text:
         t = self.text
         w = self.size.width
-        m = _NARRATION_HEAD.match(t.plain)
+        m = re.match(_NARRATION_HEAD, t.plain)
         if not w or m is None or t.cell_len <= w:
             return t
         p = m.end()
