@@ -160,6 +160,32 @@ async def test_enter_opens_a_hex_view_of_real_bytes():
         assert "virtio_net_hdr" in notes and "Ethernet destination 52:54:00:00:00:01" in notes
 
 
+@pytest.mark.parametrize("tech,preset,field", [
+    ("virtio", "packed-ring", "packed desc"), ("virtio", "steady-stream", "desc["),
+    ("emulation", "steady-stream", "desc["), ("sriov", "steady-stream", "rx desc["),
+])
+async def test_enter_on_the_ring_pane_opens_the_marked_descriptors_bytes(tech, preset, field):
+    """enter in the Ring pane: the hex view of the page that holds the marked
+    (last touched) descriptor, its fields listed first, for every ring kind."""
+    a = app(tech=tech, preset=preset)
+    async with a.run_test(size=(120, 40)) as pilot:
+        for _ in range(40):
+            await pilot.press("n")
+        await pilot.press("tab")
+        assert a.active_pane == "ring"
+        ring = a.w_ring.ring()
+        row = max(ring.active, 0)
+        desc = ring.base_gpa + 16 * row
+        await pilot.press("enter")
+        assert isinstance(a.screen, HexScreen)
+        assert f"descriptor {row} at 0x{desc:x}" in a.screen.title_text
+        assert a.screen.base == desc & ~0xFFF
+        off, n, label = a.screen.notes[0]
+        assert off <= desc - a.screen.base < off + 16 and field in label and f"[{row}]" in label
+        mem = a.driver.sim.vms[0].mem
+        assert a.screen.data == mem.read(a.screen.base, 4096)
+
+
 async def test_tab_cycles_panes_and_compact_mode_shows_one():
     a = app()
     async with a.run_test(size=(80, 24)) as pilot:

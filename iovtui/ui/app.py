@@ -127,7 +127,7 @@ class IovApp(App):
         ("tab / shift+tab", "focus the next / previous pane (tabs at small sizes)"),
         ("arrows", "Guest RAM: move the page cursor · IOMMU / NIC pane: scroll its rows (PgUp, PgDn, Home, "
                    "End too); the pane that has the focus takes them"),
-        ("enter", "Guest RAM: hex view of the selected page, fields annotated"),
+        ("enter", "Guest RAM: hex view of the selected page; Ring: of the page holding the marked descriptor; fields annotated"),
         ("r", "Descriptor ring: next ring (rx / tx) of the focused VM"),
         ("m", "focus the next VM (Guest RAM, Descriptor ring, IOMMU and NIC rows follow it; "
               "ctrl+p \"Jump to VM…\" picks one by name)"),
@@ -843,19 +843,37 @@ class IovApp(App):
             self.w_ram.move(dx, dy)
 
     def action_hex(self) -> None:
-        if self.active_pane != "ram":
+        """enter: the hex view of the Guest RAM pane's selected page, or of the
+        page that holds the ring pane's marked descriptor (every ring iovtui
+        draws has 16-byte descriptors: virtio split and packed, e1000, 82599)."""
+        what, mark = "", None
+        if self.active_pane == "ram":
+            index, gpa = self.w_ram.vm_index, self.w_ram.selected_gpa()
+        elif self.active_pane == "ring":
+            pane = self.w_ring
+            ring = pane.ring()
+            if ring is None:
+                return
+            row = pane._followed_row(pane.frame)
+            if row is None:
+                row = max(ring.active, 0)
+            desc = ring.base_gpa + 16 * row
+            names = [v.name for v in self.driver.sim.vms]
+            index, gpa = (names.index(ring.vm) if ring.vm in names else 0), desc & ~0xFFF
+            what, mark = f" · {ring.name} descriptor {row} at 0x{desc:x}", desc - gpa
+        else:
             return
-        pane = self.w_ram
-        gpa = pane.selected_gpa()
         if gpa is None:
             return
         sim = self.driver.sim
-        vm = sim.vms[pane.vm_index]
+        vm = sim.vms[index]
         data = vm.mem.read(gpa, 4096)
         r = vm.mem.region_at(gpa)
         from .screens.hexview import HexScreen, annotate_page
-        notes = annotate_page(sim.technique, pane.vm_index, gpa, data)
-        title = f"{vm.name} page GPA 0x{gpa:x} · {r.label if r else 'free'} · escape closes"
+        notes = annotate_page(sim.technique, index, gpa, data)
+        if mark is not None:             # the marked descriptor's fields first
+            notes.sort(key=lambda n: not (n[0] < mark + 16 and mark < n[0] + n[1]))
+        title = f"{vm.name} page GPA 0x{gpa:x} · {r.label if r else 'free'}{what} · escape closes"
         self.push_screen(HexScreen(title, data, gpa, notes))
 
     def action_command_palette(self) -> None:
