@@ -508,3 +508,18 @@ async def test_keys_queued_in_the_palette_as_it_closes_are_harmless(keys):
             while a.screen is not a.screen_stack[0]:
                 await pilot.press("escape")
         assert a.is_running
+
+
+async def test_the_too_small_cover_takes_a_new_size_before_it_is_drawn():
+    """A resize storm can ask the cover for a new message before Textual has
+    composed it (it raised NoMatches: '#too-small-msg'); the message it shows
+    is the newest one."""
+    from iovtui.ui.screens.toosmall import TooSmallScreen
+
+    a = create_app(load_preset("steady-stream"), "sriov", start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        cover = TooSmallScreen("iovtui needs at least 60×16 (this is 50×12)")
+        a.push_screen(cover)
+        cover.update("iovtui needs at least 60×16 (this is 40×12)")     # not composed yet
+        await pilot.pause(0.1)
+        assert "40×12" in str(cover.query_one("#too-small-msg").render())

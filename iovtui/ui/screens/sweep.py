@@ -26,6 +26,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
@@ -176,7 +177,11 @@ class SweepScreen(SteadyResize, Screen):
             return
         label = MEASURES[self.measure][0]
         keys = " ".join(f"{i + 1} {SHORT[m].removesuffix('/pkt')}" for i, m in enumerate(SWEEP_MEASURES))
-        self.query_one("#sweep-title", Static).update(f"Sweep · {self.preset.name} · {label}")
+        try:
+            title = self.query_one("#sweep-title", Static)
+        except NoMatches:                 # a redraw asked for by a resize while the screen goes away
+            return
+        title.update(f"Sweep · {self.preset.name} · {label}")
         legend = Text()
         for t in self.techniques:          # each marker in its curve's colour, its name beside it
             legend.append(MARKERS[t], style="bold #{:02x}{:02x}{:02x}".format(*COLOURS[t]))

@@ -39,5 +39,6 @@ class TooSmallScreen(SteadyResize, Screen):
         pass
 
     def update(self, message: str) -> None:
-        self.message = message
-        self.query_one("#too-small-msg", Static).update(message)
+        self.message = message            # (compose shows it if the screen is not composed yet)
+        for msg in self.query("#too-small-msg").results(Static):
+            msg.update(message)
