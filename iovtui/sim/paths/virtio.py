@@ -330,21 +330,8 @@ class Virtio(Technique):
 
     def _rx_work(self, nic: VirtioNic) -> None:
         """The backend, free at this moment, runs its receive loop up to the
-        next point the guest can observe, and goes on from there (``_drive``
-        for the receive loop, spelled out: it runs once or twice per packet)."""
-        eng = self.engine
-        run = self._rx_run
-        while True:
-            nxt = run(nic)
-            if nxt is None:
-                return
-            t, new = nxt
-            if eng.go_on(t):
-                if new:
-                    self._rx_begin(nic)
-                continue
-            eng.at(t, self._rx_start if new else self._rx_work, nic)
-            return
+        next point the guest can observe, and goes on from there."""
+        self._drive(nic, self._rx_run, self._rx_begin, self._rx_start, self._rx_work)
 
     def _drive(self, nic: VirtioNic, run, begin, start, work) -> None:
         """A backend loop (receive or transmit) from this moment: each
