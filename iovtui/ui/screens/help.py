@@ -42,8 +42,8 @@ SIMPLIFIED = (
     "rings in the legacy contiguous layout, or (o) the packed ring.",
     "The packed ring (o): one descriptor per buffer and devices that complete in order, as on the split "
     "ring; upstream vhost-net has no packed ring, so with vhost on the model runs vhost's batching with "
-    "QEMU's packed rules (as a vhost-user backend would); any queue size 256..1024 is taken for packed "
-    "(QEMU's virtio-net asks a power of two). Ring cache lines count the distinct 64-byte lines written, "
+    "QEMU's packed rules (as a vhost-user backend would); any queue size 256..32768 is taken for packed "
+    "(virtio 1.1; QEMU's own virtio-net asks a power of two up to 1,024). Ring cache lines count the distinct 64-byte lines written, "
     "one set per side per instant.",
     "Two NIC ports ([nic] ports = 2) are two links at line rate each, and each PF has its own VFs, "
     "switch and spoof log; but the host's receive softirq and transmit path (emulation, virtio) are "
