@@ -464,3 +464,20 @@ def test_follow_marks_the_slot_that_holds_the_frame():
     assert addr == v.gpa                         # the marked row is the slot with the frame's buffer
     frame = parse_frame(bytes(d.sim.vms[0].mem.read(v.gpa + 12, 1514)))
     assert frame["seq"] == v.pkt
+
+
+@pytest.mark.parametrize("size", [300, 2048])
+async def test_o_keeps_a_packed_ring_the_split_ring_cannot_take(size, tmp_path):
+    """o on a packed ring of a size QEMU's split virtio-net refuses (not a power
+    of two, or past 1,024) says why and keeps the packed ring running."""
+    from iovtui.ui.app import create_app
+
+    f = tmp_path / "p.toml"
+    f.write_text(f'name = "p"\ndescription = "d"\n[virtio]\nring = "packed"\nqueue_size = {size}\n'
+                 '[[vm]]\nram = "64 MiB"\n')
+    a = create_app(load_preset(str(f)), "virtio", seed=1, start_paused=True)
+    async with a.run_test(size=(120, 40)) as pilot:
+        await pilot.press("o")
+        await pilot.pause(0.1)
+        assert a.driver.sim.technique.opts["ring"] == "packed"
+        assert f"{size:,}): staying on the packed ring" in str(a.w_narration.text)

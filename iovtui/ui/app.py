@@ -590,9 +590,10 @@ class IovApp(App):
                 self.notice("the split / packed ring applies to virtio (press 2)")
                 return
             ring = "packed" if p.virtio["ring"] == "split" else "split"
-            if ring == "split" and p.virtio["queue_size"] & (p.virtio["queue_size"] - 1):
-                self.notice(f"the split ring needs a power-of-two queue size (virtio.queue_size = "
-                            f"{p.virtio['queue_size']}): staying on the packed ring")
+            qs = p.virtio["queue_size"]
+            if ring == "split" and (qs & (qs - 1) or qs > 1024):
+                self.notice(f"the split ring needs a power-of-two queue size up to 1,024 (virtio.queue_size = "
+                            f"{qs:,}): staying on the packed ring")
                 return
             self.preset = p.with_options(virtio={"ring": ring})
             self._reset_exit_log()
