@@ -481,3 +481,16 @@ async def test_o_keeps_a_packed_ring_the_split_ring_cannot_take(size, tmp_path):
         await pilot.pause(0.1)
         assert a.driver.sim.technique.opts["ring"] == "packed"
         assert f"{size:,}): staying on the packed ring" in str(a.w_narration.text)
+
+
+def test_compare_virtio_rings_with_a_packed_ring_past_1024(tmp_path):
+    """A packed ring of 3,000 slots beside the split ring QEMU allows nearest
+    to it: 1,024 slots (a power of two at most 1,024), both delivering."""
+    f = tmp_path / "p.toml"
+    f.write_text('name = "p"\ndescription = "d"\n[virtio]\nring = "packed"\nqueue_size = 3000\n'
+                 '[[vm]]\nram = "64 MiB"\n')
+    out = run_cli("compare", "--virtio-rings", "--preset", str(f), "--packets", "300").stdout
+    rows = [ln for ln in out.splitlines() if ln.strip().startswith("virtio")]
+    assert len(rows) == 4
+    for ln in rows:
+        assert ("1,024" if " split " in ln else "3,000") in ln and ln.rstrip().endswith("300"), ln

@@ -59,11 +59,12 @@ RING_VARIANTS = tuple((f"{label} {ring}", tech, {"virtio": {**opts["virtio"], "r
 def ring_preset(preset: Preset, ring: str, opts: dict | None = None) -> Preset:
     """``preset`` with virtio's ``ring`` and ring-line counting on (and ``opts``).
     A queue size the split ring cannot take (packed allows any) becomes the
-    power of two below it on the split side, which the queue_size shows."""
+    power of two at or below it, at most 1,024 (QEMU's virtio-net), on the
+    split side, which the queue_size shows."""
     v = {**(opts or {}), "ring": ring, "count_ring_lines": True}
     qs = preset.virtio["queue_size"]
-    if ring == "split" and qs & (qs - 1):
-        v["queue_size"] = 1 << (qs.bit_length() - 1)
+    if ring == "split" and (qs & (qs - 1) or qs > 1024):
+        v["queue_size"] = min(1024, 1 << (qs.bit_length() - 1))
     return preset.with_options(virtio=v)
 
 
