@@ -150,19 +150,11 @@ class Engine:
             horizon = until if until is not None else 1 << 62
             self.horizon = horizon
             try:
-                if until is None:
-                    # (no horizon to test: every event is before 1 << 62)
-                    while heap and not self.halted:
-                        t, _seq, action, args = pop(heap)
-                        self.now = t
-                        action(*args)
-                        n += 1
-                else:
-                    while heap and not self.halted and heap[0][0] <= horizon:
-                        t, _seq, action, args = pop(heap)
-                        self.now = t
-                        action(*args)
-                        n += 1
+                while heap and not self.halted and heap[0][0] <= horizon:
+                    t, _seq, action, args = pop(heap)
+                    self.now = t
+                    action(*args)
+                    n += 1
             finally:
                 self.horizon = -1
             self.events_run += n
