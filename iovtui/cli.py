@@ -926,7 +926,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     svg = _new_file(args.svg, args.force, "--svg file") if args.svg else None
     preset = _load(args.preset, args.set)
     _warn(preset)
-    from .sweepout import Progress, SvgError, render, svg_text, write_svg
+    from .sweepout import Progress, render, svg_text
 
     bar = Progress(len(techs) * len(rates))
     try:
@@ -942,10 +942,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             "techniques": techs, "rates_pps": [int(r) if float(r).is_integer() else r for r in rates],
             "load": sw.how_load_applies(preset), "overrides": list(args.set)}
     if svg is not None:
+        # under a temporary name in the same directory, renamed into place (never a half-written file)
+        outs = _Outputs()
         try:
-            write_svg(str(svg), svg_text(rows, args.measure, preset.name, sw.preset_pps(preset), args.seed))
-        except SvgError as e:
-            raise CliError(str(e)) from None
+            outs.temp_for(svg).write_text(svg_text(rows, args.measure, preset.name, sw.preset_pps(preset),
+                                                   args.seed), encoding="utf-8")
+            outs.commit()
+        except OSError as e:
+            outs.discard()
+            raise CliError(f"--svg {args.svg}: cannot write: {e.strerror or e}") from None
+        except BaseException:
+            outs.discard()
+            raise
     sys.stdout.write(render(rows, args.format, meta))
     return 0
 

@@ -13,26 +13,19 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from .sim.sweep import MEASURES, TECH_LABELS, chart_series, rate_label
 
-__all__ = ["render", "Progress", "write_svg", "svg_text", "CSV_COLUMNS", "SvgError"]
+__all__ = ["render", "Progress", "svg_text", "CSV_COLUMNS"]
 
 CSV_COLUMNS = ("technique", "rate_pps", "offered_pps", "offered", "delivered", "dropped", "delivered_ratio",
                "exits_per_packet", "irq_per_packet", "host_irq_per_packet", "kicks_per_packet",
                "copies_per_packet", "cpu_ns_per_packet", "p50_ns", "p99_ns", "throughput_gbps")
 TABLE_HEADS = ("technique", "rate", "offered pps", "delivered", "exits/pkt", "top exits/pkt", "irq/pkt",
                "kicks/pkt", "copies", "CPU µs/pkt", "p50/p99 µs", "drops")
-
-
-class SvgError(Exception):
-    """The SVG could not be written; ``str(err)`` is the one line."""
 
 
 def _num(v: Any, fmt: str = "{:.3f}") -> str:
@@ -249,34 +242,3 @@ def _shape_markers(svg: str, shapes: list[str]) -> str:
             w = float(box.get("width"))
             shape(box, shapes[i], x + w / 2, y + w / 2, w / 2)
     return '<?xml version="1.0" encoding="utf-8" standalone="no"?>\n' + ET.tostring(root, encoding="unicode")
-
-
-def write_svg(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` under a temporary name in the same
-    directory, then rename it into place (never a half-written file)."""
-    final = Path(path)
-    if final.exists() and not final.is_file():
-        raise SvgError(f"--svg {path} is not a regular file; give a file name")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    except OSError as e:
-        raise SvgError(f"--svg {path}: cannot write in {final.parent}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        m = os.umask(0)
-        os.umask(m)
-        os.chmod(tmp, 0o666 & ~m)          # as open() would have made it (mkstemp: 0600)
-        os.replace(tmp, final)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise SvgError(f"--svg {path}: cannot write: {e.strerror or e}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -228,11 +228,11 @@ def test_svg_unwritable_dir(tmp_path):
 
 
 def test_svg_disk_full_leaves_nothing(tmp_path, monkeypatch, capsys):
-    from iovtui import cli, sweepout
+    from iovtui import cli
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(sweepout.os, "replace", full)
+    monkeypatch.setattr(cli.os, "replace", full)
     f = tmp_path / "c.svg"
     rc = cli.main(["sweep", "--techniques", "virtio", "--rates", "2k", "--packets", "50", "--jobs", "1",
                    "--svg", str(f)])
