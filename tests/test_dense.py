@@ -264,3 +264,31 @@ def test_which_vf_questions_on_a_dense_host_offer_the_right_answer(tech):
             seen.append(who)
         assert r.right
     assert len(seen) >= 2 and any(w not in ("VF0.0", "VF0.1", "VF0.2", "vm0", "vm1", "vm2") for w in seen), seen
+
+
+@pytest.mark.parametrize("steps", [40, 8000])
+def test_the_ram_pane_flashes_the_writes_since_the_previous_frame(steps):
+    """Each published frame names the guest-RAM writes since the one before
+    (what the RAM pane flashes): the frames QEMU copied into the RX buffers,
+    GPA and length as the trace says, oldest first; past the log's 512 writes
+    between two frames, the newest 512 (the write log is kept compact, one per
+    VM: its entries must still come back as they were written)."""
+    from iovtui.sim.driver import Driver
+    from iovtui.sim.preset import load_preset
+    from iovtui.sim.trace import ListSink
+    from iovtui.sim.world import Simulation
+
+    p = load_preset("steady-stream")
+    d = Driver(lambda trace: Simulation(p, "emulation", seed=3, packets=10**6, trace=trace))
+    d.publish()
+    for _ in range(2):
+        sink = ListSink()
+        d.sim.engine.trace.add_sink(sink)
+        d.sim.engine.run(max_events=steps)
+        d.sim.engine.trace.remove_sink(sink)
+        f = d.publish()
+        copied = [(e.data["gpa"], e.data["bytes"], "QEMU e1000") for e in sink.events
+                  if e.kind == "copy" and e.data.get("queue") == "rx"]
+        assert copied and (len(copied) > 512) == (steps > 1000), len(copied)
+        assert f.memory[0].fresh_writes == tuple(copied[-512:])
+    assert d.publish().memory[0].fresh_writes == ()          # nothing new since

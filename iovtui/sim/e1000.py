@@ -309,8 +309,9 @@ class E1000Ring(LegacyRing):
     def __init__(self, mem: GuestMemory, kind: str, size: int, label: str, csum_offload: bool = False) -> None:
         super().__init__(mem, kind, size, label)
         self.csum_offload = csum_offload
-        #: first descriptor of a frame -> its last (Linux's buffer_info[first].next_to_watch)
-        self.watch: list[int] = [0] * size
+        #: first descriptor of a frame -> its last (Linux's buffer_info[first].next_to_watch;
+        #: a TX ring's only: e1000_clean_rx_irq checks each descriptor's own DD)
+        self.watch: list[int] = [0] * size if kind == "tx" else []
 
     # -- driver side ---------------------------------------------------------
     def descs_per_frame(self) -> int:

@@ -7,6 +7,11 @@ host-physical memory starting at ``hpa_base`` (the model keeps the backing
 contiguous; the IOMMU still translates page by page through its own tables).
 Regions record what each range is for, so the RAM view can colour it, and a
 bounded write log lets the UI flash the bytes a DMA or a copy just wrote.
+
+The write log is kept compact, as a dense host has one per VM: an entry is
+one int (``gpa << 32 | length``) beside a reference to its writer's name, and
+its serial number is implied (entries are consecutive and the newest is
+``write_serial``), about 48 bytes an entry instead of a 4-tuple's 176.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import copy
 import mmap
 import struct
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass
 
 __all__ = ["GuestMemory", "Region", "RamShortage", "PAGE", "ROLES"]
@@ -40,6 +46,10 @@ _ZERO_CHUNK = bytes(_COPY_CHUNK)
 
 #: Region roles, in the order the RAM legend lists them.
 ROLES = ("kernel", "desc", "avail", "used", "drv_event", "dev_event", "rx_ring", "tx_ring", "rx_buf", "tx_buf", "free")
+
+#: a write-log entry packs the length in the low bits (a write is far under 4 GiB)
+_LOG_SHIFT = 32
+_LOG_MASK = (1 << _LOG_SHIFT) - 1
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -86,8 +96,10 @@ class GuestMemory:
         self.ram = _anon(size)
         self.regions: list[Region] = [Region(0, min(self.FIRST_FREE, size), "kernel", "guest kernel")]
         self._brk = min(self.FIRST_FREE, size)
-        #: (serial, gpa, length, who) of recent writes by a device or the VMM
-        self.write_log: deque[tuple[int, int, int, str]] = deque(maxlen=log_len)
+        #: recent writes by a device or the VMM, oldest first: ``gpa << 32 | length``
+        #: and, beside it, who wrote (the newest entry's serial is write_serial)
+        self._log: deque[int] = deque(maxlen=log_len)
+        self._log_who: deque[str] = deque(maxlen=log_len)
         self.write_serial = 0
         self.bytes_written = 0
         #: the highest address a device or copy has written (a checkpoint copies up to here)
@@ -156,7 +168,8 @@ class GuestMemory:
             self.high_water = gpa + n
         self.write_serial += 1
         self.bytes_written += n
-        self.write_log.append((self.write_serial, gpa, n, who))
+        self._log.append(gpa << _LOG_SHIFT | n)
+        self._log_who.append(who)
 
     def write2(self, gpa: int, head: bytes, data: bytes | bytearray, who: str) -> None:
         """``head`` then ``data`` at ``gpa``: one write (a header and its frame,
@@ -170,7 +183,8 @@ class GuestMemory:
             self.high_water = end
         self.write_serial += 1
         self.bytes_written += end - gpa
-        self.write_log.append((self.write_serial, gpa, end - gpa, who))
+        self._log.append(gpa << _LOG_SHIFT | (end - gpa))
+        self._log_who.append(who)
 
     def u16(self, gpa: int) -> int:
         return _U16.unpack_from(self.ram, gpa)[0]
@@ -191,5 +205,22 @@ class GuestMemory:
         _U64.pack_into(self.ram, gpa, v)
 
     def writes_since(self, serial: int) -> list[tuple[int, int, int, str]]:
-        """Write-log entries newer than ``serial`` (oldest first)."""
-        return [w for w in self.write_log if w[0] > serial]
+        """Write-log entries newer than ``serial`` as ``(serial, gpa, length, who)``
+        (oldest first).  The log holds the newest ``len`` writes, whose serials
+        run up to write_serial one by one, so an entry's serial is its place."""
+        log = self._log
+        k = min(self.write_serial - serial, len(log))
+        if k <= 0:
+            return []
+        s0 = self.write_serial - k + 1
+        mask = _LOG_MASK
+        # the newest k, read from the right end (a deque walks from whichever end is nearer)
+        newest = zip(islice(reversed(log), k), islice(reversed(self._log_who), k))
+        out = [(p >> _LOG_SHIFT, p & mask, w) for p, w in newest]
+        out.reverse()
+        return [(s0 + i, g, n, w) for i, (g, n, w) in enumerate(out)]
+
+    @property
+    def write_log(self) -> list[tuple[int, int, int, str]]:
+        """The whole write log as ``(serial, gpa, length, who)``, oldest first."""
+        return self.writes_since(self.write_serial - len(self._log))
