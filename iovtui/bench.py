@@ -619,6 +619,10 @@ def dense_rss(packets: int) -> dict[str, Any]:
             row[f"{key}_peak_rss_mib"] = round(d["peak_rss_kib"] / 1024, 1)
             row[f"{key}_guest_written_mib"] = round(d["guest_pages"] * 4 / 1024, 1)
         row["ratio"] = round(row["dense_peak_rss_mib"] / row["one_peak_rss_mib"], 3)
+        # the least a faithful run can peak at: the 1-VM process plus the guest
+        # pages the 126 VMs' frames really fill beyond the one VM's
+        extra = row["dense_guest_written_mib"] - row["one_guest_written_mib"]
+        row["floor_ratio"] = round((row["one_peak_rss_mib"] + extra) / row["one_peak_rss_mib"], 3)
         rows.append(row)
     return {"vms": DENSE_VMS, "packets": packets, "results": rows, "aim_ratio": AIM_DENSE_RSS_RATIO,
             "meets_aim": all(r["ratio"] <= AIM_DENSE_RSS_RATIO for r in rows)}
@@ -663,12 +667,15 @@ def _render_dense(d: dict[str, Any]) -> list[str]:
     out = [f"dense host · {r['vms']} VMs (2 ports × 63 VFs) against 1 · line rate, 1514-byte frames"
            f" · {r['packets']:,} packets"]
     out.append(f"  peak RSS, separate processes   {'1 VM':>9} {str(r['vms']) + ' VMs':>9} {'ratio':>7}"
-               f"   guest pages written (1 / {r['vms']})")
+               f"   guest pages written (1 / {r['vms']})   floor")
     for row in r["results"]:
+        floor = f"   {row['floor_ratio']:.2f}×" if "floor_ratio" in row else ""
         out.append(f"  {row['technique']:<30} {row['one_peak_rss_mib']:>5.1f} MiB {row['dense_peak_rss_mib']:>5.1f} MiB"
-                   f" {row['ratio']:>6.2f}×   {row['one_guest_written_mib']:,.1f} / {row['dense_guest_written_mib']:,.1f} MiB")
+                   f" {row['ratio']:>6.2f}×   {row['one_guest_written_mib']:,.1f} / {row['dense_guest_written_mib']:,.1f} MiB"
+                   f"{floor}")
     out.append(f"  aim ≤ {r['aim_ratio']}× · {_mark(r['meets_aim'])}"
-               f"   (the written pages are frames really in the VMs' RX buffers)")
+               f"   (the written pages are frames really in the VMs' RX buffers; floor: the 1-VM"
+               f" process plus those pages, the least a faithful run can peak at)")
     out.append(f"  CPU time of the run             {'1 VM':>9} {str(t['vms']) + ' VMs':>9} {'ratio':>7}"
                f"   events/packet   µs/event (ratio)")
     for row in t["results"]:

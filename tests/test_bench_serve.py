@@ -325,3 +325,25 @@ def test_the_install_hint_names_the_pinned_serve_extra():
     extra = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     (pin,) = extra["project"]["optional-dependencies"]["serve"]
     assert f"pip install '{pin}'" in INSTALL_HINT
+
+
+def test_bench_dense_compares_126_vms_with_one_at_line_rate_and_at_equal_load():
+    """The dense host's CPU case: the aim's comparison (1 VM at line rate) and
+    the equal-load one (1 VM at a port's line rate over its 63 VFs, what each
+    of the 126 receives), events per packet and µs per event for each; the RSS
+    case gives the floor a faithful run cannot go under."""
+    from iovtui.bench import AIM_DENSE_TIME_RATIO, _render_dense, dense_per_vm_pps, dense_rss, dense_time
+
+    assert round(dense_per_vm_pps()) == round(10e9 / ((1514 + 24) * 8) / 63)     # 12,901 pkt/s
+    t = dense_time(300, 1)
+    r = dense_rss(300)
+    assert t["aim_ratio"] == AIM_DENSE_TIME_RATIO == 1.3
+    for row in t["results"]:
+        assert row["eq_ratio"] == round(row["dense_cpu_s"] / row["eq_one_cpu_s"], 3)
+    for row in r["results"]:
+        assert 1 < row["floor_ratio"] <= row["ratio"] + 0.05
+    lines = _render_dense({"rss": r, "time": t, "setup": {"results": [], "aim_ratio": 1.2, "meets_aim": True}})
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("  at equal load per VM: 1 VM at 12,901 pkt/s"))
+    assert [ln.split()[0] for ln in lines[i + 1:i + 4]] == ["emulation", "virtio", "sriov"]
+    assert "the cost of the VM count itself" in lines[i + 4]
+    assert lines[i - 1].startswith("  aim ≤ 1.3×")               # the aim's row is still there, above
