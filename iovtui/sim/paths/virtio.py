@@ -576,23 +576,29 @@ class Virtio(Technique):
         q = nic.rxq
         eng = self.engine
         now = eng.now
+        guest_reads = self.sim.guest_reads
+        pool = nic.rx_pool
+        filled = nic.rx_filled
+        budget = self.budget
+        get_buf = q.get_buf
+        proceed = eng.proceed
         while True:
             if reading is not None:
                 pkt, gpa = reading
                 reading = None
-                self.sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
+                guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
                 nic.rx_reading = None
-                nic.rx_pool.append(gpa)
+                pool.append(gpa)
             elif done == 0:
                 self._poll_cleantx(nic)
-            if done < self.budget:
-                got = q.get_buf()
+            if done < budget:
+                got = get_buf()
                 if got is not None:
                     gpa, length, head = got
-                    pkt = nic.rx_filled.pop(gpa, None)
+                    pkt = filled.pop(gpa, None)
                     done += 1
                     if pkt is None:            # a buffer the device returned empty (frame dropped)
-                        nic.rx_pool.append(gpa)
+                        pool.append(gpa)
                         end = now
                     else:
                         nic.rx_reading = pkt
@@ -610,13 +616,13 @@ class Virtio(Technique):
                                     queue="rx", desc=q.row(head), gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first
-                    if eng.proceed(end, self._napi_rx, nic, done, reading):
+                    if proceed(end, self._napi_rx, nic, done, reading):
                         now = end
                         continue
                     return
             # the poll ends: refill, then complete or keep polling
             t = self._refill(nic, now)
-            if done < self.budget:
+            if done < budget:
                 # virtqueue_napi_complete: napi_complete_done, then virtqueue_poll
                 self.napi_done(nic, done, t)
                 q.enable_cb_prepare()
