@@ -33,7 +33,7 @@ _heappush = heapq.heappush   # (bound once: ``at`` runs a few times per packet)
 class Engine:
     """The clock, the event heap and the run's random number generator."""
 
-    __slots__ = ("now", "_heap", "_seq", "rng", "seed", "trace", "events_run", "halted", "horizon", "exogenous")
+    __slots__ = ("now", "_heap", "_seq", "rng", "seed", "trace", "events_run", "halted", "horizon")
 
     def __init__(self, seed: int = 1, trace: Trace | None = None) -> None:
         self.now: int = 0
@@ -47,9 +47,6 @@ class Engine:
         self.halted = False
         #: how far (virtual ns) the running action may go on in place (see go_on)
         self.horizon = -1
-        #: the one action (the traffic generator's tick) that :meth:`proceed`
-        #: may run nested, before the step it was asked about; None: none
-        self.exogenous: Callable[..., Any] | None = None
 
     # -- scheduling -------------------------------------------------------
     def at(self, t: int, action: Callable[..., Any], *args: Any) -> None:
@@ -89,60 +86,6 @@ class Engine:
             self.now = t
             self.events_run += 1
             return True
-        return False
-
-    def proceed(self, t: int, action: Callable[..., Any], *args: Any) -> bool:
-        """:meth:`go_on`, or else ``at(t, action, *args)``; but the events of
-        the :attr:`exogenous` action (the generator's arrivals) that the heap
-        would pop before the step run first, here, nested, in heap order.
-
-        True: the step is taken in place (the clock is at ``t``).  False: the
-        step is scheduled (``action(*args)`` at ``t``) and the caller returns.
-
-        Why it is exact: the caller is at a step boundary (its state is all
-        written back but for ``args``), so returning and being popped again
-        later is the same as running what the heap holds first and then going
-        on.  The step holds its place in the FIFO order from before the pulled
-        events ran (a place reserved first): an event they schedule at ``t``
-        comes after it, one pending at ``t`` before it; while they run they
-        may not go on in place to ``t`` or past it (``horizon``).  Each pulled
-        event counts in ``events_run`` as if popped by the loop.  Only callers
-        whose loop state is re-read after the step may use this (the model's
-        arrivals touch the host side and the taps, never a caller's locals)."""
-        heap = self._heap
-        if t > self.horizon or self.halted:
-            self._seq += 1
-            _heappush(heap, (t, self._seq, action, args))
-            return False
-        if not heap or t < heap[0][0]:
-            self.now = t
-            self.events_run += 1
-            return True
-        ex = self.exogenous
-        seq = self._seq = self._seq + 1          # the step's place, as ``at`` would give it now
-        top = heap[0]
-        if ex is not None and top[2] == ex:
-            horizon = self.horizon
-            self.horizon = t - 1
-            pop = heapq.heappop
-            try:
-                while True:
-                    te, _s, act, a = pop(heap)
-                    self.now = te
-                    self.events_run += 1
-                    act(*a)
-                    if self.halted or not heap:
-                        break
-                    top = heap[0]
-                    if top[0] > t or top[2] != ex or (top[0] == t and top[1] > seq):
-                        break
-            finally:
-                self.horizon = horizon
-            if not self.halted and (not heap or t < heap[0][0] or (heap[0][0] == t and heap[0][1] > seq)):
-                self.now = t
-                self.events_run += 1
-                return True
-        _heappush(heap, (t, seq, action, args))
         return False
 
     # -- running ----------------------------------------------------------

@@ -86,10 +86,6 @@ class Traffic:
             for st in self.streams:
                 self.sim.engine.at(0, self._port_tick, st)
             return
-        if self.direction == "rx":
-            # a received frame's arrival touches only the host side (the NIC, the
-            # bridge, a tap): a technique may run it nested (Engine.proceed)
-            self.sim.engine.exogenous = self._tick
         self.sim.engine.at(0, self._tick)
 
     def _direction(self) -> str:

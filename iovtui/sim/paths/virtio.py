@@ -345,11 +345,11 @@ class Virtio(Technique):
             if nxt is None:
                 return
             t, new = nxt
-            # (Engine.proceed: the generator's arrivals due first run here, nested)
-            if eng.proceed(t, start if new else work, nic):
+            if eng.go_on(t):
                 if new:
                     begin(nic)
                 continue
+            eng.at(t, start if new else work, nic)
             return
 
     def _rx_run(self, nic: VirtioNic) -> tuple[int, bool] | None:
@@ -549,8 +549,10 @@ class Virtio(Technique):
                 q.disable_cb()             # skb_xmit_done: "suppress further interrupts"
                 if not nic.tx_napi_active:
                     nic.tx_napi_active = sched = True
-        if self.engine.proceed(end, self._guest_eoi, nic, which, sched):
+        if self.engine.go_on(end):
             self._guest_eoi(nic, which, sched)
+        else:
+            self.engine.at(end, self._guest_eoi, nic, which, sched)
 
     def _guest_eoi(self, nic: VirtioNic, which: str, sched: bool) -> None:
         """The handler returns (EOI); the NAPI poll it scheduled runs next."""
@@ -560,8 +562,10 @@ class Virtio(Technique):
             self._deliver_after_eoi(nic, which, end)
         if sched:
             poll = self._napi_rx if which == "rx" else self._napi_tx
-            if self.engine.proceed(end, poll, nic):
+            if self.engine.go_on(end):
                 poll(nic)
+            else:
+                self.engine.at(end, poll, nic)
 
     # -- receive: the guest side -----------------------------------------------------
     def _napi_rx(self, nic: VirtioNic, done: int = 0, reading: tuple | None = None) -> None:
@@ -581,7 +585,7 @@ class Virtio(Technique):
         filled = nic.rx_filled
         budget = self.budget
         get_buf = q.get_buf
-        proceed = eng.proceed
+        go_on = eng.go_on
         while True:
             if reading is not None:
                 pkt, gpa = reading
@@ -616,9 +620,10 @@ class Virtio(Technique):
                                     queue="rx", desc=q.row(head), gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first
-                    if proceed(end, self._napi_rx, nic, done, reading):
+                    if go_on(end):
                         now = end
                         continue
+                    eng.at(end, self._napi_rx, nic, done, reading)
                     return
             # the poll ends: refill, then complete or keep polling
             t = self._refill(nic, now)
@@ -634,10 +639,11 @@ class Virtio(Technique):
                 # the whole weight: NAPI stays scheduled (napi_poll's repoll)
                 self.napi_repoll(nic, done, t)
             # the poll runs again from the start (done = 0)
-            if eng.proceed(t, self._napi_rx, nic, 0):
+            if eng.go_on(t):
                 now = t
                 done = 0
                 continue
+            eng.at(t, self._napi_rx, nic, 0)
             return
 
     def _refill(self, nic: VirtioNic, now: int) -> int:

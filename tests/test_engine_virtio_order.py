@@ -1,5 +1,7 @@
-"""The generator's arrivals run nested inside a virtio step (Engine.proceed):
-what a user sees must be what the run taken one event at a time shows."""
+"""virtio's steps that go on in place (Engine.go_on: the backend's stretches,
+the IRQ handler into NAPI, the NAPI poll) while the generator's arrivals keep
+coming at line rate: what a user sees must be what the run taken one event at
+a time shows, and the trace must never change what runs."""
 import json
 
 import pytest
@@ -47,7 +49,7 @@ def _runs(preset, tech, packets, seed=1):
 
 
 @pytest.mark.parametrize("name,opts", [
-    ("line-rate", {}),                                  # vhost: backend, IRQ and NAPI steps pull arrivals
+    ("line-rate", {}),                                  # vhost: an arrival due before nearly every step
     ("line-rate", {"virtio": {"vhost": False}}),        # QEMU's backend falls behind: the tap fills
     ("multi-tenant", {}),                               # several VMs' taps
     ("bursty-web", {"costs": {"jitter": 0}}),
@@ -68,10 +70,10 @@ def test_virtio_run_is_the_run_taken_event_by_event(name, opts):
 
 def test_nested_arrivals_cannot_change_the_drops():
     """line-rate with QEMU's userspace backend: it cannot keep up, the tap
-    reaches its 1,000 frames and drops.  The arrivals that run nested inside
-    the backend's and the guest's steps see the tap exactly as full as when
-    each runs as its own event: the same frames are dropped, for the same
-    reason, at the same instants."""
+    reaches its 1,000 frames and drops.  Steps that go on in place never
+    move an arrival past a pop or a pop past an arrival: every arrival sees
+    the tap exactly as full as in the run stepped one event at a time, so the
+    same frames are dropped, for the same reason, at the same instants."""
     p = load_preset("line-rate").with_options(virtio={"vhost": False})
     runs = []
     for how in ("run", "step"):
