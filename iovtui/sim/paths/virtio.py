@@ -654,13 +654,8 @@ class Virtio(Technique):
         if q.num_free <= min(self.budget, q.num) // 2:
             return now
         vm = nic.vm
-        added = 0
         buf_len = nic.rx_buf_len()     # the EWMA does not move while the driver refills
-        pool = nic.rx_pool
-        while pool and q.num_free:
-            gpa = pool.popleft()
-            q.add_buf(gpa, buf_len, True, gpa)
-            added += 1
+        added = q.add_bufs(nic.rx_pool, buf_len, True)
         t = vm.vcpu.reserve(now, self.refill_ns * added)
         tr = self.engine.trace
         if tr.on:
