@@ -580,23 +580,29 @@ class Virtio(Technique):
         q = nic.rxq
         eng = self.engine
         now = eng.now
+        guest_reads = self.sim.guest_reads
+        pool = nic.rx_pool
+        filled = nic.rx_filled
+        budget = self.budget
+        get_buf = q.get_buf
+        go_on = eng.go_on
         while True:
             if reading is not None:
                 pkt, gpa = reading
                 reading = None
-                self.sim.guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
+                guest_reads(vm, pkt, gpa + VIRTIO_NET_HDR_LEN, now)
                 nic.rx_reading = None
-                nic.rx_pool.append(gpa)
+                pool.append(gpa)
             elif done == 0:
                 self._poll_cleantx(nic)
-            if done < self.budget:
-                got = q.get_buf()
+            if done < budget:
+                got = get_buf()
                 if got is not None:
                     gpa, length, head = got
-                    pkt = nic.rx_filled.pop(gpa, None)
+                    pkt = filled.pop(gpa, None)
                     done += 1
                     if pkt is None:            # a buffer the device returned empty (frame dropped)
-                        nic.rx_pool.append(gpa)
+                        pool.append(gpa)
                         end = now
                     else:
                         nic.rx_reading = pkt
@@ -614,14 +620,14 @@ class Virtio(Technique):
                                     queue="rx", desc=q.row(head), gpa=gpa, pkt=pkt.id)
                         reading = (pkt, gpa)
                     # the next step, in place if nothing else comes first
-                    if eng.go_on(end):
+                    if go_on(end):
                         now = end
                         continue
                     eng.at(end, self._napi_rx, nic, done, reading)
                     return
             # the poll ends: refill, then complete or keep polling
             t = self._refill(nic, now)
-            if done < self.budget:
+            if done < budget:
                 # virtqueue_napi_complete: napi_complete_done, then virtqueue_poll
                 self.napi_done(nic, done, t)
                 q.enable_cb_prepare()
@@ -648,13 +654,8 @@ class Virtio(Technique):
         if q.num_free <= min(self.budget, q.num) // 2:
             return now
         vm = nic.vm
-        added = 0
         buf_len = nic.rx_buf_len()     # the EWMA does not move while the driver refills
-        pool = nic.rx_pool
-        while pool and q.num_free:
-            gpa = pool.popleft()
-            q.add_buf(gpa, buf_len, True, gpa)
-            added += 1
+        added = q.add_bufs(nic.rx_pool, buf_len, True)
         t = vm.vcpu.reserve(now, self.refill_ns * added)
         tr = self.engine.trace
         if tr.on:
