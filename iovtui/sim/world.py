@@ -134,25 +134,7 @@ class Simulation:
     def delivered(self, pkt: Packet, t: int) -> None:
         pkt.t_done = t
         m = self.metrics
-        # (Metrics.deliver and LatencyHistogram.add while exact, inlined: once per frame)
-        m.delivered += 1
-        m.copies_delivered += pkt.copies
-        m.bytes_delivered += pkt.size
-        lat = m.latency
-        v = t - pkt.t0
-        if lat.folded or v < 0:
-            lat.add(v)
-        else:
-            lat.n += 1
-            c = lat.counts
-            c[v] = c.get(v, 0) + 1
-            if len(c) > lat.EXACT_LIMIT:
-                lat.fold()
-        if t > m.last_deliver_t:
-            m.last_deliver_t = t
-        d = m.delivered_by_vm
-        name = self._vm_names[pkt.vm]
-        d[name] = d.get(name, 0) + 1
+        m.deliver(self._vm_names[pkt.vm], pkt.size, pkt.t0, t, pkt.copies)
         tr = self.engine.trace
         if tr.on:
             vm = self.vms[pkt.vm]
@@ -214,32 +196,7 @@ class Simulation:
         if cap is not None:
             # what the guest read: the bytes in its RAM at that GPA, not the model's copy
             cap.frame(t, vm.index + 1, 1, bytes(ram[gpa:gpa + len(frame)]), pkt.id)
-        if self.engine.trace.on or self.traffic.pattern == "pingpong":
-            self.delivered(pkt, t)
-            return
-        # (delivered, inlined without its trace record and ping-pong's answer: once per frame)
-        pkt.t_done = t
-        m = self.metrics
-        m.delivered += 1
-        m.copies_delivered += pkt.copies
-        m.bytes_delivered += pkt.size
-        lat = m.latency
-        v = t - pkt.t0
-        if lat.folded or v < 0:
-            lat.add(v)
-        else:
-            lat.n += 1
-            c = lat.counts
-            c[v] = c.get(v, 0) + 1
-            if len(c) > lat.EXACT_LIMIT:
-                lat.fold()
-        if t > m.last_deliver_t:
-            m.last_deliver_t = t
-        d = m.delivered_by_vm
-        name = self._vm_names[pkt.vm]
-        d[name] = d.get(name, 0) + 1
-        if self.traffic.done and m.delivered + m.dropped + m.to_host >= m.offered:
-            self.engine.halted = True
+        self.delivered(pkt, t)
 
     def guest_queued(self, vm: Vm, pkt: Packet, gpa: int) -> None:
         """The guest's driver has written a frame to send at ``gpa`` (after
