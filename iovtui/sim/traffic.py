@@ -143,36 +143,7 @@ class Traffic:
             if pattern == "pingpong":
                 offer("rx" if direction != "tx" else "tx", vm, size)
                 return  # the next request waits for this one's answer (on_complete)
-            if direction == "rx":
-                # (_offer and Simulation.offer, inlined for a received frame: once per frame)
-                sim = self.sim
-                pid = self.offered
-                now = eng.now
-                self.offered = pid + 1
-                if pid + 1 >= self.count:
-                    self.done = True
-                vlan = vm.vlan
-                if self.foreign_vlan and eng.rng.random() < self.foreign_vlan:
-                    vlan = vm.vlan % 4094 + 1   # tagged for a VLAN this VM is not in
-                key = (vm.index, vlan, size)
-                tpl = self._rx_tpl.get(key)
-                if tpl is None:
-                    tpl = self._rx_tpl[key] = sim.frames.template(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size)
-                buf, ip_off, not_csum, mid, mid16 = tpl
-                frame = bytearray(buf)
-                c = not_csum + (pid & 0xFFFF)
-                _STAMP.pack_into(frame, ip_off + 4, pid & 0xFFFF, mid, ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF, mid16, pid)
-                pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vlan)
-                m = sim.metrics
-                m.offered += 1
-                if m.first_offer_t < 0:
-                    m.first_offer_t = now
-                if sim.link_down_at is None and sim.capture is None and sim.technique.readdress is None:
-                    sim.technique.receive_from_wire(pkt)
-                else:
-                    sim.offer_rx(pkt, now)
-            else:
-                offer(self._direction() if direction == "both" else direction, vm, size)
+            offer(self._direction() if direction == "both" else direction, vm, size)
             if self.done:
                 return
             gap = intervals.get(size)
