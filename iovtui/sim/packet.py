@@ -46,23 +46,45 @@ def ipv4_checksum(header: bytes | bytearray) -> int:
 
 
 class Packet:
-    """One frame in flight: the bytes plus what the metrics need."""
+    """One frame in flight: the bytes plus what the metrics need.
 
-    __slots__ = ("id", "t0", "size", "vm", "direction", "frame", "dst", "src", "vlan", "t_done", "copies")
+    A received frame is made from its flow's template (``FrameFactory.template``)
+    the first time something reads ``frame`` (the device writing it into guest
+    RAM, a capture, a VLAN strip): until then a frame waiting in a queue holds
+    a reference to the shared template, not 1.5 KB of its own bytes, and a frame
+    dropped before anyone reads it is never built.  The bytes are the same either
+    way (``stamp``).
+    """
 
-    def __init__(self, pid: int, t0: int, vm: int, direction: str, frame: bytes,
-                 dst: str, src: str, vlan: int) -> None:
+    __slots__ = ("id", "t0", "size", "vm", "direction", "_frame", "_tpl", "dst", "src", "vlan", "t_done", "copies")
+
+    def __init__(self, pid: int, t0: int, vm: int, direction: str, frame: bytes | bytearray | None,
+                 dst: str, src: str, vlan: int, tpl: tuple | None = None, size: int = 0) -> None:
         self.id = pid
         self.t0 = t0
-        self.size = len(frame)
+        self.size = len(frame) if frame is not None else size
         self.vm = vm
         self.direction = direction
-        self.frame = frame
+        self._frame = frame
+        self._tpl = tpl
         self.dst = dst
         self.src = src
         self.vlan = vlan
         self.copies = 0      # data copies the host made of this packet (copies/packet counts delivered ones)
         self.t_done = -1
+
+    @property
+    def frame(self) -> bytes | bytearray:
+        f = self._frame
+        if f is None:
+            f = self._frame = stamp(self._tpl, self.id)
+            self._tpl = None
+        return f
+
+    @frame.setter
+    def frame(self, v: bytes | bytearray) -> None:
+        self._frame = v
+        self._tpl = None
 
     def __repr__(self) -> str:  # pragma: no cover
         return f"Packet(#{self.id} {self.direction} {self.size}B {self.src}->{self.dst} vlan={self.vlan})"

@@ -11,7 +11,7 @@ import bisect
 import itertools
 from typing import TYPE_CHECKING
 
-from .packet import _STAMP, WIRE_OVERHEAD, Packet, stamp
+from .packet import WIRE_OVERHEAD, Packet, stamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocols import SimulationApi as Simulation  # what the generator may call on the run
@@ -114,12 +114,7 @@ class Traffic:
             tpl = self._rx_tpl.get(key)
             if tpl is None:
                 tpl = self._rx_tpl[key] = sim.frames.template(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size)
-            # (packet.stamp, inlined: once per frame)
-            buf, ip_off, not_csum, mid, mid16 = tpl
-            frame = bytearray(buf)
-            c = not_csum + (pid & 0xFFFF)
-            _STAMP.pack_into(frame, ip_off + 4, pid & 0xFFFF, mid, ~((c & 0xFFFF) + (c >> 16)) & 0xFFFF, mid16, pid)
-            pkt = Packet(pid, now, vm.index, "rx", frame, vm.mac, EXT_MAC, vlan)
+            pkt = Packet(pid, now, vm.index, "rx", None, vm.mac, EXT_MAC, vlan, tpl, len(tpl[0]))
         else:
             key = (vm.index, size)
             tpl = self._tx_tpl.get(key)
