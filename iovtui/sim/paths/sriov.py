@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 
 from ..engine import Resource
 from ..iommu import DmaFault, Iommu
-from ..ixgbe import KIND, AdvRxRing, AdvTxRing, adv_ring_view
+from ..ixgbe import (_Q, _RXWB, KIND, RXD_STAT_DD, RXD_STAT_EOP, RXDADV_PKTTYPE_IPV4, RXDADV_PKTTYPE_UDP,
+                     AdvRxRing, AdvTxRing, adv_ring_view)
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
 from ..views import QueueInfo, RingView, TableView
@@ -43,6 +44,11 @@ from .base import BUF_STRIDE, Technique, buffer_pools
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
+
+_Q_unpack_from = _Q.unpack_from
+_RXWB_pack_into = _RXWB.pack_into
+_RX_PKT_INFO = RXDADV_PKTTYPE_IPV4 | RXDADV_PKTTYPE_UDP     # (AdvRxRing.hw_done_rx's default)
+_RX_DD_EOP = RXD_STAT_DD | RXD_STAT_EOP
 
 __all__ = ["SrIov", "ROGUE_GPA", "ITR_20K", "ITR_100K", "ITR_12K", "eitr_ns"]
 
@@ -312,31 +318,42 @@ class SrIov(Technique):
         vm, vf, rx = port.vm, port.vf, port.rx
         tr = self.engine.trace
         if not tr.on:
-            # untraced, the IOMMU is asked directly (_dma only adds the trace lines)
-            got = rx.hw_fetch()
-            if got is not None:
-                slot, gpa, _len = got
-                desc = rx.base + 16 * slot
-                translate = self.iommu.translate
-                cost = translate(vf.rid, desc, False)[1]      # descriptor fetch (read format)
-                try:
-                    hpa, c, _hit = translate(vf.rid, gpa, True)
-                except DmaFault:
-                    hpa = None
+            # untraced: the IOMMU's three lookups in one call (Iommu.rx_dma: exact, the same
+            # counts and LRU order as three translate calls), the ring's fields in place
+            head = rx.head
+            if head != rx.tail:                                  # AdvRxRing.hw_fetch
+                ram = rx.mem.ram
+                desc = rx.base + 16 * head
+                gpa = _Q_unpack_from(ram, desc)[0]
+                hpa, cost = self.iommu.rx_dma(vf.rid, desc, gpa)
                 if hpa is not None:
-                    cost += c
                     mem = vm.mem
                     base = mem.hpa_base
                     if not base <= hpa < base + mem.size:
                         raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
                     mem.write(hpa - base, pkt.frame, port.dma_who)
-                    translate(vf.rid, desc, True)                 # descriptor write-back
-                    rx.hw_done_rx(slot, pkt.size)
-                    port.rx_filled[slot] = pkt
+                    # AdvRxRing.hw_done_rx: the write-back format, DD|EOP, head moves on
+                    _RXWB_pack_into(ram, desc, _RX_PKT_INFO, 0, 0, _RX_DD_EOP, pkt.size, 0)
+                    rx.head = (head + 1) % rx.size
+                    rx.last_touched = head
+                    port.rx_filled[head] = pkt
                     vf.rx += 1
-                    self._cause(port, port.dma.reserve(now, cost) + self.pcie_ns)
+                    # port.dma.reserve(now, cost) + pcie_ns, then _cause(port, at)
+                    dma = port.dma
+                    start = dma.busy_until if dma.busy_until > now else now
+                    dma.busy_until = start + cost
+                    dma.busy_ns += cost
+                    at = start + cost + self.pcie_ns
+                    port.cause = True
+                    if at > now:
+                        if port.masked:
+                            port.held_checks.append((at, self.engine.reserve_seq()))
+                        else:
+                            self.engine.at(at, self._maybe_irq, port)
+                    else:
+                        self._maybe_irq(port)
                     return
-                self._dma_rx_blocked(port, pkt, slot, gpa, desc, cost)
+                self._dma_rx_blocked(port, pkt, head, gpa, desc, cost)
                 return
         got = rx.hw_fetch()
         if got is None:
