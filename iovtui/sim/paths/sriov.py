@@ -144,6 +144,8 @@ class SrIov(Technique):
         self.nic_ns = int(c["nic_pkt_ns"])
         self.pcie_ns = int(c["pcie_dma_ns"])
         self.nic = Nic(self.preset.nic, self.vms)
+        self._untagged_owned = self.nic.untagged_owned
+        self._decisions = self.nic._decisions
         self.vm_port = sim.vm_port
         io = self.preset.iommu
         self.iommu = Iommu(io["iotlb_entries"], int(c["iotlb_walk_read_ns"]), self.metrics,
@@ -274,7 +276,29 @@ class SrIov(Technique):
             pkt.dst = STRAY_MAC
 
     def receive_from_wire(self, pkt: Packet) -> None:
-        now = self.engine.now
+        eng = self.engine
+        if not pkt.vlan and not eng.trace.on:
+            got = self._untagged_owned[self.vm_port[pkt.vm]].get(pkt.dst)
+            if got is not None:
+                # an untagged unicast to the VF that owns the MAC, as Nic.from_wire decided it
+                # before (Nic.untagged_owned: the same function and line; the line logged as
+                # Nic._log would), then the one-VF path below
+                f, line = got
+                d = self._decisions
+                if d[-1][0] == line:
+                    d[-1] = (line, d[-1][1] + 1)
+                else:
+                    d.append((line, 1))
+                port = self.ports[f.vm]
+                dma = port.dma
+                now = eng.now
+                end = (dma.busy_until if dma.busy_until > now else now) + self.nic_ns   # Resource.reserve
+                dma.busy_until = end
+                dma.busy_ns += self.nic_ns
+                port.rx_dma_pending += 1
+                eng.at(end, self._dma_rx, port, pkt)
+                return
+        now = eng.now
         link = self.vm_port[pkt.vm]                  # the frame came in on its VM's port
         outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan, link)
         if not outs:
