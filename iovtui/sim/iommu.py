@@ -322,34 +322,47 @@ class Iommu:
         iotlb = self.iotlb
         did = self.devices.get(rid, -1)
         dkey = (did, desc >> 12, 1)
-        hit = iotlb.get(dkey)
-        if hit is not None and hit[1] & PTE_R:
+        dhit = iotlb.get(dkey)
+        hits = 0
+        if dhit is not None and dhit[1] & PTE_R:
             iotlb.move_to_end(dkey)
-            m.iommu_translations += 1
-            m.iotlb_hits += 1
+            hits = 1
             cost = 0
-        else:
+        elif self.superpages:
             cost = self.translate(rid, desc, False)[1]
+            dhit = iotlb.get(dkey)
+        else:
+            # (translate without superpages: its one lookup was this one)
+            m.iommu_translations += 1
+            cost = self._miss(rid, desc, False, PTE_R)[1]
+            dhit = iotlb.get(dkey)
         key = (did, gpa >> 12, 1)
         hit = iotlb.get(key)
         if hit is not None and hit[1] & PTE_W:
             iotlb.move_to_end(key)
-            m.iommu_translations += 1
-            m.iotlb_hits += 1
+            hits += 1
             hpa = hit[0] | (gpa & 0xFFF)
         else:
             try:
-                hpa, c, _hit = self.translate(rid, gpa, True)
+                if self.superpages:
+                    hpa, c, _hit = self.translate(rid, gpa, True)
+                else:
+                    m.iommu_translations += 1
+                    hpa, c, _hit = self._miss(rid, gpa, True, PTE_W)
             except DmaFault:
+                m.iommu_translations += hits
+                m.iotlb_hits += hits
                 return None, cost
             cost += c
-        hit = iotlb.get(dkey)
-        if hit is not None and hit[1] & PTE_W:
+            # (the entry the fetch used may have gone: an IOTLB of one entry)
+            dhit = iotlb.get(dkey)
+        if dhit is not None and dhit[1] & PTE_W:
             iotlb.move_to_end(dkey)
-            m.iommu_translations += 1
-            m.iotlb_hits += 1
+            hits += 1
         else:
             self.translate(rid, desc, True)
+        m.iommu_translations += hits
+        m.iotlb_hits += hits
         return hpa, cost
 
     def translate(self, rid: int, iova: int, write: bool) -> tuple[int, int, bool]:
@@ -373,6 +386,13 @@ class Iommu:
             iotlb.move_to_end(key)
             m.iotlb_hits += 1
             return hit[0] | (iova & (0xFFF if key[2] == 1 else SUPERPAGE - 1)), 0, True
+        return self._miss(rid, iova, write, need)
+
+    def _miss(self, rid: int, iova: int, write: bool, need: int) -> tuple[int, int, bool]:
+        """translate after its IOTLB lookups found nothing that allows the
+        access: count the miss, read the context (once per device) and walk."""
+        m = self.metrics
+        iotlb = self.iotlb
         m.iotlb_misses += 1
         cost = 0
         try:
