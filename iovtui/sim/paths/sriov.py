@@ -657,10 +657,18 @@ class SrIov(Technique):
         slot, gpa, length = got
         pkt = port.tx_sent.pop(slot)
         now = self.engine.now
+        traced = self.engine.trace.on
+        translate = self.iommu.translate
         try:
-            self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
-            self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
-            hpa, cost = self._dma(port, gpa, False, "DMA read from")
+            if traced:
+                self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
+                self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
+                hpa, cost = self._dma(port, gpa, False, "DMA read from")
+            else:
+                # (untraced, the IOMMU is asked directly: _dma only adds the trace lines)
+                translate(vf.rid, tx.base + 16 * ((slot - 1) % tx.size), False)
+                translate(vf.rid, tx.base + 16 * slot, False)
+                hpa, cost, _hit = translate(vf.rid, gpa, False)
         except DmaFault:
             tx.hw_done_tx(slot)
             vf.dropped += 1
@@ -671,7 +679,10 @@ class SrIov(Technique):
         frame = bytes(mem.ram[hpa - mem.hpa_base:hpa - mem.hpa_base + length])
         if frame != pkt.frame:
             self.metrics.corrupt += 1
-        self._dma(port, tx.base + 16 * slot, True, "")
+        if traced:
+            self._dma(port, tx.base + 16 * slot, True, "")
+        else:
+            translate(vf.rid, tx.base + 16 * slot, True)
         tx.hw_done_tx(slot)
         ready = port.dma.reserve(now, cost) + self.pcie_ns
         src = pkt.src
