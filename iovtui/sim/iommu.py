@@ -197,6 +197,9 @@ class Iommu:
         #: entries and costs the same reads, the model just does not read them again
         self._walks: dict[tuple[int, int, int], tuple[int, int, int]] = {}
         self._walks_gen = -1
+        #: a miss's outcome, (rid, page, access) -> (IOTLB key, entry, offset mask, cost), under
+        #: the same rule (HostTables.gen; a device's context changes only with a table write)
+        self._misses: dict[tuple[int, int, int], tuple] = {}
 
     # -- programming (what the host's intel-iommu driver does) -------------------
     def domain(self, did: int, name: str) -> Domain:
@@ -394,7 +397,18 @@ class Iommu:
         m = self.metrics
         iotlb = self.iotlb
         m.iotlb_misses += 1
+        if self.mem.gen == self._walks_gen:
+            done = self._misses.get((rid, iova >> 12, need))
+            if done is not None:
+                # this miss was walked before, the tables and the device's cached context as
+                # they are now: the same entry goes into the IOTLB at the same cost
+                key, entry, mask, cost = done
+                iotlb[key] = entry
+                if len(iotlb) > self.iotlb_entries:
+                    iotlb.popitem(last=False)    # LRU eviction
+                return entry[0] | (iova & mask), cost, False
         cost = 0
+        cached_ctx = rid in self.context_cache
         try:
             if iova >> 48:
                 raise DmaFault(rid, iova, write, 0x04)
@@ -413,6 +427,7 @@ class Iommu:
             did, table = ctx
             if self.mem.gen != self._walks_gen:
                 self._walks.clear()
+                self._misses.clear()
                 self._walks_gen = self.mem.gen
             wkey = (table, iova >> 12, need)
             walk = self._walks.get(wkey)
@@ -443,11 +458,14 @@ class Iommu:
         perms = v & (PTE_R | PTE_W)
         if level == 2:                            # a 2 MiB page
             page = table & ~(SUPERPAGE - 1)
-            iotlb[(did, iova >> 21, 2)] = (page, perms)
-            hpa = page | (iova & (SUPERPAGE - 1))
+            key, entry, mask = (did, iova >> 21, 2), (page, perms), SUPERPAGE - 1
         else:
-            iotlb[(did, iova >> 12, 1)] = (table, perms)
-            hpa = table | (iova & 0xFFF)
+            key, entry, mask = (did, iova >> 12, 1), (table, perms), 0xFFF
+        iotlb[key] = entry
+        hpa = entry[0] | (iova & mask)
+        if cached_ctx:
+            # (a walk that read the root and context entries cost more than the next one will)
+            self._misses[(rid, iova >> 12, need)] = (key, entry, mask, cost)
         if len(iotlb) > self.iotlb_entries:
             iotlb.popitem(last=False)    # LRU eviction
         return hpa, cost, False
