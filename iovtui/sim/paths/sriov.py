@@ -90,6 +90,9 @@ class VfPort:
         self.ro_pool: deque[int] = deque()
         self.dma = Resource(f"{vf.name} DMA")
         self.dma_who = f"{vf.name} DMA"    # who wrote guest RAM (the RAM pane's write log)
+        #: the VF's MSI-X vector as ixgbevf names it (request_irq: "<netdev>-TxRx-0"), and its source
+        self.vector = f"{vf.name}-TxRx-0"
+        self.msix_name = f"{vf.name} MSI-X"
         self.rx_dma_pending = 0
         self.tx_dma_pending = 0
         self.rx_filled: dict[int, Packet | None] = {}
@@ -503,8 +506,7 @@ class SrIov(Technique):
         port.masked = True            # VTEIAM: the vector auto-masks until NAPI re-enables it
         port.irq_armed_at = now + port.eitr_ns
         self.metrics.notify_sent += 1
-        vec = f"{port.vf.name}-TxRx-0"
-        start = self.vmm.deliver_irq(port.vm, vec, f"{port.vf.name} MSI-X", assigned=True, stage=5)
+        start = self.vmm.deliver_irq(port.vm, port.vector, port.msix_name, assigned=True, stage=5)
         if start is not None:
             self.engine.at(start, self._isr, port)
 
@@ -515,7 +517,7 @@ class SrIov(Technique):
     def _isr(self, port: VfPort) -> None:
         vm = port.vm
         t = vm.vcpu.reserve(self.engine.now, int(self.costs["guest_irq_ns"]))
-        t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
+        t = self.vmm.ack_irq(vm, port.vector, stage=5, at=t)
         if not port.napi:
             port.napi = True
             port.sirq_start = t                      # the NET_RX softirq starts on the ISR's exit
@@ -559,11 +561,12 @@ class SrIov(Technique):
         """ixgbevf_set_itr: the higher of the rx / tx states' ITR, reached by
         exponential smoothing ``new = 10·new·old / (9·new + old)``; a change is
         an EITR write (ixgbevf_write_eitr)."""
-        port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
-        port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
+        # (a container that saw no packets keeps its state: ixgbevf_update_itr returns early)
         if port.tx_packets:
+            port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
             port.tx_bytes = port.tx_packets = 0
         if port.rx_packets:
+            port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
             port.rx_bytes = port.rx_packets = 0
         state = max(port.rx_state, port.tx_state)
         new, old = STATE_ITR[state], port.itr
