@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..engine import Resource
 from ..iommu import DmaFault, Iommu
-from ..ixgbe import (_Q, _RXWB, KIND, RXD_STAT_DD, RXD_STAT_EOP, RXDADV_PKTTYPE_IPV4, RXDADV_PKTTYPE_UDP,
+from ..ixgbe import (_Q, _RXWB, _U16, KIND, RXD_STAT_DD, RXD_STAT_EOP, RXDADV_PKTTYPE_IPV4, RXDADV_PKTTYPE_UDP,
                      AdvRxRing, AdvTxRing, adv_ring_view)
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
 _Q_unpack_from = _Q.unpack_from
+_U16_unpack_from = _U16.unpack_from
 _RXWB_pack_into = _RXWB.pack_into
 _RX_PKT_INFO = RXDADV_PKTTYPE_IPV4 | RXDADV_PKTTYPE_UDP     # (AdvRxRing.hw_done_rx's default)
 _RX_DD_EOP = RXD_STAT_DD | RXD_STAT_EOP
@@ -445,6 +446,93 @@ class SrIov(Technique):
                     f"write was a posted write the IOMMU dropped, so the VF saw no error and GPA 0x{gpa:x} "
                     f"keeps its old bytes", pkt=pkt.id, gpa=gpa, desc=slot, blocked=True)
         self._cause(port, done)
+
+    def legacy_napi(self, port: VfPort, done: int, cleaned: int, reading: tuple | None = None) -> None:
+        """ixgbevf_poll → ixgbevf_clean_rx_irq: :meth:`Technique.legacy_napi`
+        with this ring's reap (AdvRxRing.reap), the buffer's return
+        (_give_back) and ixgbevf's refill rule written out in the loop (the
+        same steps, reads and writes in the same order: REFILL_AT_POLL_END is
+        False, COUNT_RX_BYTES True here)."""
+        vm, rx = port.vm, port.rx
+        eng = self.engine
+        tr = eng.trace
+        guest_reads = self.sim.guest_reads
+        go_on = eng.go_on
+        budget = self.budget
+        refill_every = self.REFILL_EVERY
+        rx_ns = int(self.costs["guest_rx_ns"])
+        vcpu = vm.vcpu
+        filled = port.rx_filled
+        pool = port.rx_pool
+        plain_pool = not self.readonly_bufs
+        ram = rx.mem.ram
+        base = rx.base
+        size = rx.size
+        tokens = rx.tokens
+        now = eng.now
+        while True:
+            if reading is not None:
+                pkt, gpa = reading
+                reading = None
+                guest_reads(vm, pkt, gpa, now)
+                port.rx_reading = None
+                if plain_pool and not ROGUE_GPA <= gpa < ROGUE_GPA + 16 * 4096:
+                    pool.append(gpa)                         # (_give_back)
+                else:
+                    self._give_back(port, gpa)
+            if done == 0:
+                self._clean_tx(port)
+            if done < budget:
+                # AdvRxRing.reap: the descriptor at next_to_clean, if the VF wrote it back (DD)
+                slot = rx.next_to_clean
+                ntu = rx.next_to_use
+                d = base + 16 * slot
+                if slot != ntu and ram[d + 8] & RXD_STAT_DD:
+                    length = _U16_unpack_from(ram, d + 12)[0]
+                    gpa = tokens[slot]
+                    tokens[slot] = None
+                    ntc = rx.next_to_clean = slot + 1 if slot + 1 < size else 0
+                    rx.last_touched = slot
+                    pkt = filled.pop(slot)
+                    cleaned += 1
+                    if pkt is None:
+                        end = self._stale_read(port, slot, gpa, length, now)
+                        self._give_back(port, gpa)
+                        reading = None
+                    else:
+                        port.rx_reading = pkt
+                        if tr.on:
+                            tr.emit(now, "ring", vm.name, 6,
+                                    f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame "
+                                    f"#{pkt.id} ({length:,} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot,
+                                    gpa=gpa, pkt=pkt.id)
+                        end = vcpu.reserve(now, rx_ns)
+                        reading = (pkt, gpa)
+                        port.rx_bytes += length
+                        port.rx_packets += 1
+                    # ixgbevf_desc_unused(rx_ring) >= IXGBEVF_RX_BUFFER_WRITE: refill
+                    if (0 if ntc > ntu else size) + ntc - ntu - 1 >= refill_every:
+                        end = self._refill(port, end)
+                        cleaned = 0
+                    done += 1
+                    # the next step, in place if nothing else comes first
+                    if go_on(end):
+                        now = end
+                        continue
+                    eng.at(end, self.legacy_napi, port, done, cleaned, reading)
+                    return
+            if done >= budget:
+                # the weight is spent: the poll runs again (napi_poll's repoll)
+                self.napi_repoll(port, done, now)
+                if go_on(now):
+                    done = cleaned = 0
+                    continue
+                eng.at(now, self.legacy_napi, port, 0, 0)
+                return
+            port.napi = False
+            self.napi_done(port, done, now)
+            self._napi_complete(port, now)
+            return
 
     def _stale_read(self, port: VfPort, slot: int, gpa: int, length: int, now: int) -> int:
         vm = port.vm
