@@ -453,47 +453,37 @@ class SrIov(Technique):
         (_give_back) and ixgbevf's refill rule written out in the loop (the
         same steps, reads and writes in the same order: REFILL_AT_POLL_END is
         False, COUNT_RX_BYTES True here)."""
-        vm, rx = port.vm, port.rx
+        # (few locals: a poll at low load takes one frame or none, so its set-up is most of it)
+        rx = port.rx
         eng = self.engine
-        tr = eng.trace
-        guest_reads = self.sim.guest_reads
-        go_on = eng.go_on
-        budget = self.budget
-        refill_every = self.REFILL_EVERY
-        rx_ns = int(self.costs["guest_rx_ns"])
-        vcpu = vm.vcpu
-        filled = port.rx_filled
-        pool = port.rx_pool
-        plain_pool = not self.readonly_bufs
-        ram = rx.mem.ram
-        base = rx.base
-        size = rx.size
-        tokens = rx.tokens
         now = eng.now
         while True:
             if reading is not None:
                 pkt, gpa = reading
                 reading = None
-                guest_reads(vm, pkt, gpa, now)
+                self.sim.guest_reads(port.vm, pkt, gpa, now)
                 port.rx_reading = None
-                if plain_pool and not ROGUE_GPA <= gpa < ROGUE_GPA + 16 * 4096:
-                    pool.append(gpa)                         # (_give_back)
+                if not self.readonly_bufs and not ROGUE_GPA <= gpa < ROGUE_GPA + 16 * 4096:
+                    port.rx_pool.append(gpa)                 # (_give_back)
                 else:
                     self._give_back(port, gpa)
             if done == 0:
                 self._clean_tx(port)
-            if done < budget:
+            if done < self.budget:
                 # AdvRxRing.reap: the descriptor at next_to_clean, if the VF wrote it back (DD)
                 slot = rx.next_to_clean
                 ntu = rx.next_to_use
-                d = base + 16 * slot
+                ram = rx.mem.ram
+                d = rx.base + 16 * slot
                 if slot != ntu and ram[d + 8] & RXD_STAT_DD:
                     length = _U16_unpack_from(ram, d + 12)[0]
+                    tokens = rx.tokens
                     gpa = tokens[slot]
                     tokens[slot] = None
+                    size = rx.size
                     ntc = rx.next_to_clean = slot + 1 if slot + 1 < size else 0
                     rx.last_touched = slot
-                    pkt = filled.pop(slot)
+                    pkt = port.rx_filled.pop(slot)
                     cleaned += 1
                     if pkt is None:
                         end = self._stale_read(port, slot, gpa, length, now)
@@ -501,30 +491,32 @@ class SrIov(Technique):
                         reading = None
                     else:
                         port.rx_reading = pkt
+                        tr = eng.trace
                         if tr.on:
+                            vm = port.vm
                             tr.emit(now, "ring", vm.name, 6,
                                     f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame "
                                     f"#{pkt.id} ({length:,} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot,
                                     gpa=gpa, pkt=pkt.id)
-                        end = vcpu.reserve(now, rx_ns)
+                        end = port.vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
                         reading = (pkt, gpa)
                         port.rx_bytes += length
                         port.rx_packets += 1
                     # ixgbevf_desc_unused(rx_ring) >= IXGBEVF_RX_BUFFER_WRITE: refill
-                    if (0 if ntc > ntu else size) + ntc - ntu - 1 >= refill_every:
+                    if (0 if ntc > ntu else size) + ntc - ntu - 1 >= self.REFILL_EVERY:
                         end = self._refill(port, end)
                         cleaned = 0
                     done += 1
                     # the next step, in place if nothing else comes first
-                    if go_on(end):
+                    if eng.go_on(end):
                         now = end
                         continue
                     eng.at(end, self.legacy_napi, port, done, cleaned, reading)
                     return
-            if done >= budget:
+            if done >= self.budget:
                 # the weight is spent: the poll runs again (napi_poll's repoll)
                 self.napi_repoll(port, done, now)
-                if go_on(now):
+                if eng.go_on(now):
                     done = cleaned = 0
                     continue
                 eng.at(now, self.legacy_napi, port, 0, 0)
