@@ -468,7 +468,9 @@ class SrIov(Technique):
                 else:
                     self._give_back(port, gpa)
             if done == 0:
-                self._clean_tx(port)
+                tx = port.tx
+                if tx.next_to_clean != tx.next_to_use:      # (else AdvTxRing.reap finds nothing)
+                    self._clean_tx(port)
             if done < self.budget:
                 # AdvRxRing.reap: the descriptor at next_to_clean, if the VF wrote it back (DD)
                 slot = rx.next_to_clean
