@@ -128,6 +128,24 @@ def test_the_context_cache_makes_a_later_miss_the_4_read_page_walk():
     assert hpa == HPA0 + RAM + 0x5000 and cost == 6 * WALK_NS and reads.n == 6
 
 
+def test_a_page_missed_again_costs_its_walk_again_until_the_tables_change():
+    """An evicted page's next miss is the same 4-read walk at the same cost and
+    the same entry; once the host unmaps the page, the next DMA to it faults."""
+    io, m = one_vm(entries=1)
+    first = io.translate(VF0, 0x7008, True)
+    assert first == (HPA0 + 0x7008, 6 * WALK_NS, False)         # root + context + walk
+    for _ in range(3):
+        assert io.translate(VF0, 0x9000, True) == (HPA0 + 0x9000, 4 * WALK_NS, False)   # evicts 0x7000
+        assert io.translate(VF0, 0x7010, True) == (HPA0 + 0x7010, 4 * WALK_NS, False)   # evicts 0x9000
+        assert list(io.iotlb) == [(1, 0x7, 1)]
+    assert (m.iotlb_hits, m.iotlb_misses) == (0, 7)
+    io.unmap(1, 0x7000, 0x1000)
+    io.translate(VF0, 0x9000, True)
+    with pytest.raises(DmaFault) as e:
+        io.translate(VF0, 0x7010, True)
+    assert e.value.reason == 0x05 and m.iommu_faults == 1
+
+
 def test_iotlb_lru_eviction_at_its_configured_size():
     io, m = one_vm(entries=3)
     for page in (1, 2, 3):

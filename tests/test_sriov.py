@@ -515,3 +515,35 @@ def test_the_hex_view_names_the_82599_formats():
     assert tx_notes[0].startswith("tx desc[0] context: vlan_macip_lens 0x00001c00 (MACLEN 14)")
     assert "cmd_type_len 0x2b3005ea (DTYP_DATA|DEXT|IFCS|EOP|RS, length 1514)" in tx_notes[2]
     assert tx_notes[3].endswith("(PAYLEN 1514 CC · written back: DD)")
+
+
+# -- the untraced fast paths (Iommu.rx_dma, Iommu._misses, Nic.untagged_owned) ---------------------
+FAST_PATH_CASES = [
+    dict(iommu={"iotlb_entries": 1}),                       # the fetch's entry is gone by the write-back
+    dict(iommu={"iotlb_entries": 3}, traffic={"direction": "both"}),
+    dict(iommu={"iotlb_entries": 8, "superpages": True}),
+    dict(iommu={"iotlb_entries": 4}, faults={"unmapped_dma": 0.2, "readonly_dma": 0.2}),
+    dict(iommu={"iotlb_entries": 6}, faults={"foreign_vlan": 0.3}, traffic={"direction": "both"}),
+    dict(vm=[{"name": "vm0", "mac": A}], iommu={"iotlb_entries": 2}),     # one VM: a decision repeats
+]
+
+
+@pytest.mark.parametrize("case", range(len(FAST_PATH_CASES)))
+def test_an_untraced_run_is_the_traced_run(case):
+    """Untraced, a received frame's three translations, the IOTLB misses and
+    the switch's decision take shortcuts; every figure of the summary (IOTLB
+    hits and misses, faults, the NIC's counts, latencies) and every byte of
+    guest RAM is what the traced run, which takes none of them, gives."""
+    sections = dict(FAST_PATH_CASES[case])
+    preset = make_preset(**sections) if "vm" in sections else four_vm_preset(**sections)
+    plain = sim_for(preset, "sriov", packets=600, seed=4)
+    plain.run()
+    traced_sim, sink = traced(preset, packets=600, seed=4)
+    traced_sim.run()
+    assert len(sink.events) > 1000
+    a, b = plain.summary(), traced_sim.summary()
+    assert a["iommu"]["iotlb_misses"] > 0 and (a["iommu"]["iotlb_hits"] > 0 or case == 0)
+    assert a == b
+    assert [bytes(vm.mem.ram) for vm in plain.vms] == [bytes(vm.mem.ram) for vm in traced_sim.vms]
+    assert plain.technique.nic.decisions == traced_sim.technique.nic.decisions
+    assert list(plain.technique.iommu.iotlb.items()) == list(traced_sim.technique.iommu.iotlb.items())

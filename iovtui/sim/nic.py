@@ -110,6 +110,11 @@ class Nic:
         self.by_mac = {f.mac: f for f in self.vfs if f.vm is not None}
         self._decisions: deque[tuple[str, int]] = deque(maxlen=6)    # (decision, times in a row)
         self._owned_lines: dict[tuple[str, int], str] = {}
+        #: per port, destination MAC -> (the VF that owns it, its decision line) for an untagged
+        #: frame the common case of from_wire sent there once: the same answer every time, as the
+        #: functions' MAC, VLAN and link state are fixed once the NIC is set up (the SR-IOV
+        #: technique's fast path logs the line as _log does and skips from_wire)
+        self.untagged_owned: list[dict[str, tuple[Function, str]]] = [{} for _ in range(nports)]
         self.spoofed_total = 0
         #: SSVPC of each port: spoofed packets since its PF driver last read it (read-to-clear)
         self.ssvpc_of = [0] * nports
@@ -179,6 +184,8 @@ class Nic:
         if line is None:        # (the common case's line, made once per MAC and VLAN: this runs per frame)
             line = self._owned_lines[key] = (f"wire → {dst} {f'vlan {vlan}' if vlan else 'untagged'}: destination "
                                              f"MAC owned by {f.name} ({f.bdf}) → {f.vm_name}")
+            if not vlan:
+                self.untagged_owned[port][dst] = (f, line)
         self._log(line)
         return [f], ""
 

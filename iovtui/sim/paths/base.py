@@ -234,7 +234,11 @@ class Technique:
         the budget."""
         vm, rx = port.vm, port.rx
         eng = self.engine
-        sim = self.sim
+        tr = eng.trace
+        guest_reads = self.sim.guest_reads
+        give_back = self._give_back
+        reap = rx.reap
+        go_on = eng.go_on
         budget = self.budget
         refill_at_end = self.REFILL_AT_POLL_END
         refill_every = self.REFILL_EVERY
@@ -247,24 +251,23 @@ class Technique:
             if reading is not None:
                 pkt, gpa = reading
                 reading = None
-                sim.guest_reads(vm, pkt, gpa, now)
+                guest_reads(vm, pkt, gpa, now)
                 port.rx_reading = None
-                self._give_back(port, gpa)
+                give_back(port, gpa)
             if done == 0:
                 self._clean_tx(port)
             if done < budget:
-                got = rx.reap()
+                got = reap()
                 if got is not None:
                     slot, gpa, length = got
                     pkt = filled.pop(slot)
                     cleaned += 1
                     if pkt is None:
                         end = self._stale_read(port, slot, gpa, length, now)
-                        self._give_back(port, gpa)
+                        give_back(port, gpa)
                         reading = None
                     else:
                         port.rx_reading = pkt
-                        tr = eng.trace
                         if tr.on:
                             tr.emit(now, "ring", vm.name, 6,
                                     f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame "
@@ -275,12 +278,19 @@ class Technique:
                         if count_bytes:
                             port.rx_bytes += length
                             port.rx_packets += 1
-                    if (cleaned if refill_at_end else rx.unused()) >= refill_every:
-                        end = self._refill(port, end)
-                        cleaned = 0
+                    if refill_at_end:
+                        if cleaned >= refill_every:
+                            end = self._refill(port, end)
+                            cleaned = 0
+                    else:
+                        # rx.unused() (HeadTailRing.unused: E1000_DESC_UNUSED / ixgbevf_desc_unused), inlined
+                        ntc, ntu = rx.next_to_clean, rx.next_to_use
+                        if (0 if ntc > ntu else rx.size) + ntc - ntu - 1 >= refill_every:
+                            end = self._refill(port, end)
+                            cleaned = 0
                     done += 1
                     # the next step, in place if nothing else comes first
-                    if eng.go_on(end):
+                    if go_on(end):
                         now = end
                         continue
                     eng.at(end, self.legacy_napi, port, done, cleaned, reading)
@@ -289,7 +299,7 @@ class Technique:
             if done >= budget:
                 # the weight is spent: the poll runs again (napi_poll's repoll)
                 self.napi_repoll(port, done, t)
-                if eng.go_on(t):
+                if go_on(t):
                     now = t
                     done = cleaned = 0
                     continue

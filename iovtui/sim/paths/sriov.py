@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 
 from ..engine import Resource
 from ..iommu import DmaFault, Iommu
-from ..ixgbe import KIND, AdvRxRing, AdvTxRing, adv_ring_view
+from ..ixgbe import (_Q, _RXWB, _U16, KIND, RXD_STAT_DD, RXD_STAT_EOP, RXDADV_PKTTYPE_IPV4, RXDADV_PKTTYPE_UDP,
+                     AdvRxRing, AdvTxRing, adv_ring_view)
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
 from ..views import QueueInfo, RingView, TableView
@@ -43,6 +44,12 @@ from .base import BUF_STRIDE, Technique, buffer_pools
 if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
+
+_Q_unpack_from = _Q.unpack_from
+_U16_unpack_from = _U16.unpack_from
+_RXWB_pack_into = _RXWB.pack_into
+_RX_PKT_INFO = RXDADV_PKTTYPE_IPV4 | RXDADV_PKTTYPE_UDP     # (AdvRxRing.hw_done_rx's default)
+_RX_DD_EOP = RXD_STAT_DD | RXD_STAT_EOP
 
 __all__ = ["SrIov", "ROGUE_GPA", "ITR_20K", "ITR_100K", "ITR_12K", "eitr_ns"]
 
@@ -84,6 +91,9 @@ class VfPort:
         self.ro_pool: deque[int] = deque()
         self.dma = Resource(f"{vf.name} DMA")
         self.dma_who = f"{vf.name} DMA"    # who wrote guest RAM (the RAM pane's write log)
+        #: the VF's MSI-X vector as ixgbevf names it (request_irq: "<netdev>-TxRx-0"), and its source
+        self.vector = f"{vf.name}-TxRx-0"
+        self.msix_name = f"{vf.name} MSI-X"
         self.rx_dma_pending = 0
         self.tx_dma_pending = 0
         self.rx_filled: dict[int, Packet | None] = {}
@@ -138,6 +148,8 @@ class SrIov(Technique):
         self.nic_ns = int(c["nic_pkt_ns"])
         self.pcie_ns = int(c["pcie_dma_ns"])
         self.nic = Nic(self.preset.nic, self.vms)
+        self._untagged_owned = self.nic.untagged_owned
+        self._decisions = self.nic._decisions
         self.vm_port = sim.vm_port
         io = self.preset.iommu
         self.iommu = Iommu(io["iotlb_entries"], int(c["iotlb_walk_read_ns"]), self.metrics,
@@ -268,7 +280,29 @@ class SrIov(Technique):
             pkt.dst = STRAY_MAC
 
     def receive_from_wire(self, pkt: Packet) -> None:
-        now = self.engine.now
+        eng = self.engine
+        if not pkt.vlan and not eng.trace.on:
+            got = self._untagged_owned[self.vm_port[pkt.vm]].get(pkt.dst)
+            if got is not None:
+                # an untagged unicast to the VF that owns the MAC, as Nic.from_wire decided it
+                # before (Nic.untagged_owned: the same function and line; the line logged as
+                # Nic._log would), then the one-VF path below
+                f, line = got
+                d = self._decisions
+                if d[-1][0] == line:
+                    d[-1] = (line, d[-1][1] + 1)
+                else:
+                    d.append((line, 1))
+                port = self.ports[f.vm]
+                dma = port.dma
+                now = eng.now
+                end = (dma.busy_until if dma.busy_until > now else now) + self.nic_ns   # Resource.reserve
+                dma.busy_until = end
+                dma.busy_ns += self.nic_ns
+                port.rx_dma_pending += 1
+                eng.at(end, self._dma_rx, port, pkt)
+                return
+        now = eng.now
         link = self.vm_port[pkt.vm]                  # the frame came in on its VM's port
         outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan, link)
         if not outs:
@@ -312,31 +346,42 @@ class SrIov(Technique):
         vm, vf, rx = port.vm, port.vf, port.rx
         tr = self.engine.trace
         if not tr.on:
-            # untraced, the IOMMU is asked directly (_dma only adds the trace lines)
-            got = rx.hw_fetch()
-            if got is not None:
-                slot, gpa, _len = got
-                desc = rx.base + 16 * slot
-                translate = self.iommu.translate
-                cost = translate(vf.rid, desc, False)[1]      # descriptor fetch (read format)
-                try:
-                    hpa, c, _hit = translate(vf.rid, gpa, True)
-                except DmaFault:
-                    hpa = None
+            # untraced: the IOMMU's three lookups in one call (Iommu.rx_dma: exact, the same
+            # counts and LRU order as three translate calls), the ring's fields in place
+            head = rx.head
+            if head != rx.tail:                                  # AdvRxRing.hw_fetch
+                ram = rx.mem.ram
+                desc = rx.base + 16 * head
+                gpa = _Q_unpack_from(ram, desc)[0]
+                hpa, cost = self.iommu.rx_dma(vf.rid, desc, gpa)
                 if hpa is not None:
-                    cost += c
                     mem = vm.mem
                     base = mem.hpa_base
                     if not base <= hpa < base + mem.size:
                         raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
                     mem.write(hpa - base, pkt.frame, port.dma_who)
-                    translate(vf.rid, desc, True)                 # descriptor write-back
-                    rx.hw_done_rx(slot, pkt.size)
-                    port.rx_filled[slot] = pkt
+                    # AdvRxRing.hw_done_rx: the write-back format, DD|EOP, head moves on
+                    _RXWB_pack_into(ram, desc, _RX_PKT_INFO, 0, 0, _RX_DD_EOP, pkt.size, 0)
+                    rx.head = (head + 1) % rx.size
+                    rx.last_touched = head
+                    port.rx_filled[head] = pkt
                     vf.rx += 1
-                    self._cause(port, port.dma.reserve(now, cost) + self.pcie_ns)
+                    # port.dma.reserve(now, cost) + pcie_ns, then _cause(port, at)
+                    dma = port.dma
+                    start = dma.busy_until if dma.busy_until > now else now
+                    dma.busy_until = start + cost
+                    dma.busy_ns += cost
+                    at = start + cost + self.pcie_ns
+                    port.cause = True
+                    if at > now:
+                        if port.masked:
+                            port.held_checks.append((at, self.engine.reserve_seq()))
+                        else:
+                            self.engine.at(at, self._maybe_irq, port)
+                    else:
+                        self._maybe_irq(port)
                     return
-                self._dma_rx_blocked(port, pkt, slot, gpa, desc, cost)
+                self._dma_rx_blocked(port, pkt, head, gpa, desc, cost)
                 return
         got = rx.hw_fetch()
         if got is None:
@@ -402,6 +447,87 @@ class SrIov(Technique):
                     f"keeps its old bytes", pkt=pkt.id, gpa=gpa, desc=slot, blocked=True)
         self._cause(port, done)
 
+    def legacy_napi(self, port: VfPort, done: int, cleaned: int, reading: tuple | None = None) -> None:
+        """ixgbevf_poll → ixgbevf_clean_rx_irq: :meth:`Technique.legacy_napi`
+        with this ring's reap (AdvRxRing.reap), the buffer's return
+        (_give_back) and ixgbevf's refill rule written out in the loop (the
+        same steps, reads and writes in the same order: REFILL_AT_POLL_END is
+        False, COUNT_RX_BYTES True here)."""
+        # (few locals: a poll at low load takes one frame or none, so its set-up is most of it)
+        rx = port.rx
+        eng = self.engine
+        now = eng.now
+        while True:
+            if reading is not None:
+                pkt, gpa = reading
+                reading = None
+                self.sim.guest_reads(port.vm, pkt, gpa, now)
+                port.rx_reading = None
+                if not self.readonly_bufs and not ROGUE_GPA <= gpa < ROGUE_GPA + 16 * 4096:
+                    port.rx_pool.append(gpa)                 # (_give_back)
+                else:
+                    self._give_back(port, gpa)
+            if done == 0:
+                tx = port.tx
+                if tx.next_to_clean != tx.next_to_use:      # (else AdvTxRing.reap finds nothing)
+                    self._clean_tx(port)
+            if done < self.budget:
+                # AdvRxRing.reap: the descriptor at next_to_clean, if the VF wrote it back (DD)
+                slot = rx.next_to_clean
+                ntu = rx.next_to_use
+                ram = rx.mem.ram
+                d = rx.base + 16 * slot
+                if slot != ntu and ram[d + 8] & RXD_STAT_DD:
+                    length = _U16_unpack_from(ram, d + 12)[0]
+                    tokens = rx.tokens
+                    gpa = tokens[slot]
+                    tokens[slot] = None
+                    size = rx.size
+                    ntc = rx.next_to_clean = slot + 1 if slot + 1 < size else 0
+                    rx.last_touched = slot
+                    pkt = port.rx_filled.pop(slot)
+                    cleaned += 1
+                    if pkt is None:
+                        end = self._stale_read(port, slot, gpa, length, now)
+                        self._give_back(port, gpa)
+                        reading = None
+                    else:
+                        port.rx_reading = pkt
+                        tr = eng.trace
+                        if tr.on:
+                            vm = port.vm
+                            tr.emit(now, "ring", vm.name, 6,
+                                    f"{vm.name}'s NAPI poll sees DD on RX descriptor {slot} and reads frame "
+                                    f"#{pkt.id} ({length:,} B) through its GPA 0x{gpa:x}", queue="rx", desc=slot,
+                                    gpa=gpa, pkt=pkt.id)
+                        end = port.vm.vcpu.reserve(now, int(self.costs["guest_rx_ns"]))
+                        reading = (pkt, gpa)
+                        port.rx_bytes += length
+                        port.rx_packets += 1
+                    # ixgbevf_desc_unused(rx_ring) >= IXGBEVF_RX_BUFFER_WRITE: refill
+                    if (0 if ntc > ntu else size) + ntc - ntu - 1 >= self.REFILL_EVERY:
+                        end = self._refill(port, end)
+                        cleaned = 0
+                    done += 1
+                    # the next step, in place if nothing else comes first
+                    if eng.go_on(end):
+                        now = end
+                        continue
+                    eng.at(end, self.legacy_napi, port, done, cleaned, reading)
+                    return
+            if done >= self.budget:
+                # the weight is spent: the poll runs again (napi_poll's repoll)
+                self.napi_repoll(port, done, now)
+                if eng.go_on(now):
+                    done = cleaned = 0
+                    continue
+                eng.at(now, self.legacy_napi, port, 0, 0)
+                return
+            port.napi = False
+            self.napi_done(port, done, now)
+            self._napi_complete(port, now)
+            return
+
     def _stale_read(self, port: VfPort, slot: int, gpa: int, length: int, now: int) -> int:
         vm = port.vm
         tr = self.engine.trace
@@ -462,8 +588,7 @@ class SrIov(Technique):
         port.masked = True            # VTEIAM: the vector auto-masks until NAPI re-enables it
         port.irq_armed_at = now + port.eitr_ns
         self.metrics.notify_sent += 1
-        vec = f"{port.vf.name}-TxRx-0"
-        start = self.vmm.deliver_irq(port.vm, vec, f"{port.vf.name} MSI-X", assigned=True, stage=5)
+        start = self.vmm.deliver_irq(port.vm, port.vector, port.msix_name, assigned=True, stage=5)
         if start is not None:
             self.engine.at(start, self._isr, port)
 
@@ -474,7 +599,7 @@ class SrIov(Technique):
     def _isr(self, port: VfPort) -> None:
         vm = port.vm
         t = vm.vcpu.reserve(self.engine.now, int(self.costs["guest_irq_ns"]))
-        t = self.vmm.ack_irq(vm, f"{port.vf.name}-TxRx-0", stage=5, at=t)
+        t = self.vmm.ack_irq(vm, port.vector, stage=5, at=t)
         if not port.napi:
             port.napi = True
             port.sirq_start = t                      # the NET_RX softirq starts on the ISR's exit
@@ -518,11 +643,12 @@ class SrIov(Technique):
         """ixgbevf_set_itr: the higher of the rx / tx states' ITR, reached by
         exponential smoothing ``new = 10·new·old / (9·new + old)``; a change is
         an EITR write (ixgbevf_write_eitr)."""
-        port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
-        port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
+        # (a container that saw no packets keeps its state: ixgbevf_update_itr returns early)
         if port.tx_packets:
+            port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
             port.tx_bytes = port.tx_packets = 0
         if port.rx_packets:
+            port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
             port.rx_bytes = port.rx_packets = 0
         state = max(port.rx_state, port.tx_state)
         new, old = STATE_ITR[state], port.itr
@@ -544,11 +670,17 @@ class SrIov(Technique):
         if self.faults["ring_full"]:
             return at
         rx = port.rx
-        n = 0
-        rng = self.engine.rng
-        while rx.unused() and (port.rx_pool or port.ro_pool):
-            self._post(port, rng)
-            n += 1
+        f = self.faults
+        if f["unmapped_dma"] <= 0 and f["readonly_dma"] <= 0 and not port.ro_pool:
+            # no fault draws: _post takes the next rx_pool buffer each time (exact: the same posts)
+            n = min(rx.unused(), len(port.rx_pool))
+            rx.post_rx_from(port.rx_pool, n)
+        else:
+            n = 0
+            rng = self.engine.rng
+            while rx.unused() and (port.rx_pool or port.ro_pool):
+                self._post(port, rng)
+                n += 1
         if not n:
             return at
         rx.tail = rx.next_to_use                   # ixgbevf_write_tail: next_to_use itself
@@ -610,10 +742,18 @@ class SrIov(Technique):
         slot, gpa, length = got
         pkt = port.tx_sent.pop(slot)
         now = self.engine.now
+        traced = self.engine.trace.on
+        translate = self.iommu.translate
         try:
-            self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
-            self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
-            hpa, cost = self._dma(port, gpa, False, "DMA read from")
+            if traced:
+                self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
+                self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
+                hpa, cost = self._dma(port, gpa, False, "DMA read from")
+            else:
+                # (untraced, the IOMMU is asked directly: _dma only adds the trace lines)
+                translate(vf.rid, tx.base + 16 * ((slot - 1) % tx.size), False)
+                translate(vf.rid, tx.base + 16 * slot, False)
+                hpa, cost, _hit = translate(vf.rid, gpa, False)
         except DmaFault:
             tx.hw_done_tx(slot)
             vf.dropped += 1
@@ -624,7 +764,10 @@ class SrIov(Technique):
         frame = bytes(mem.ram[hpa - mem.hpa_base:hpa - mem.hpa_base + length])
         if frame != pkt.frame:
             self.metrics.corrupt += 1
-        self._dma(port, tx.base + 16 * slot, True, "")
+        if traced:
+            self._dma(port, tx.base + 16 * slot, True, "")
+        else:
+            translate(vf.rid, tx.base + 16 * slot, True)
         tx.hw_done_tx(slot)
         ready = port.dma.reserve(now, cost) + self.pcie_ns
         src = pkt.src
