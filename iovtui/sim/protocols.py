@@ -42,13 +42,6 @@ class SimulationApi(Protocol):
 
     # -- the generator hands a packet to the run ----------------------------------
     def offer(self, pkt: "Packet") -> None: ...
-    # (the generator's inlined fast path for a received frame, already counted offered,
-    # when the link is up, nothing is captured and the technique does not readdress:
-    # ``technique.receive_from_wire``; else this)
-    def offer_rx(self, pkt: "Packet", now: int) -> None: ...
-    technique: Any
-    capture: Any
-    link_down_at: "int | None"
 
     # -- a technique reports each packet exactly once -----------------------------
     def wire_time(self, size: int) -> int: ...

@@ -87,27 +87,23 @@ class Simulation:
         if m.first_offer_t < 0:
             m.first_offer_t = now
         if pkt.direction == "rx":
-            self.offer_rx(pkt, now)
-        else:
-            self.technique.guest_send(self.vms[pkt.vm], pkt)
-
-    def offer_rx(self, pkt: Packet, now: int) -> None:
-        """A received frame (counted offered) reaches the port."""
-        # the generator ticks when a frame's last bit reaches the port; it
-        # never offers faster than the link (see Traffic.interval_ns)
-        tech = self.technique
-        if self.link_down_at is not None and now >= self.link_down_at:
+            # the generator ticks when a frame's last bit reaches the port; it
+            # never offers faster than the link (see Traffic.interval_ns)
+            tech = self.technique
+            if self.link_down_at is not None and now >= self.link_down_at:
+                cap = self.capture
+                if cap is not None:
+                    cap.frame(now, self.wire_iface[pkt.vm], 1, pkt.frame, pkt.id)   # wire, inbound
+                self.dropped(pkt, "physical link is down (no carrier)", 2)
+                return
+            if tech.readdress is not None:
+                tech.readdress(pkt)
             cap = self.capture
             if cap is not None:
                 cap.frame(now, self.wire_iface[pkt.vm], 1, pkt.frame, pkt.id)   # wire, inbound
-            self.dropped(pkt, "physical link is down (no carrier)", 2)
-            return
-        if tech.readdress is not None:
-            tech.readdress(pkt)
-        cap = self.capture
-        if cap is not None:
-            cap.frame(now, self.wire_iface[pkt.vm], 1, pkt.frame, pkt.id)   # wire, inbound
-        tech.receive_from_wire(pkt)
+            tech.receive_from_wire(pkt)
+        else:
+            self.technique.guest_send(self.vms[pkt.vm], pkt)
 
     # -- called by the techniques ----------------------------------------------
     def wire_time(self, size: int) -> int:
