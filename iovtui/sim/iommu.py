@@ -62,6 +62,9 @@ PAGE = 4096
 SUPERPAGE = 2 << 20
 _ADDR = 0x000F_FFFF_FFFF_F000
 _Q = struct.Struct("<Q")
+#: the walk and miss memos (Iommu._walks, _misses) start again past this many entries: they
+#: only spare the model arithmetic it can redo, and a dense host touches a page per frame
+_MEMO_MAX = 4096
 _QQ = struct.Struct("<QQ")
 #: where the model's IOMMU tables live in host-physical memory
 TABLE_HPA_BASE = 0x0800_0000
@@ -449,6 +452,8 @@ class Iommu:
                     if level == 2 and v & PTE_PS:
                         break
                     level -= 1
+                if len(self._walks) >= _MEMO_MAX:
+                    self._walks.clear()
                 self._walks[wkey] = (v, level, reads)
         except DmaFault as f:
             m.iommu_faults += 1
@@ -465,6 +470,8 @@ class Iommu:
         hpa = entry[0] | (iova & mask)
         if cached_ctx:
             # (a walk that read the root and context entries cost more than the next one will)
+            if len(self._misses) >= _MEMO_MAX:
+                self._misses.clear()
             self._misses[(rid, iova >> 12, need)] = (key, entry, mask, cost)
         if len(iotlb) > self.iotlb_entries:
             iotlb.popitem(last=False)    # LRU eviction
