@@ -100,30 +100,6 @@ class AdvRxRing(_AdvRing):
         self.last_touched = i
         return i
 
-    def post_rx_from(self, pool, n: int) -> None:
-        """``post_rx(gpa, gpa)`` for each of the next ``n`` buffers of ``pool``
-        (popped from its left), as ixgbevf_alloc_rx_buffers' loop: the same
-        bytes, tokens and indices as ``n`` calls."""
-        ram = self.mem.ram
-        base = self.base
-        size = self.size
-        tokens = self.tokens
-        pack = _Q.pack_into
-        pop = pool.popleft
-        i = self.next_to_use
-        for _ in range(n):
-            gpa = pop()
-            pack(ram, base + DESC_LEN * i, gpa)
-            tokens[i] = gpa
-            j = i + 1
-            if j == size:
-                j = 0
-            pack(ram, base + DESC_LEN * j + 8, 0)
-            i = j
-        if n:
-            self.next_to_use = i
-            self.last_touched = (i - 1) % size
-
     def status(self, i: int) -> int:
         return _U32.unpack_from(self.mem.ram, self.base + DESC_LEN * i + 8)[0]
 

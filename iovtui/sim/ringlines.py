@@ -80,14 +80,6 @@ class CountingVirtqueue(Virtqueue):
             note(self.avail + 2, 2, 0)                                    # avail.idx
         return got
 
-    def add_bufs(self, pool, length, device_writes):
-        n = 0                                  # one by one, each write counted
-        while pool and self.num_free:
-            gpa = pool.popleft()
-            self.add_buf(gpa, length, device_writes, gpa)
-            n += 1
-        return n
-
     def get_buf(self):
         got = super().get_buf()
         if got is not None:

@@ -130,47 +130,6 @@ class Virtqueue:
         self.last_touched = head
         return head
 
-    def add_bufs(self, pool, length: int, device_writes: bool) -> int:
-        """``add_buf`` of each address taken from the left of ``pool`` (a
-        deque; the token is the address) while it has one and the ring has
-        room, as ``try_fill_recv``'s loop does; returns how many.  avail.idx is
-        written once, after the last: the bytes ``add_buf`` one by one leaves
-        (nothing reads the ring in between)."""
-        n = 0
-        num_free = self.num_free
-        if not pool or not num_free:
-            return 0
-        ram = self.mem.ram
-        desc = self.desc
-        ring = self._avail_ring
-        mask = self._mask
-        tokens = self.tokens
-        flags = VRING_DESC_F_WRITE if device_writes else 0
-        head = self.free_head
-        idx = self.avail_idx_shadow
-        unpack = _U16.unpack_from
-        pack_desc = _DESC.pack_into
-        pack16 = _U16.pack_into
-        popleft = pool.popleft
-        while pool and num_free:
-            gpa = popleft()
-            d = desc + DESC_SIZE * head
-            nxt = unpack(ram, d + 14)[0]
-            pack_desc(ram, d, gpa, length, flags, nxt)
-            tokens[head] = gpa
-            pack16(ram, ring + 2 * (idx & mask), head)
-            idx = (idx + 1) & 0xFFFF
-            self.last_touched = head
-            head = nxt
-            num_free -= 1
-            n += 1
-        self.free_head = head
-        self.num_free = num_free
-        self.avail_idx_shadow = idx
-        pack16(ram, self._avail_idx_addr, idx)   # publish (after a write barrier)
-        self.num_added += n
-        return n
-
     def kick_prepare(self) -> bool:
         """``virtqueue_kick_prepare``: must the driver notify the device?"""
         new = self.avail_idx_shadow

@@ -146,16 +146,6 @@ class PackedVirtqueue:
     # ======================================================================
     # driver side (the guest): Linux virtio_ring.c
     # ======================================================================
-    def add_bufs(self, pool, length: int, device_writes: bool) -> int:
-        """``add_buf`` of each address from the left of ``pool`` (the token is
-        the address) while it has one and the ring has room; how many."""
-        n = 0
-        while pool and self.num_free:
-            gpa = pool.popleft()
-            self.add_buf(gpa, length, device_writes, gpa)
-            n += 1
-        return n
-
     def add_buf(self, gpa: int, length: int, device_writes: bool, token: object) -> int | None:
         """``virtqueue_add_packed`` (one descriptor): write addr, len, id at
         the next slot, then (after a write barrier) flags with AVAIL/USED

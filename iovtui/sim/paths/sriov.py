@@ -589,17 +589,11 @@ class SrIov(Technique):
         if self.faults["ring_full"]:
             return at
         rx = port.rx
-        f = self.faults
-        if f["unmapped_dma"] <= 0 and f["readonly_dma"] <= 0 and not port.ro_pool:
-            # no fault draws: _post takes the next rx_pool buffer each time (exact: the same posts)
-            n = min(rx.unused(), len(port.rx_pool))
-            rx.post_rx_from(port.rx_pool, n)
-        else:
-            n = 0
-            rng = self.engine.rng
-            while rx.unused() and (port.rx_pool or port.ro_pool):
-                self._post(port, rng)
-                n += 1
+        n = 0
+        rng = self.engine.rng
+        while rx.unused() and (port.rx_pool or port.ro_pool):
+            self._post(port, rng)
+            n += 1
         if not n:
             return at
         rx.tail = rx.next_to_use                   # ixgbevf_write_tail: next_to_use itself

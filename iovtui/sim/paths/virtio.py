@@ -258,9 +258,7 @@ class Virtio(Technique):
             self.by_mac[vm.mac] = nic
             # virtnet_open → try_fill_recv: fill the whole RX ring, then kick once
             buf_len = nic.rx_buf_len()
-            while nic.rx_pool and nic.rxq.num_free:
-                gpa = nic.rx_pool.popleft()
-                nic.rxq.add_buf(gpa, buf_len, True, gpa)
+            self._post_rx_buffers(nic, buf_len)
             tr = self.engine.trace
             if tr.on:
                 tr.emit(0, "ring", vm.name, 1,
@@ -655,7 +653,7 @@ class Virtio(Technique):
             return now
         vm = nic.vm
         buf_len = nic.rx_buf_len()     # the EWMA does not move while the driver refills
-        added = q.add_bufs(nic.rx_pool, buf_len, True)
+        added = self._post_rx_buffers(nic, buf_len)
         t = vm.vcpu.reserve(now, self.refill_ns * added)
         tr = self.engine.trace
         if tr.on:
@@ -671,6 +669,18 @@ class Virtio(Technique):
                 why = q.no_kick_text()
                 tr.emit(now, "kick", vm.name, 1, f"{vm.name} does not kick: {why}", queue="rx", kicked=False)
         return t
+
+    @staticmethod
+    def _post_rx_buffers(nic: VirtioNic, buf_len: int) -> int:
+        """try_fill_recv's loop: a WRITE buffer of ``buf_len`` from the driver's
+        pool onto the RX ring while both have one; returns how many."""
+        q, pool = nic.rxq, nic.rx_pool
+        added = 0
+        while pool and q.num_free:
+            gpa = pool.popleft()
+            q.add_buf(gpa, buf_len, True, gpa)
+            added += 1
+        return added
 
     def _kick(self, nic: VirtioNic, which: str, at: int) -> int:
         """virtqueue_notify: the doorbell write exits; ioeventfd wakes the backend."""
