@@ -321,52 +321,42 @@ class Iommu:
         descriptor: fetch, data write, write-back.)
 
         Exact: each lookup that hits a 4 KiB IOTLB entry allowing the access
-        does what :meth:`translate`'s hit does (one translation and one hit
-        counted, the entry moved to the LRU end) without its call; any other
-        lookup is :meth:`translate` itself, in the same order."""
-        m = self.metrics
+        does what :meth:`translate`'s first branch does (the entry moved to the
+        LRU end; one translation and one hit counted, at the end) without its
+        call; any other lookup is :meth:`translate` itself, in the same order."""
         iotlb = self.iotlb
         did = self.devices.get(rid, -1)
-        dkey = (did, desc >> 12, 1)
-        dhit = iotlb.get(dkey)
         hits = 0
-        if dhit is not None and dhit[1] & PTE_R:
+        dkey = (did, desc >> 12, 1)
+        e = iotlb.get(dkey)
+        if e is not None and e[1] & PTE_R:
             iotlb.move_to_end(dkey)
             hits = 1
             cost = 0
-        elif self.superpages:
-            cost = self.translate(rid, desc, False)[1]
-            dhit = iotlb.get(dkey)
         else:
-            # (translate without superpages: its one lookup was this one)
-            m.iommu_translations += 1
-            cost = self._miss(rid, desc, False, PTE_R)[1]
-            dhit = iotlb.get(dkey)
+            cost = self.translate(rid, desc, False)[1]
         key = (did, gpa >> 12, 1)
-        hit = iotlb.get(key)
-        if hit is not None and hit[1] & PTE_W:
+        e = iotlb.get(key)
+        if e is not None and e[1] & PTE_W:
             iotlb.move_to_end(key)
             hits += 1
-            hpa = hit[0] | (gpa & 0xFFF)
+            hpa = e[0] | (gpa & 0xFFF)
         else:
             try:
-                if self.superpages:
-                    hpa, c, _hit = self.translate(rid, gpa, True)
-                else:
-                    m.iommu_translations += 1
-                    hpa, c, _hit = self._miss(rid, gpa, True, PTE_W)
+                hpa, c, _hit = self.translate(rid, gpa, True)
             except DmaFault:
-                m.iommu_translations += hits
-                m.iotlb_hits += hits
-                return None, cost
-            cost += c
-            # (the entry the fetch used may have gone: an IOTLB of one entry)
-            dhit = iotlb.get(dkey)
-        if dhit is not None and dhit[1] & PTE_W:
-            iotlb.move_to_end(dkey)
-            hits += 1
-        else:
-            self.translate(rid, desc, True)
+                hpa = None
+            else:
+                cost += c
+        if hpa is not None:
+            # the write-back (the fetch's entry may have gone meanwhile: an IOTLB of one entry)
+            e = iotlb.get(dkey)
+            if e is not None and e[1] & PTE_W:
+                iotlb.move_to_end(dkey)
+                hits += 1
+            else:
+                self.translate(rid, desc, True)
+        m = self.metrics
         m.iommu_translations += hits
         m.iotlb_hits += hits
         return hpa, cost
