@@ -112,8 +112,7 @@ class Nic:
         self._owned_lines: dict[tuple[str, int], str] = {}
         #: per port, destination MAC -> (the VF that owns it, its decision line) for an untagged
         #: frame the common case of from_wire sent there once: the same answer every time, as the
-        #: functions' MAC, VLAN and link state are fixed once the NIC is set up (the SR-IOV
-        #: technique's fast path logs the line as _log does and skips from_wire)
+        #: functions' MAC, VLAN and link state are fixed once the NIC is set up (untagged_owner)
         self.untagged_owned: list[dict[str, tuple[Function, str]]] = [{} for _ in range(nports)]
         self.spoofed_total = 0
         #: SSVPC of each port: spoofed packets since its PF driver last read it (read-to-clear)
@@ -135,6 +134,18 @@ class Nic:
         return sum(self.ssvpc_of)
 
     # -- the embedded switch ---------------------------------------------------------
+    def untagged_owner(self, dst: str, port: int = 0) -> Function | None:
+        """The VF an untagged frame to ``dst`` on ``port``'s link goes to, when
+        from_wire has sent one there before as its common case (a MAC a VF
+        owns), with that decision logged as from_wire logs it; else None (ask
+        from_wire).  The same answer every time: the functions' MAC, VLAN and
+        link state are fixed once the NIC is set up."""
+        got = self.untagged_owned[port].get(dst)
+        if got is None:
+            return None
+        self._log(got[1])
+        return got[0]
+
     def from_wire(self, dst: str, vlan: int, port: int = 0) -> tuple[list[Function], str]:
         """Which functions a frame from the wire (on ``port``'s link) goes
         to.  Returns the functions and, when none, the reason it is dropped."""

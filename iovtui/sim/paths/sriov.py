@@ -148,8 +148,6 @@ class SrIov(Technique):
         self.nic_ns = int(c["nic_pkt_ns"])
         self.pcie_ns = int(c["pcie_dma_ns"])
         self.nic = Nic(self.preset.nic, self.vms)
-        self._untagged_owned = self.nic.untagged_owned
-        self._decisions = self.nic._decisions
         self.vm_port = sim.vm_port
         io = self.preset.iommu
         self.iommu = Iommu(io["iotlb_entries"], int(c["iotlb_walk_read_ns"]), self.metrics,
@@ -281,38 +279,22 @@ class SrIov(Technique):
 
     def receive_from_wire(self, pkt: Packet) -> None:
         eng = self.engine
-        if not pkt.vlan and not eng.trace.on:
-            got = self._untagged_owned[self.vm_port[pkt.vm]].get(pkt.dst)
-            if got is not None:
-                # an untagged unicast to the VF that owns the MAC, as Nic.from_wire decided it
-                # before (Nic.untagged_owned: the same function and line; the line logged as
-                # Nic._log would), then the one-VF path below
-                f, line = got
-                d = self._decisions
-                if d[-1][0] == line:
-                    d[-1] = (line, d[-1][1] + 1)
-                else:
-                    d.append((line, 1))
-                port = self.ports[f.vm]
-                dma = port.dma
-                now = eng.now
-                end = (dma.busy_until if dma.busy_until > now else now) + self.nic_ns   # Resource.reserve
-                dma.busy_until = end
-                dma.busy_ns += self.nic_ns
-                port.rx_dma_pending += 1
-                eng.at(end, self._dma_rx, port, pkt)
-                return
         now = eng.now
+        tr = eng.trace
         link = self.vm_port[pkt.vm]                  # the frame came in on its VM's port
-        outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan, link)
-        if not outs:
-            self.sim.dropped(pkt, reason, 2)
-            return
-        if outs[0] is self.nic.pfs[link]:
-            self.sim.to_host(pkt, f"no VF owns destination MAC {pkt.dst}: the NIC's switch hands it to "
-                                  f"the PF's default pool ({outs[0].bdf}, the host's own stack)", 2)
-            return
-        tr = self.engine.trace
+        # an untagged frame to a VF's own MAC: the switch's earlier answer (Nic.untagged_owner)
+        f = None if pkt.vlan or tr.on else self.nic.untagged_owner(pkt.dst, link)
+        if f is not None:
+            outs = [f]
+        else:
+            outs, reason = self.nic.from_wire(pkt.dst, pkt.vlan, link)
+            if not outs:
+                self.sim.dropped(pkt, reason, 2)
+                return
+            if outs[0] is self.nic.pfs[link]:
+                self.sim.to_host(pkt, f"no VF owns destination MAC {pkt.dst}: the NIC's switch hands it to "
+                                      f"the PF's default pool ({outs[0].bdf}, the host's own stack)", 2)
+                return
         if len(outs) == 1 and not pkt.vlan and not tr.on:
             # (one VF, untagged, untraced: the loop below without its branches)
             port = self.ports[outs[0].vm]
@@ -321,7 +303,7 @@ class SrIov(Technique):
             dma.busy_until = end
             dma.busy_ns += self.nic_ns
             port.rx_dma_pending += 1
-            self.engine.at(end, self._dma_rx, port, pkt)
+            eng.at(end, self._dma_rx, port, pkt)
             return
         for i, vf in enumerate(outs):
             p = pkt
