@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING
 
 from ..engine import Resource
 from ..iommu import DmaFault, Iommu
-from ..ixgbe import (_Q, _RXWB, _U16, KIND, RXD_STAT_DD, RXD_STAT_EOP, RXDADV_PKTTYPE_IPV4, RXDADV_PKTTYPE_UDP,
-                     AdvRxRing, AdvTxRing, adv_ring_view)
+from ..ixgbe import KIND, AdvRxRing, AdvTxRing, adv_ring_view
 from ..nic import Function, Nic
 from ..packet import Packet, insert_vlan, mac_bytes, strip_vlan
 from ..views import QueueInfo, RingView, TableView
@@ -45,11 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..vmm import Vm
     from ..protocols import SimulationApi as Simulation  # what a technique may call on the run
 
-_Q_unpack_from = _Q.unpack_from
-_U16_unpack_from = _U16.unpack_from
-_RXWB_pack_into = _RXWB.pack_into
-_RX_PKT_INFO = RXDADV_PKTTYPE_IPV4 | RXDADV_PKTTYPE_UDP     # (AdvRxRing.hw_done_rx's default)
-_RX_DD_EOP = RXD_STAT_DD | RXD_STAT_EOP
 
 __all__ = ["SrIov", "ROGUE_GPA", "ITR_20K", "ITR_100K", "ITR_12K", "eitr_ns"]
 
@@ -327,44 +321,6 @@ class SrIov(Technique):
         port.rx_dma_pending -= 1
         vm, vf, rx = port.vm, port.vf, port.rx
         tr = self.engine.trace
-        if not tr.on:
-            # untraced: the IOMMU's three lookups in one call (Iommu.rx_dma: exact, the same
-            # counts and LRU order as three translate calls), the ring's fields in place
-            head = rx.head
-            if head != rx.tail:                                  # AdvRxRing.hw_fetch
-                ram = rx.mem.ram
-                desc = rx.base + 16 * head
-                gpa = _Q_unpack_from(ram, desc)[0]
-                hpa, cost = self.iommu.rx_dma(vf.rid, desc, gpa)
-                if hpa is not None:
-                    mem = vm.mem
-                    base = mem.hpa_base
-                    if not base <= hpa < base + mem.size:
-                        raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
-                    mem.write(hpa - base, pkt.frame, port.dma_who)
-                    # AdvRxRing.hw_done_rx: the write-back format, DD|EOP, head moves on
-                    _RXWB_pack_into(ram, desc, _RX_PKT_INFO, 0, 0, _RX_DD_EOP, pkt.size, 0)
-                    rx.head = (head + 1) % rx.size
-                    rx.last_touched = head
-                    port.rx_filled[head] = pkt
-                    vf.rx += 1
-                    # port.dma.reserve(now, cost) + pcie_ns, then _cause(port, at)
-                    dma = port.dma
-                    start = dma.busy_until if dma.busy_until > now else now
-                    dma.busy_until = start + cost
-                    dma.busy_ns += cost
-                    at = start + cost + self.pcie_ns
-                    port.cause = True
-                    if at > now:
-                        if port.masked:
-                            port.held_checks.append((at, self.engine.reserve_seq()))
-                        else:
-                            self.engine.at(at, self._maybe_irq, port)
-                    else:
-                        self._maybe_irq(port)
-                    return
-                self._dma_rx_blocked(port, pkt, head, gpa, desc, cost)
-                return
         got = rx.hw_fetch()
         if got is None:
             vf.dropped += 1
@@ -372,32 +328,31 @@ class SrIov(Technique):
             return
         slot, gpa, _len = got
         desc = rx.base + 16 * slot
-        # (untraced, the IOMMU is asked directly: _dma only adds the trace lines)
-        translate = self.iommu.translate
+        # three translations: the descriptor fetch (read format), the frame's write, and
+        # unless that was blocked the descriptor write-back
         if tr.on:
-            _h, cost = self._dma(port, desc, False, "")   # descriptor fetch (read format)
+            _h, cost = self._dma(port, desc, False, "")
             tr.emit(now, "dma", vm.name, 3,
                     f"{vf.name} fetches RX descriptor {slot} (pkt_addr 0x{gpa:x}) and issues a DMA write of "
                     f"frame #{pkt.id} to that GPA — it cannot know the HPA", pkt=pkt.id, gpa=gpa, rid=vf.bdf)
-        else:
-            cost = translate(vf.rid, desc, False)[1]
-        try:
-            if tr.on:
+            try:
                 hpa, c = self._dma(port, gpa, True, "DMA write to")
+            except DmaFault:
+                hpa = None
             else:
-                hpa, c, _hit = translate(vf.rid, gpa, True)
-            cost += c
-        except DmaFault:
+                cost += c
+                self._dma(port, desc, True, "")
+        else:
+            # (untraced, the IOMMU is asked directly, the three in one call: Iommu.rx_dma,
+            # the same counts and LRU order as three translate calls; _dma only adds trace lines)
+            hpa, cost = self.iommu.rx_dma(vf.rid, desc, gpa)
+        if hpa is None:
             self._dma_rx_blocked(port, pkt, slot, gpa, desc, cost)
             return
         mem = vm.mem
         if not mem.hpa_base <= hpa < mem.hpa_base + mem.size:
             raise AssertionError(f"IOMMU mapped {vf.bdf}'s DMA outside {vm.name}'s memory")
         mem.write(hpa - mem.hpa_base, pkt.frame, port.dma_who)
-        if tr.on:
-            self._dma(port, desc, True, "")                 # descriptor write-back
-        else:
-            translate(vf.rid, desc, True)
         rx.hw_done_rx(slot, pkt.size)
         port.rx_filled[slot] = pkt
         vf.rx += 1
