@@ -499,12 +499,11 @@ class SrIov(Technique):
         """ixgbevf_set_itr: the higher of the rx / tx states' ITR, reached by
         exponential smoothing ``new = 10·new·old / (9·new + old)``; a change is
         an EITR write (ixgbevf_write_eitr)."""
-        # (a container that saw no packets keeps its state: ixgbevf_update_itr returns early)
+        port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
+        port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
         if port.tx_packets:
-            port.tx_state = self._update_itr(port, port.tx_state, port.tx_bytes, port.tx_packets)
             port.tx_bytes = port.tx_packets = 0
         if port.rx_packets:
-            port.rx_state = self._update_itr(port, port.rx_state, port.rx_bytes, port.rx_packets)
             port.rx_bytes = port.rx_packets = 0
         state = max(port.rx_state, port.tx_state)
         new, old = STATE_ITR[state], port.itr
@@ -592,18 +591,10 @@ class SrIov(Technique):
         slot, gpa, length = got
         pkt = port.tx_sent.pop(slot)
         now = self.engine.now
-        traced = self.engine.trace.on
-        translate = self.iommu.translate
         try:
-            if traced:
-                self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
-                self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
-                hpa, cost = self._dma(port, gpa, False, "DMA read from")
-            else:
-                # (untraced, the IOMMU is asked directly: _dma only adds the trace lines)
-                translate(vf.rid, tx.base + 16 * ((slot - 1) % tx.size), False)
-                translate(vf.rid, tx.base + 16 * slot, False)
-                hpa, cost, _hit = translate(vf.rid, gpa, False)
+            self._dma(port, tx.base + 16 * ((slot - 1) % tx.size), False, "")   # the context descriptor
+            self._dma(port, tx.base + 16 * slot, False, "")                      # the data descriptor
+            hpa, cost = self._dma(port, gpa, False, "DMA read from")
         except DmaFault:
             tx.hw_done_tx(slot)
             vf.dropped += 1
@@ -614,10 +605,7 @@ class SrIov(Technique):
         frame = bytes(mem.ram[hpa - mem.hpa_base:hpa - mem.hpa_base + length])
         if frame != pkt.frame:
             self.metrics.corrupt += 1
-        if traced:
-            self._dma(port, tx.base + 16 * slot, True, "")
-        else:
-            translate(vf.rid, tx.base + 16 * slot, True)
+        self._dma(port, tx.base + 16 * slot, True, "")
         tx.hw_done_tx(slot)
         ready = port.dma.reserve(now, cost) + self.pcie_ns
         src = pkt.src
