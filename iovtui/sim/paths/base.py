@@ -278,16 +278,9 @@ class Technique:
                         if count_bytes:
                             port.rx_bytes += length
                             port.rx_packets += 1
-                    if refill_at_end:
-                        if cleaned >= refill_every:
-                            end = self._refill(port, end)
-                            cleaned = 0
-                    else:
-                        # rx.unused() (HeadTailRing.unused: E1000_DESC_UNUSED / ixgbevf_desc_unused), inlined
-                        ntc, ntu = rx.next_to_clean, rx.next_to_use
-                        if (0 if ntc > ntu else rx.size) + ntc - ntu - 1 >= refill_every:
-                            end = self._refill(port, end)
-                            cleaned = 0
+                    if (cleaned if refill_at_end else rx.unused()) >= refill_every:
+                        end = self._refill(port, end)
+                        cleaned = 0
                     done += 1
                     # the next step, in place if nothing else comes first
                     if go_on(end):
