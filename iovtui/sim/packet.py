@@ -59,10 +59,10 @@ class Packet:
     __slots__ = ("id", "t0", "size", "vm", "direction", "_frame", "_tpl", "dst", "src", "vlan", "t_done", "copies")
 
     def __init__(self, pid: int, t0: int, vm: int, direction: str, frame: bytes | bytearray | None,
-                 dst: str, src: str, vlan: int, tpl: tuple | None = None, size: int = 0) -> None:
+                 dst: str, src: str, vlan: int, tpl: tuple | None = None) -> None:
         self.id = pid
         self.t0 = t0
-        self.size = len(frame) if frame is not None else size
+        self.size = len(frame if frame is not None else tpl[0])
         self.vm = vm
         self.direction = direction
         self._frame = frame

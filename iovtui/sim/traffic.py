@@ -114,7 +114,7 @@ class Traffic:
             tpl = self._rx_tpl.get(key)
             if tpl is None:
                 tpl = self._rx_tpl[key] = sim.frames.template(vm.mac, EXT_MAC, vlan, EXT_IP, vm.ip, size)
-            pkt = Packet(pid, now, vm.index, "rx", None, vm.mac, EXT_MAC, vlan, tpl, len(tpl[0]))
+            pkt = Packet(pid, now, vm.index, "rx", None, vm.mac, EXT_MAC, vlan, tpl)
         else:
             key = (vm.index, size)
             tpl = self._tx_tpl.get(key)
