@@ -744,14 +744,9 @@ RING_COLUMNS = ("variant", "ring", "queue_size", "host", "kicks_per_packet", "in
 def _print_ring_rows(rows: list[dict[str, Any]], fmt: str, title: str) -> None:
     """compare --virtio-rings in the table, csv or markdown format."""
     if fmt == "csv":
-        import csv
-        import io as _io
+        from .csvout import spread_csv
 
-        buf = _io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=RING_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        print(buf.getvalue(), end="")
+        print(spread_csv(rows, RING_COLUMNS, []), end="")
         return
     heads = ("variant", "host", "slots", "kicks/pkt", "irqs/pkt", "ring lines/pkt", "lines rx/tx", "exits/pkt",
              "CPU µs/pkt", "Gb/s", "delivered")
@@ -796,9 +791,7 @@ def _print_ring_rows(rows: list[dict[str, Any]], fmt: str, title: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import csv
-    import io as _io
-
+    from .csvout import spread_csv
     from .sim.preset import PresetError
 
     preset = _load(args.preset)
@@ -823,16 +816,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     if args.format == "csv":
         # every exit reason any variant saw is a column of its own (0 where none)
-        reasons = sorted({k for r in rows for k in r["exits_by_reason"]})
-        cols = [c for c in COMPARE_COLUMNS if c != "top_exits"] + [f"exits_{k}" for k in reasons]
-        buf = _io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            flat = {k: ("" if r[k] is None else r[k]) for k in COMPARE_COLUMNS}
-            flat.update({f"exits_{k}": r["exits_by_reason"].get(k, 0) for k in reasons})
-            w.writerow(flat)
-        print(buf.getvalue(), end="")
+        print(spread_csv(rows, [c for c in COMPARE_COLUMNS if c != "top_exits"],
+                         [("exits_by_reason", "exits_", "")]), end="")
         return 0
     heads = ("variant", "host", "exits/pkt", "top exits", "irq inj", "irq posted", "host irq", "copies/pkt",
              "CPU µs/pkt", "Gb/s", "p50 µs", "p99 µs", "IOTLB hits", "DMAR faults", "delivered", "dropped")

@@ -9,7 +9,6 @@ and calls in here).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -17,6 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 from typing import Any, Sequence, TextIO
 
+from .csvout import spread_csv
 from .sim.sweep import MEASURES, TECH_LABELS, chart_series, rate_label
 
 __all__ = ["render", "Progress", "svg_text", "CSV_COLUMNS"]
@@ -66,18 +66,8 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, meta: dict[str, Any]) -> st
         return json.dumps({**meta, "points": list(rows)}, indent=2) + "\n"
     if fmt == "csv":
         # every exit reason and drop reason any point saw is a column of its own (0 where none)
-        reasons = sorted({k for r in rows for k in r["exits_by_reason_per_packet"]})
-        drops = sorted({k for r in rows for k in r["drops_by_reason"]})
-        cols = [*CSV_COLUMNS, *(f"exits_{k}_per_packet" for k in reasons), *(f"drops_{k}" for k in drops)]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            flat = {k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS}
-            flat.update({f"exits_{k}_per_packet": r["exits_by_reason_per_packet"].get(k, 0) for k in reasons})
-            flat.update({f"drops_{k}": r["drops_by_reason"].get(k, 0) for k in drops})
-            w.writerow(flat)
-        return buf.getvalue()
+        return spread_csv(rows, CSV_COLUMNS, [("exits_by_reason_per_packet", "exits_", "_per_packet"),
+                                              ("drops_by_reason", "drops_", "")])
     title = f"{meta['preset']} · seed {meta['seed']} · {meta['packets']:,} packets per point"
     if fmt == "markdown":
         out = [f"**sweep: {title}**", "", f"_{meta['load']}_", "",
